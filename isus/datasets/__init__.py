@@ -1,0 +1,16 @@
+"""Dataset readers behind one record API (:func:`open_dataset`)."""
+from isus.datasets.base import PanopticDataset, dataset_names, open_dataset, register_dataset
+from isus.datasets.cityscapes import IDD, Cityscapes
+from isus.datasets.coco import CocoPanoptic
+from isus.datasets.mapillary import MapillaryVistas
+
+__all__ = [
+    "PanopticDataset",
+    "open_dataset",
+    "register_dataset",
+    "dataset_names",
+    "MapillaryVistas",
+    "Cityscapes",
+    "IDD",
+    "CocoPanoptic",
+]

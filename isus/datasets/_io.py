@@ -1,0 +1,119 @@
+"""File decoding shared by every reader: every failure becomes a DatasetError naming the file."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from isus.errors import DatasetError
+
+REDUCE_FLAGS = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+
+
+def read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise DatasetError(f"{what} not found (expected a JSON file here)", path)
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{what} is not valid JSON: {e}", path) from None
+
+
+def require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise DatasetError(f"{what} not found (expected a directory here)", path)
+    return path
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """``(height, width)`` from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except FileNotFoundError:
+        raise DatasetError("image file not found", path) from None
+    except OSError as e:
+        raise DatasetError(f"cannot read image header: {e}", path) from None
+    return h, w
+
+
+def decode_image(path: Path, reduce: int = 1) -> np.ndarray:
+    """Decode an RGB image at ``1/reduce`` resolution.
+
+    JPEGs use libjpeg's DCT scaling (cheaper than decoding then resizing); other formats are
+    decoded in full and downsampled by OpenCV. EXIF orientation is ignored so that pixels line
+    up with the annotation, which is stored unrotated.
+    """
+    try:
+        flag = REDUCE_FLAGS[reduce]
+    except (KeyError, TypeError):
+        raise ValueError(f"load_image(reduce=) expects one of 1, 2, 4, 8; got {reduce!r}") from None
+    try:
+        buf = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        raise DatasetError("image file not found", path) from None
+    # libjpeg fills a truncated JPEG with grey and only warns, so check the end-of-image
+    # marker ourselves (a few writers pad after it, hence the search in the tail).
+    if buf[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in buf[-64:].tobytes():
+        raise DatasetError("truncated JPEG (no end-of-image marker)", path)
+    is_jpeg = buf[:2].tobytes() == b"\xff\xd8"
+    # Only JPEG has a cheap reduced decode; OpenCV's reduced flags on other formats round the
+    # size down, while libjpeg rounds up, so those are resized here to the same (ceil) size.
+    img = cv2.imdecode(buf, (flag if is_jpeg else cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION)
+    if img is None:
+        raise DatasetError("cannot decode image (corrupt, truncated or not an image)", path)
+    if reduce > 1 and not is_jpeg:
+        h, w = reduced_size(img.shape[0], img.shape[1], reduce)
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def reduced_size(height: int, width: int, reduce: int) -> tuple[int, int]:
+    """Size of an image decoded with ``reduce`` (libjpeg rounds up)."""
+    return -(-height // reduce), -(-width // reduce)
+
+
+def read_png(path: Path, modes: tuple[str, ...], what: str) -> np.ndarray:
+    """Decode an annotation PNG whose PIL mode must be one of ``modes``.
+
+    Returns the raw pixel array: palette indices for ``P``, values for ``L``/``I;16``/``I``,
+    ``(H, W, 3)`` for ``RGB``. The mode check catches wrong bit depths (e.g. an 8-bit PNG where
+    a 16-bit instance map is expected) before they turn into wrong ids.
+    """
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode not in modes:
+                raise DatasetError(
+                    f"{what} has PIL mode {mode!r}; expected {' or '.join(map(repr, modes))}", path
+                )
+            arr = np.asarray(im)
+    except FileNotFoundError:
+        raise DatasetError(f"{what} not found", path) from None
+    except DatasetError:
+        raise
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DatasetError(f"cannot decode {what}: {e}", path) from None
+    return arr
+
+
+def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
+    """COCO panoptic colour encoding: ``id = R + 256 G + 256^2 B`` (in int32, no uint8 overflow)."""
+    rgb = rgb.astype(np.int32, copy=False)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+
+
+def id_to_rgb(ids: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`rgb_to_id`, as ``(H, W, 3)`` uint8."""
+    ids = np.asarray(ids, dtype=np.int64)
+    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)

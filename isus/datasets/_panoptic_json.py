@@ -1,0 +1,56 @@
+"""COCO-panoptic-style JSON (COCO, MVD panoptic, Cityscapes-panoptic, IDD panoptic)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from isus.datasets._io import read_json
+from isus.errors import DatasetError
+from isus.types import Category
+
+
+def load_panoptic_json(path: Path) -> dict:
+    """Read and shape-check a panoptic JSON. ``images``/``categories`` may be absent (trimmed
+    copies exist), ``annotations`` may not."""
+    data = read_json(path, "panoptic JSON")
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        raise DatasetError("panoptic JSON has no 'annotations' list", path)
+    for k, a in enumerate(data["annotations"]):
+        if not isinstance(a, dict) or "file_name" not in a or not isinstance(a.get("segments_info"), list):
+            raise DatasetError(
+                f"annotations[{k}] needs 'image_id', 'file_name' and a 'segments_info' list", path
+            )
+        if "image_id" not in a:
+            raise DatasetError(f"annotations[{k}] ({a['file_name']}) has no 'image_id'", path)
+    for key in ("images", "categories"):
+        if key in data and not isinstance(data[key], list):
+            raise DatasetError(f"'{key}' must be a list", path)
+    return data
+
+
+def categories_from_json(items: list, path: Path, name_key: str = "name") -> list[Category]:
+    """Categories from a panoptic JSON's ``categories`` list."""
+    cats = []
+    for k, c in enumerate(items):
+        try:
+            cats.append(
+                Category(
+                    id=int(c["id"]),
+                    name=str(c[name_key]),
+                    isthing=bool(c["isthing"]),
+                    color=tuple(int(v) for v in c.get("color", (0, 0, 0))),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise DatasetError(f"categories[{k}] lacks or mistypes a field ({e!r}); expected "
+                               "'id', 'name', 'isthing', 'color'", path) from None
+    return cats
+
+
+def annotations_by_image(data: dict, path: Path) -> dict:
+    """``image_id -> annotation``; a duplicated image id is an error."""
+    out = {}
+    for a in data["annotations"]:
+        if a["image_id"] in out:
+            raise DatasetError(f"image_id {a['image_id']!r} has two annotations", path)
+        out[a["image_id"]] = a
+    return out

@@ -1,0 +1,317 @@
+"""The record API every dataset reader implements, and the registry behind ``open_dataset``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from isus.datasets._io import decode_image, image_size, reduced_size
+from isus.errors import DatasetError, InstancesUnavailableError
+from isus.types import Category, ImageInfo, Panoptic, make_segments
+
+__all__ = ["PanopticDataset", "open_dataset", "register_dataset", "dataset_names"]
+
+
+@dataclass
+class Record:
+    """One image of a dataset as a reader found it (private to the readers)."""
+
+    image_id: int | str
+    image_path: Path
+    annotation: Any  # reader-specific: a path, or (path, segments_info)
+    height: int | None = None
+    width: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class PanopticDataset:
+    """A panoptic segmentation dataset read from its own on-disk layout.
+
+    Subclasses fill :attr:`categories` and the records in ``__init__`` and implement
+    :meth:`_load_panoptic` (and :meth:`_load_semantic` when they can be semantic-only).
+
+    Attributes
+    ----------
+    name
+        Registry name of the format (``"mvd"``, ``"cityscapes"``, ``"idd"``, ``"coco"``).
+    root
+        Dataset root directory.
+    split
+        Split that was opened.
+    categories
+        The dataset's categories, in the dataset's own id order.
+    has_instances
+        False when only semantic labels were found: :meth:`load_panoptic` then raises
+        :class:`~isus.InstancesUnavailableError` and only class-uniform sampling can work.
+    source
+        Which annotation files the records come from (e.g. ``"instances"``, ``"panoptic"``,
+        ``"polygons"``, ``"labels"``).
+    """
+
+    name: str = "?"
+
+    def __init__(
+        self,
+        root: Path,
+        split: str | None,
+        categories: Sequence[Category],
+        records: list[Record],
+        *,
+        source: str,
+        has_instances: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.categories: tuple[Category, ...] = tuple(categories)
+        self.source = source
+        self.has_instances = has_instances
+        self._records = records
+        self._by_id = {c.id: c for c in self.categories}
+        if len(self._by_id) != len(self.categories):
+            raise DatasetError(f"{self.name}: duplicate category ids in the label config", self.root)
+
+    # -- record API -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, images={len(self)}, "
+            f"categories={len(self.categories)}, source={self.source!r})"
+        )
+
+    def category(self, category_id: int) -> Category:
+        """The :class:`Category` with the dataset's id ``category_id``."""
+        try:
+            return self._by_id[int(category_id)]
+        except KeyError:
+            raise KeyError(f"{self.name} has no category id {category_id}") from None
+
+    def _record(self, i: int) -> Record:
+        if not isinstance(i, (int, np.integer)) or not -len(self) <= i < len(self):
+            raise IndexError(f"image index {i!r} out of range for a dataset of {len(self)} images")
+        return self._records[int(i)]
+
+    def image_info(self, i: int) -> ImageInfo:
+        """Id, file name and size of image ``i`` (the size is read from the header once)."""
+        r = self._record(i)
+        if r.height is None or r.width is None:
+            r.height, r.width = image_size(r.image_path)
+        return ImageInfo(
+            index=int(i) % len(self),
+            image_id=r.image_id,
+            file_name=_relative(r.image_path, self.root),
+            height=int(r.height),
+            width=int(r.width),
+        )
+
+    def image_path(self, i: int) -> Path:
+        """Absolute path of the image file of image ``i``."""
+        return self._record(i).image_path
+
+    def load_image(self, i: int, reduce: int = 1) -> np.ndarray:
+        """Decode image ``i`` as ``(H, W, 3)`` uint8 RGB.
+
+        Parameters
+        ----------
+        i
+            Image index.
+        reduce
+            1, 2, 4 or 8: decode at ``1/reduce`` resolution, ``ceil(H/reduce) x ceil(W/reduce)``
+            (JPEGs are scaled inside libjpeg, which is much cheaper than a full decode).
+        """
+        r = self._record(i)
+        img = decode_image(r.image_path, reduce)
+        info = self.image_info(i)
+        expected = reduced_size(info.height, info.width, reduce)
+        if img.shape[:2] != expected:
+            raise DatasetError(
+                f"image is {img.shape[1]}x{img.shape[0]} at reduce={reduce}; expected "
+                f"{expected[1]}x{expected[0]} from the annotation ({info.width}x{info.height})",
+                r.image_path,
+            )
+        return img
+
+    def load_panoptic(self, i: int) -> Panoptic:
+        """Decode the panoptic annotation of image ``i``.
+
+        Segment id 0 is void in every format. Category ids are the dataset's own.
+        """
+        if not self.has_instances:
+            raise InstancesUnavailableError(
+                f"the {self.name} dataset was opened semantic-only (source={self.source!r}): "
+                "instance annotations are needed for this. Class-uniform sampling (CUS) works on "
+                "semantic labels; for ISUS provide the instance or panoptic annotations.",
+                self.root,
+            )
+        r = self._record(i)
+        pan = self._load_panoptic(r)
+        self._check_size(r, pan.ids.shape, self._annotation_path(r))
+        return pan
+
+    def load_semantic(self, i: int) -> np.ndarray:
+        """``(H, W)`` int32 category ids of image ``i``; -1 where void."""
+        r = self._record(i)
+        if self.has_instances:
+            sem = self._load_panoptic(r).semantic(void=-1)
+        else:
+            sem = self._load_semantic(r)
+        self._check_size(r, sem.shape, self._annotation_path(r))
+        return sem
+
+    # -- for subclasses ---------------------------------------------------------------------
+    def _load_panoptic(self, r: Record) -> Panoptic:
+        raise NotImplementedError
+
+    def _load_semantic(self, r: Record) -> np.ndarray:
+        raise NotImplementedError
+
+    def _annotation_path(self, r: Record) -> Path:
+        return r.annotation if isinstance(r.annotation, Path) else Path(r.annotation[0])
+
+    def _check_size(self, r: Record, shape: tuple[int, ...], path: Path) -> None:
+        if r.height is None or r.width is None:
+            r.height, r.width = shape[:2]
+            return
+        if tuple(shape[:2]) != (r.height, r.width):
+            raise DatasetError(
+                f"annotation is {shape[1]}x{shape[0]}; expected {r.width}x{r.height} "
+                f"(the size of image {r.image_path.name})",
+                path,
+            )
+
+    def _check_category(self, category_id: int, path: Path, where: str) -> Category:
+        try:
+            return self._by_id[int(category_id)]
+        except KeyError:
+            known = sorted(self._by_id)
+            shown = ", ".join(map(str, known[:12])) + (", ..." if len(known) > 12 else "")
+            raise DatasetError(
+                f"{where}: unknown category id {category_id} (the label config has ids {shown})", path
+            ) from None
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+# -- shared decoders --------------------------------------------------------------------------
+def panoptic_from_packed(
+    values: np.ndarray,
+    decode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    dataset: PanopticDataset,
+    path: Path,
+) -> Panoptic:
+    """Turn a 16-bit packed map (class and instance in one value) into a :class:`Panoptic`.
+
+    ``decode(present_values) -> (segment_ids, category_ids, iscrowd)`` maps each distinct
+    value to its segment; a segment id of 0 marks void. Works through a 65536-entry lookup
+    table, so the pixels are touched only by one bincount and one gather.
+    """
+    if values.dtype != np.uint16:
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise DatasetError("16-bit annotation holds values outside 0..65535", path)
+        values = values.astype(np.uint16)
+    present = np.flatnonzero(np.bincount(values.ravel(), minlength=65536))
+    seg_ids, cat_ids, crowd = decode(present)
+    keep = seg_ids != 0
+    for c in np.unique(cat_ids[keep]):
+        dataset._check_category(int(c), path, "pixel value")
+    lut = np.zeros(65536, dtype=np.int32)
+    lut[present] = seg_ids
+    ids = lut[values]
+    return Panoptic(ids, make_segments(seg_ids[keep], cat_ids[keep], crowd[keep]))
+
+
+def panoptic_from_rgb(
+    rgb: np.ndarray, segments_info: list[dict], dataset: PanopticDataset, path: Path, json_path: Path
+) -> Panoptic:
+    """Decode a COCO-style RGB panoptic PNG against its ``segments_info`` from the JSON.
+
+    Raises :class:`DatasetError` when the PNG holds an id the JSON does not list, the JSON lists
+    a segment absent from the PNG, or a segment names an unknown category.
+    """
+    from isus.datasets._io import rgb_to_id
+
+    ids = rgb_to_id(rgb)
+    try:
+        seg_ids = np.array([int(s["id"]) for s in segments_info], dtype=np.int64)
+        cat_ids = np.array([int(s["category_id"]) for s in segments_info], dtype=np.int64)
+        crowd = np.array([bool(s.get("iscrowd", 0)) for s in segments_info], dtype=bool)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DatasetError(f"segments_info of {path.name} lacks or mistypes a field ({e!r}); "
+                           "each segment needs integer 'id' and 'category_id'", json_path) from None
+    if len(np.unique(seg_ids)) != len(seg_ids):
+        raise DatasetError(f"segments_info of {path.name} lists a segment id twice", json_path)
+    for c in np.unique(cat_ids):
+        dataset._check_category(int(c), json_path, f"segments_info of {path.name}")
+    present = np.unique(ids)
+    present = present[present != 0]
+    missing_in_json = np.setdiff1d(present, seg_ids)
+    if missing_in_json.size:
+        raise DatasetError(
+            f"the PNG holds segment ids {missing_in_json[:5].tolist()} that segments_info in "
+            f"{json_path.name} does not list", path)
+    missing_in_png = np.setdiff1d(seg_ids, present)
+    if missing_in_png.size:
+        raise DatasetError(
+            f"segments_info in {json_path.name} lists segment ids {missing_in_png[:5].tolist()} "
+            "that the PNG does not contain", path)
+    if (seg_ids == 0).any():
+        raise DatasetError(f"segments_info of {path.name} uses id 0, which means void", json_path)
+    return Panoptic(ids.astype(np.int32), make_segments(seg_ids, cat_ids, crowd))
+
+
+# -- registry ---------------------------------------------------------------------------------
+_REGISTRY: dict[str, Callable[..., PanopticDataset]] = {}
+
+
+def register_dataset(*names: str) -> Callable:
+    """Class decorator: make a reader available to :func:`open_dataset` under ``names``."""
+
+    def deco(cls):
+        for n in names:
+            _REGISTRY[n.lower()] = cls
+        return cls
+
+    return deco
+
+
+def dataset_names() -> list[str]:
+    """Names accepted by :func:`open_dataset`."""
+    return sorted(_REGISTRY)
+
+
+def open_dataset(name: str, root: str | Path, split: str | None = None, **kwargs: Any) -> PanopticDataset:
+    """Open a dataset in its own on-disk layout.
+
+    Parameters
+    ----------
+    name
+        ``"mvd"``, ``"cityscapes"``, ``"idd"`` or ``"coco"`` (see :func:`dataset_names`).
+    root
+        The dataset's root directory, as downloaded.
+    split
+        Split name in the dataset's own terms (``"training"`` for MVD, ``"train"``/``"val"``
+        elsewhere); each reader has a default.
+    **kwargs
+        Format-specific options (``version=`` for MVD, ``source=``, paths overriding the
+        default layout); see ``docs/datasets.md``.
+
+    Examples
+    --------
+    >>> ds = open_dataset("mvd", "/data/mapillary", split="training", version="v1.2")  # doctest: +SKIP
+    >>> ds.load_panoptic(0).segments[:3]  # doctest: +SKIP
+    """
+    try:
+        cls = _REGISTRY[name.lower()]
+    except KeyError:
+        raise ValueError(f"open_dataset(name=) expects one of {', '.join(dataset_names())}; got {name!r}") from None
+    if split is not None:
+        kwargs["split"] = split
+    return cls(Path(root), **kwargs)

@@ -1,0 +1,256 @@
+"""Cityscapes and IDD readers: both use the ``leftImg8bit/`` + ``gtFine/`` layout."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from isus.datasets._io import read_json, read_png, require_dir
+from isus.datasets._panoptic_json import annotations_by_image, categories_from_json, load_panoptic_json
+from isus.datasets.base import PanopticDataset, Record, panoptic_from_packed, panoptic_from_rgb, register_dataset
+from isus.datasets.labels import CITYSCAPES_LABELS, IDD_LABELS
+from isus.errors import DatasetError
+from isus.types import Category, Panoptic
+
+__all__ = ["Cityscapes", "IDD", "rasterize_polygons"]
+
+SOURCES = ("auto", "instances", "panoptic", "polygons", "labels")
+INSTANCE_MODES = ("I;16", "I;16B", "I")
+LABEL_MODES = ("L", "P", "I;16", "I")
+
+
+@dataclass(frozen=True)
+class LabelScheme:
+    """How one Cityscapes-like dataset encodes classes in its files."""
+
+    categories: tuple[Category, ...]
+    polygon_labels: dict[str, tuple[int, bool]]  # polygon label -> (class value, has instances)
+    background: int  # class value of pixels no polygon covers
+    id_offset: int  # segment id = pixel value + id_offset (keeps value 0 usable as a class)
+    instance_suffix: str
+    label_suffix: str
+    panoptic_json: str  # relative to gtFine/, {split} substituted
+    panoptic_dir: str
+
+    def frame_key(self, image: Path, split_dir: Path) -> str:
+        raise NotImplementedError
+
+
+def _cityscapes_scheme() -> LabelScheme:
+    cats = tuple(Category(l.id, l.name, l.has_instances, l.color) for l in CITYSCAPES_LABELS
+                 if not l.ignore_in_eval)
+    return LabelScheme(
+        categories=cats,
+        polygon_labels={l.name: (l.id, l.has_instances) for l in CITYSCAPES_LABELS},
+        background=0, id_offset=0,
+        instance_suffix="_gtFine_instanceIds.png", label_suffix="_gtFine_labelIds.png",
+        panoptic_json="cityscapes_panoptic_{split}.json", panoptic_dir="cityscapes_panoptic_{split}",
+    )
+
+
+def _idd_scheme() -> LabelScheme:
+    cats: dict[int, Category] = {}
+    for l in IDD_LABELS:
+        # A level-3 class takes the name and colour of its first label, as IDD's panoptic JSON does.
+        if l.level3_id != 255 and l.level3_id not in cats:
+            cats[l.level3_id] = Category(l.level3_id, l.name, l.has_instances, l.color)
+    return LabelScheme(
+        categories=tuple(cats.values()),
+        polygon_labels={l.name: (l.level3_id, l.has_instances) for l in IDD_LABELS},
+        background=255, id_offset=1,
+        instance_suffix="_gtFine_instancelevel3Ids.png", label_suffix="_gtFine_labellevel3Ids.png",
+        panoptic_json="{split}_panoptic.json", panoptic_dir="{split}_panoptic",
+    )
+
+
+def rasterize_polygons(objects: list, height: int, width: int, scheme: LabelScheme, path: Path) -> np.ndarray:
+    """Rasterise a ``*_gtFine_polygons.json`` object list into a packed instance map.
+
+    Follows the official converters (cityscapesScripts ``json2instanceImg``, AutoNUE's copy):
+    objects are drawn in list order with PIL's polygon fill, later ones over earlier ones;
+    ``deleted`` objects and polygons of fewer than two points are skipped; a label ending in
+    ``group`` is the crowd form of its base label; thing instances get ``class*1000 + k`` with
+    ``k`` counted from 0 per class value.
+    """
+    img = Image.new("I", (width, height), scheme.background)
+    draw = ImageDraw.Draw(img)
+    counters: dict[int, int] = {}
+    for k, obj in enumerate(objects):
+        if not isinstance(obj, dict) or "label" not in obj or "polygon" not in obj:
+            raise DatasetError(f"objects[{k}] needs 'label' and 'polygon'", path)
+        if obj.get("deleted", 0):
+            continue
+        poly = obj["polygon"]
+        if len(poly) < 2:
+            continue
+        label, group = obj["label"], False
+        if label not in scheme.polygon_labels and label.endswith("group"):
+            label, group = label[: -len("group")], True
+        if label not in scheme.polygon_labels:
+            raise DatasetError(f"objects[{k}] has unknown label {obj['label']!r}", path)
+        value, has_instances = scheme.polygon_labels[label]
+        if value < 0:
+            continue
+        if has_instances and not group and value != scheme.background:
+            n = counters.get(value, 0)
+            counters[value] = n + 1
+            value = value * 1000 + n
+        try:
+            draw.polygon([(float(x), float(y)) for x, y in poly], fill=value)
+        except (TypeError, ValueError):
+            raise DatasetError(f"objects[{k}] polygon is not a list of [x, y] pairs", path) from None
+    return np.asarray(img, dtype=np.int32)
+
+
+class _CityscapesLike(PanopticDataset):
+    scheme: LabelScheme
+
+    def __init__(
+        self,
+        root: Path,
+        split: str,
+        *,
+        source: str = "auto",
+        images_dir: str | Path | None = None,
+        annotations_dir: str | Path | None = None,
+        panoptic_json: str | Path | None = None,
+        panoptic_dir: str | Path | None = None,
+    ) -> None:
+        root = require_dir(Path(root), f"{self.name} root")
+        if source not in SOURCES:
+            raise ValueError(f"open_dataset({self.name!r}, source=) expects one of {SOURCES}; got {source!r}")
+        s = self.scheme
+        img_root = require_dir(root / (images_dir or "leftImg8bit") / split, f"{self.name} image split directory")
+        gt_root = root / (annotations_dir or "gtFine")
+        pan_json = root / panoptic_json if panoptic_json else gt_root / s.panoptic_json.format(split=split)
+        pan_dir = root / panoptic_dir if panoptic_dir else gt_root / s.panoptic_dir.format(split=split)
+
+        images = sorted(p for p in img_root.glob("*/*_leftImg8bit.*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        if not images:
+            raise DatasetError("no *_leftImg8bit.png/.jpg images found in its sub-folders", img_root)
+        frames = []  # (key, image path, annotation stem)
+        for p in images:
+            stem = p.name[: -len("_leftImg8bit" + p.suffix)]
+            frames.append((self._frame_key(p.parent.name, stem), p, gt_root / split / p.parent.name / stem))
+
+        if source == "auto":
+            first = frames[0][2]
+            if Path(f"{first}{s.instance_suffix}").exists():
+                source = "instances"
+            elif pan_json.exists():
+                source = "panoptic"
+            elif Path(f"{first}_gtFine_polygons.json").exists():
+                source = "polygons"
+            elif Path(f"{first}{s.label_suffix}").exists():
+                source = "labels"
+            else:
+                raise DatasetError(f"no annotations found for {frames[0][1].name}: expected "
+                                   f"{Path(f'{first}{s.instance_suffix}').name}, {pan_json.name}, "
+                                   "a *_gtFine_polygons.json or a label PNG", gt_root / split)
+        cats = s.categories
+        if source == "panoptic":
+            require_dir(pan_dir, f"{self.name} panoptic PNG directory")
+            data = load_panoptic_json(pan_json)
+            if "categories" in data:
+                cats = tuple(categories_from_json(data["categories"], pan_json))
+            by_image = annotations_by_image(data, pan_json)
+            records = []
+            for key, p, _ in frames:
+                a = by_image.pop(key, None)
+                if a is None:
+                    raise DatasetError(f"image {p.name} has no annotation (image_id {key!r})", pan_json)
+                records.append(Record(key, p, (pan_dir / a["file_name"], a["segments_info"])))
+            if by_image:
+                raise DatasetError(f"annotations for images not in {img_root}: {list(by_image)[:3]}", pan_json)
+            self._json_path = pan_json
+        else:
+            suffix = {"instances": s.instance_suffix, "labels": s.label_suffix,
+                      "polygons": "_gtFine_polygons.json"}[source]
+            records = [Record(key, p, Path(f"{stem}{suffix}")) for key, p, stem in frames]
+        super().__init__(root, split, cats, records, source=source, has_instances=source != "labels")
+        ids = np.array([c.id for c in self.categories])
+        self._is_category = np.zeros(max(256, ids.max() + 1), dtype=bool)
+        self._is_category[ids] = True
+        self._is_thing = np.zeros_like(self._is_category)
+        self._is_thing[[c.id for c in self.categories if c.isthing]] = True
+
+    def _frame_key(self, folder: str, stem: str) -> str:
+        return stem
+
+    def _decode_packed(self, present: np.ndarray):
+        cls = np.where(present >= 1000, present // 1000, present).astype(np.int64)
+        valid = cls < len(self._is_category)
+        is_cat = np.zeros(len(cls), dtype=bool)
+        is_cat[valid] = self._is_category[cls[valid]]
+        seg = np.where(is_cat, present.astype(np.int64) + self.scheme.id_offset, 0)
+        crowd = np.zeros(len(cls), dtype=bool)
+        crowd[valid] = self._is_thing[cls[valid]] & (present[valid] < 1000)
+        return seg, cls, crowd
+
+    def _load_panoptic(self, r: Record) -> Panoptic:
+        if self.source == "panoptic":
+            png, segments_info = r.annotation
+            return panoptic_from_rgb(read_png(png, ("RGB",), "panoptic PNG"), segments_info, self, png, self._json_path)
+        if self.source == "polygons":
+            data = read_json(r.annotation, "polygons JSON")
+            try:
+                h, w, objects = int(data["imgHeight"]), int(data["imgWidth"]), data["objects"]
+            except (KeyError, TypeError, ValueError):
+                raise DatasetError("polygons JSON needs 'imgHeight', 'imgWidth' and 'objects'", r.annotation) from None
+            values = rasterize_polygons(objects, h, w, self.scheme, r.annotation)
+        else:
+            values = read_png(r.annotation, INSTANCE_MODES, f"{self.name} 16-bit instance PNG")
+        return panoptic_from_packed(values, self._decode_packed, self, r.annotation)
+
+    def _load_semantic(self, r: Record) -> np.ndarray:
+        lab = read_png(r.annotation, LABEL_MODES, f"{self.name} label PNG").astype(np.int64)
+        lab = np.clip(lab, 0, len(self._is_category) - 1)
+        return np.where(self._is_category[lab], lab, -1).astype(np.int32)
+
+
+@register_dataset("cityscapes")
+class Cityscapes(_CityscapesLike):
+    """Cityscapes (gtFine) in its release layout.
+
+    Reads ``leftImg8bit/{split}/{city}/*_leftImg8bit.png`` with, by ``source``:
+    ``"instances"`` (``*_gtFine_instanceIds.png``: ``labelId*1000 + k`` for thing instances,
+    the plain labelId elsewhere), ``"panoptic"`` (cityscapesScripts' ``cityscapes_panoptic_{split}.json``
+    and PNG folder), ``"polygons"`` (``*_gtFine_polygons.json``, rasterised like the official
+    tooling) or ``"labels"`` (``*_gtFine_labelIds.png``, semantic-only). ``"auto"`` takes the
+    first present in that order.
+
+    Categories are the 19 evaluated classes, with their labelIds as ids (ordered by labelId,
+    which is also trainId order). Pixels of other labels are void. Segment ids equal the
+    instanceIds values (as in the panoptic format); thing pixels without an instance
+    (``cargroup`` etc.) form one crowd segment per class.
+    """
+
+    name = "cityscapes"
+    scheme = _cityscapes_scheme()
+
+    def __init__(self, root: Path, split: str = "train", **kwargs) -> None:
+        super().__init__(root, split, **kwargs)
+
+
+@register_dataset("idd")
+class IDD(_CityscapesLike):
+    """India Driving Dataset (IDD segmentation) at level 3 (26 classes, ids 0..25).
+
+    Layout as Cityscapes with ``{drive_no}`` folders: ``leftImg8bit/{split}/{drive}/{img}_leftImg8bit.png``
+    (or ``.jpg``), ``gtFine/{split}/{drive}/{img}_gtFine_instancelevel3Ids.png`` (made by the
+    AutoNUE tooling: ``level3Id*1000 + k``, 255 = void), ``*_gtFine_polygons.json`` (float
+    coordinates; ``deleted`` objects skipped), or the panoptic ``gtFine/{split}_panoptic.json``
+    whose ``image_id`` is ``{drive}_{img}``. Segment ids are the pixel value plus one, since
+    level3Id 0 (road) is a real class.
+    """
+
+    name = "idd"
+    scheme = _idd_scheme()
+
+    def __init__(self, root: Path, split: str = "train", **kwargs) -> None:
+        super().__init__(root, split, **kwargs)
+
+    def _frame_key(self, folder: str, stem: str) -> str:
+        return f"{folder}_{stem}"

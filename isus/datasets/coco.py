@@ -1,0 +1,91 @@
+"""Generic COCO panoptic reader (RGB-encoded segment PNGs + one JSON)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from isus.datasets._io import read_json, read_png, require_dir
+from isus.datasets._panoptic_json import annotations_by_image, categories_from_json, load_panoptic_json
+from isus.datasets.base import PanopticDataset, Record, panoptic_from_rgb, register_dataset
+from isus.errors import DatasetError
+from isus.types import Panoptic
+
+__all__ = ["CocoPanoptic"]
+
+
+@register_dataset("coco", "coco_panoptic")
+class CocoPanoptic(PanopticDataset):
+    """COCO panoptic format.
+
+    Default layout (``split="val"``)::
+
+        root/val2017/*.jpg
+        root/annotations/panoptic_val2017.json
+        root/annotations/panoptic_val2017/*.png
+
+    Parameters
+    ----------
+    root
+        Dataset root.
+    split
+        ``"train"`` or ``"val"`` (used only to derive the default paths).
+    annotations, panoptic_dir, images_dir
+        Override the default paths (relative paths are taken from ``root``).
+    categories
+        A JSON with the category list, for annotation files trimmed to ``annotations`` only
+        (e.g. panopticapi's ``panoptic_coco_categories.json``).
+    """
+
+    name = "coco"
+
+    def __init__(
+        self,
+        root: Path,
+        split: str = "val",
+        *,
+        annotations: str | Path | None = None,
+        panoptic_dir: str | Path | None = None,
+        images_dir: str | Path | None = None,
+        categories: str | Path | None = None,
+    ) -> None:
+        root = require_dir(Path(root), "COCO root")
+        ann_path = root / (annotations or f"annotations/panoptic_{split}2017.json")
+        pan_dir = root / panoptic_dir if panoptic_dir is not None else ann_path.with_suffix("")
+        img_dir = require_dir(root / (images_dir or f"{split}2017"), "COCO images directory")
+        require_dir(pan_dir, "COCO panoptic PNG directory")
+        data = load_panoptic_json(ann_path)
+        if categories is not None:
+            cpath = root / categories
+            raw = read_json(cpath, "category list")
+            cats = categories_from_json(raw if isinstance(raw, list) else raw.get("categories", []), cpath)
+        elif "categories" in data:
+            cats = categories_from_json(data["categories"], ann_path)
+        else:
+            raise DatasetError("panoptic JSON has no 'categories'; pass categories=PATH to a JSON "
+                               "with the category list", ann_path)
+        by_image = annotations_by_image(data, ann_path)
+        records = []
+        if "images" in data:
+            for k, im in enumerate(data["images"]):
+                try:
+                    image_id, file_name = im["id"], im["file_name"]
+                except (KeyError, TypeError):
+                    raise DatasetError(f"images[{k}] needs 'id' and 'file_name'", ann_path) from None
+                if image_id not in by_image:
+                    raise DatasetError(f"image {image_id!r} ({file_name}) has no annotation", ann_path)
+                a = by_image.pop(image_id)
+                records.append(Record(image_id, img_dir / file_name, (pan_dir / a["file_name"], a["segments_info"]),
+                                      im.get("height"), im.get("width")))
+            if by_image:
+                extra = list(by_image)[:3]
+                raise DatasetError(f"annotations for image ids {extra} that 'images' does not list", ann_path)
+        else:
+            for a in data["annotations"]:
+                stem = Path(a["file_name"]).stem
+                records.append(Record(a["image_id"], img_dir / f"{stem}.jpg", (pan_dir / a["file_name"], a["segments_info"])))
+        self._json_path = ann_path
+        super().__init__(root, split, cats, records, source="panoptic")
+
+    def _load_panoptic(self, r: Record) -> Panoptic:
+        png, segments_info = r.annotation
+        rgb = read_png(png, ("RGB",), "panoptic PNG")
+        return panoptic_from_rgb(rgb, segments_info, self, png, self._json_path)

@@ -1,0 +1,105 @@
+"""Small immutable values passed between the stages of isus."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Category", "ImageInfo", "Panoptic", "SEGMENT_DTYPE", "make_segments"]
+
+#: Structured dtype of :attr:`Panoptic.segments`: one row per segment of an image.
+SEGMENT_DTYPE = np.dtype([("id", "<i4"), ("category_id", "<i4"), ("iscrowd", "?")])
+
+
+@dataclass(frozen=True)
+class Category:
+    """A semantic class of a dataset.
+
+    Attributes
+    ----------
+    id
+        The dataset's own category id (MVD: index in the config's label list; Cityscapes:
+        labelId; IDD: level3Id; COCO: the JSON's id). Not necessarily contiguous.
+    name
+        The dataset's own name of the class.
+    isthing
+        True for countable classes whose segments are instances.
+    color
+        RGB colour from the dataset's own config.
+    evaluate
+        False for classes the dataset excludes from evaluation (e.g. MVD's ``*-group``
+        labels); their segments are loaded as crowd.
+    """
+
+    id: int
+    name: str
+    isthing: bool
+    color: tuple[int, int, int]
+    evaluate: bool = True
+
+    def __post_init__(self) -> None:
+        if len(self.color) != 3:
+            raise ValueError(f"Category(color=) expects 3 ints (r, g, b); got {self.color!r}")
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """Where one image of a dataset is and how big it is.
+
+    Attributes
+    ----------
+    index
+        Position of the image in the dataset (0-based).
+    image_id
+        The dataset's own id: an int for COCO, a string key elsewhere.
+    file_name
+        Path of the image file, relative to the dataset root.
+    height, width
+        Size in pixels of the image and of its annotation.
+    """
+
+    index: int
+    image_id: int | str
+    file_name: str
+    height: int
+    width: int
+
+
+@dataclass(frozen=True, eq=False)
+class Panoptic:
+    """Panoptic annotation of one image.
+
+    Attributes
+    ----------
+    ids
+        ``(H, W)`` int32 segment ids; 0 is void/unlabelled.
+    segments
+        Structured array of dtype :data:`SEGMENT_DTYPE` (``id``, ``category_id``,
+        ``iscrowd``), one row per segment present in ``ids``, sorted by id.
+    """
+
+    ids: np.ndarray
+    segments: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.ids.ndim != 2 or self.ids.dtype != np.int32:
+            raise ValueError(f"Panoptic(ids=) expects an (H, W) int32 array; got {self.ids.dtype} {self.ids.shape}")
+        if self.segments.dtype != SEGMENT_DTYPE:
+            raise ValueError(f"Panoptic(segments=) expects dtype {SEGMENT_DTYPE}; got {self.segments.dtype}")
+
+    def semantic(self, void: int = -1) -> np.ndarray:
+        """``(H, W)`` int32 map of category ids, ``void`` where no segment is."""
+        lut_ids = np.concatenate([[0], self.segments["id"]])
+        lut_cat = np.concatenate([[void], self.segments["category_id"]]).astype(np.int32)
+        order = np.argsort(lut_ids, kind="stable")
+        pos = np.searchsorted(lut_ids[order], self.ids)
+        return lut_cat[order][pos]
+
+
+def make_segments(ids, category_ids, iscrowd) -> np.ndarray:
+    """Build a sorted :data:`SEGMENT_DTYPE` array from three equally long sequences."""
+    seg = np.empty(len(ids), dtype=SEGMENT_DTYPE)
+    seg["id"] = ids
+    seg["category_id"] = category_ids
+    seg["iscrowd"] = iscrowd
+    return np.sort(seg, order="id")
