@@ -1,2 +1,31 @@
-"""isus: crop-based training of panoptic segmentation networks at all scales."""
+"""isus: crop-based training of panoptic segmentation networks at all scales.
+
+Implements "Improving Panoptic Segmentation at All Scales" (Porzi, Rota Bulò, Kontschieder,
+CVPR 2021): dataset readers for MVD, Cityscapes, IDD and COCO panoptic, synthetic datasets in
+each layout, and (in later modules) the index, ISUS/CUS samplers, crop engine and CABB loss.
+"""
+from isus import synth
+from isus.datasets import PanopticDataset, dataset_names, open_dataset, register_dataset
+from isus.errors import DatasetError, InstancesUnavailableError, IsusError
+from isus.summary import DatasetSummary, summarize
+from isus.types import SEGMENT_DTYPE, Category, ImageInfo, Panoptic
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "Category",
+    "ImageInfo",
+    "Panoptic",
+    "SEGMENT_DTYPE",
+    "IsusError",
+    "DatasetError",
+    "InstancesUnavailableError",
+    "PanopticDataset",
+    "open_dataset",
+    "register_dataset",
+    "dataset_names",
+    "DatasetSummary",
+    "summarize",
+    "synth",
+]

@@ -16,7 +16,7 @@ __all__ = ["CocoPanoptic"]
 class CocoPanoptic(PanopticDataset):
     """COCO panoptic format.
 
-    Default layout (``split="val"``)::
+    Default layout (``split="val"``; the default split is ``"train"``)::
 
         root/val2017/*.jpg
         root/annotations/panoptic_val2017.json
@@ -40,7 +40,7 @@ class CocoPanoptic(PanopticDataset):
     def __init__(
         self,
         root: Path,
-        split: str = "val",
+        split: str = "train",
         *,
         annotations: str | Path | None = None,
         panoptic_dir: str | Path | None = None,
