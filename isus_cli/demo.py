@@ -32,6 +32,11 @@ def demo(out: Path, num_images: int, size: tuple[int, int], seed: int) -> None:
     if previous is not None and all(previous.get(k) == v for k, v in params.items()):
         click.echo(f"1/2 reusing the synthetic Mapillary Vistas dataset of a previous run in {root}")
     else:
+        if previous is not None:
+            raise click.ClickException(
+                f"{root} holds a synthetic dataset made with other settings ({previous.get('num_images')} images, "
+                f"{previous.get('width')}x{previous.get('height')}, seed {previous.get('seed')}); "
+                "pass --out with a new directory or delete it")
         click.echo(f"1/2 writing a synthetic Mapillary Vistas dataset ({num_images} images, {size[0]}x{size[1]}) "
                    f"to {root}")
         isus.synth.write_dataset(root, "mvd", num_images, size=size, seed=seed, progress=progress("synthesising"))
