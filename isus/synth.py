@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from isus.datasets._io import id_to_rgb
-from isus.datasets.labels import CITYSCAPES_LABELS, IDD_LABELS
+from isus.datasets.labels import CITYSCAPES_LABELS, IDD_LABELS, IDD_LEVEL3_CATEGORIES
 
 __all__ = ["LAYOUTS", "SynthClass", "SYNTH_CLASSES", "Scene", "make_scene", "render_image", "write_dataset",
            "default_split", "read_manifest", "MANIFEST"]
@@ -409,11 +409,7 @@ class _CityscapesLikeWriter:
             self.value = {k: table[c.idd] for k, c in enumerate(SYNTH_CLASSES)}
             self.void_value = self.ego_value = 255
             self.suffix = ("_gtFine_instancelevel3Ids.png", "_gtFine_labellevel3Ids.png")
-            seen, cats = set(), []
-            for l in IDD_LABELS:
-                if l.level3_id != 255 and l.level3_id not in seen:
-                    seen.add(l.level3_id)
-                    cats.append((l.level3_id, l.name, l.has_instances, l.color))
+            cats = list(IDD_LEVEL3_CATEGORIES)
         self.categories = [{"id": i, "name": n, "isthing": int(t), "color": list(col), "supercategory": n}
                            for i, n, t, col in cats]
         self.offset = 0 if layout == "cityscapes" else 1

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 from isus.datasets._io import read_json, read_png, require_dir
 from isus.datasets._panoptic_json import annotations_by_image, categories_from_json, load_panoptic_json
 from isus.datasets.base import PanopticDataset, Record, panoptic_from_packed, panoptic_from_rgb, register_dataset
-from isus.datasets.labels import CITYSCAPES_LABELS, IDD_LABELS
+from isus.datasets.labels import CITYSCAPES_LABELS, IDD_LABELS, IDD_LEVEL3_CATEGORIES
 from isus.errors import DatasetError
 from isus.types import Category, Panoptic
 
@@ -51,11 +51,7 @@ def _cityscapes_scheme() -> LabelScheme:
 
 
 def _idd_scheme() -> LabelScheme:
-    cats: dict[int, Category] = {}
-    for l in IDD_LABELS:
-        # A level-3 class takes the name and colour of its first label, as IDD's panoptic JSON does.
-        if l.level3_id != 255 and l.level3_id not in cats:
-            cats[l.level3_id] = Category(l.level3_id, l.name, l.has_instances, l.color)
+    cats = {i: Category(i, n, t, c) for i, n, t, c in IDD_LEVEL3_CATEGORIES}
     return LabelScheme(
         categories=tuple(cats.values()),
         polygon_labels={l.name: (l.level3_id, l.has_instances) for l in IDD_LABELS},

@@ -108,3 +108,11 @@ IDD_LABELS: tuple[IddLabel, ...] = tuple(IddLabel(*row) for row in [
     ("out of roi", 38, 255, "void", False, (0, 0, 0)),
     ("license plate", 39, 255, "void", False, (0, 0, 142)),
 ])
+
+# The 26 level-3 classes as IDD's panoptic JSONs list them (id, name, isthing, colour): the
+# name and colour of the first label of each class, except class 12, named after its fallback.
+IDD_LEVEL3_CATEGORIES: tuple[tuple[int, str, bool, tuple[int, int, int]], ...] = tuple(
+    (l3, "vehicle fallback" if l3 == 12 else first.name, first.has_instances,
+     (136, 143, 153) if l3 == 12 else first.color)
+    for l3, first in sorted({l.level3_id: l for l in reversed(IDD_LABELS) if l.level3_id != 255}.items())
+)
