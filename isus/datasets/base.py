@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from isus.datasets._io import decode_image, image_size, reduced_size
+from isus.datasets._io import decode_image, image_size, read_png, reduced_size
 from isus.errors import DatasetError, InstancesUnavailableError
 from isus.types import Category, ImageInfo, Panoptic, make_segments
 
@@ -146,20 +146,12 @@ class PanopticDataset:
                 "semantic labels; for ISUS provide the instance or panoptic annotations.",
                 self.root,
             )
-        r = self._record(i)
-        pan = self._load_panoptic(r)
-        self._check_size(r, pan.ids.shape, self._annotation_path(r))
-        return pan
+        return self._load_panoptic(self._record(i))
 
     def load_semantic(self, i: int) -> np.ndarray:
         """``(H, W)`` int32 category ids of image ``i``; -1 where void."""
         r = self._record(i)
-        if self.has_instances:
-            sem = self._load_panoptic(r).semantic(void=-1)
-        else:
-            sem = self._load_semantic(r)
-        self._check_size(r, sem.shape, self._annotation_path(r))
-        return sem
+        return self._load_panoptic(r).semantic(void=-1) if self.has_instances else self._load_semantic(r)
 
     # -- for subclasses ---------------------------------------------------------------------
     def _load_panoptic(self, r: Record) -> Panoptic:
@@ -168,8 +160,12 @@ class PanopticDataset:
     def _load_semantic(self, r: Record) -> np.ndarray:
         raise NotImplementedError
 
-    def _annotation_path(self, r: Record) -> Path:
-        return r.annotation if isinstance(r.annotation, Path) else Path(r.annotation[0])
+    def _read_png(self, r: Record, path: Path, modes: tuple[str, ...], what: str) -> np.ndarray:
+        """Decode an annotation PNG of record ``r`` and check its size against the image's
+        before anything is matched against it."""
+        arr = read_png(path, modes, what)
+        self._check_size(r, arr.shape, path)
+        return arr
 
     def _check_size(self, r: Record, shape: tuple[int, ...], path: Path) -> None:
         if r.height is None or r.width is None:

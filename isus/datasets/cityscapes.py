@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from isus.datasets._io import read_json, read_png, require_dir
+from isus.datasets._io import read_json, require_dir
 from isus.datasets._panoptic_json import annotations_by_image, categories_from_json, load_panoptic_json
 from isus.datasets.base import PanopticDataset, Record, panoptic_from_packed, panoptic_from_rgb, register_dataset
 from isus.datasets.labels import CITYSCAPES_LABELS, IDD_LABELS, IDD_LEVEL3_CATEGORIES
@@ -188,20 +188,21 @@ class _CityscapesLike(PanopticDataset):
     def _load_panoptic(self, r: Record) -> Panoptic:
         if self.source == "panoptic":
             png, segments_info = r.annotation
-            return panoptic_from_rgb(read_png(png, ("RGB",), "panoptic PNG"), segments_info, self, png, self._json_path)
+            return panoptic_from_rgb(self._read_png(r, png, ("RGB",), "panoptic PNG"), segments_info, self, png, self._json_path)
         if self.source == "polygons":
             data = read_json(r.annotation, "polygons JSON")
             try:
                 h, w, objects = int(data["imgHeight"]), int(data["imgWidth"]), data["objects"]
             except (KeyError, TypeError, ValueError):
                 raise DatasetError("polygons JSON needs 'imgHeight', 'imgWidth' and 'objects'", r.annotation) from None
+            self._check_size(r, (h, w), r.annotation)
             values = rasterize_polygons(objects, h, w, self.scheme, r.annotation)
         else:
-            values = read_png(r.annotation, INSTANCE_MODES, f"{self.name} 16-bit instance PNG")
+            values = self._read_png(r, r.annotation, INSTANCE_MODES, f"{self.name} 16-bit instance PNG")
         return panoptic_from_packed(values, self._decode_packed, self, r.annotation)
 
     def _load_semantic(self, r: Record) -> np.ndarray:
-        lab = read_png(r.annotation, LABEL_MODES, f"{self.name} label PNG").astype(np.int64)
+        lab = self._read_png(r, r.annotation, LABEL_MODES, f"{self.name} label PNG").astype(np.int64)
         lab = np.clip(lab, 0, len(self._is_category) - 1)
         return np.where(self._is_category[lab], lab, -1).astype(np.int32)
 

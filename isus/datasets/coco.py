@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from isus.datasets._io import read_json, read_png, require_dir
+from isus.datasets._io import read_json, require_dir
 from isus.datasets._panoptic_json import annotations_by_image, categories_from_json, load_panoptic_json
 from isus.datasets.base import PanopticDataset, Record, panoptic_from_rgb, register_dataset
 from isus.errors import DatasetError
@@ -87,5 +87,5 @@ class CocoPanoptic(PanopticDataset):
 
     def _load_panoptic(self, r: Record) -> Panoptic:
         png, segments_info = r.annotation
-        rgb = read_png(png, ("RGB",), "panoptic PNG")
+        rgb = self._read_png(r, png, ("RGB",), "panoptic PNG")
         return panoptic_from_rgb(rgb, segments_info, self, png, self._json_path)

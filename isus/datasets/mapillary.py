@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from isus.datasets._io import read_json, read_png, require_dir
+from isus.datasets._io import read_json, require_dir
 from isus.datasets._panoptic_json import annotations_by_image, load_panoptic_json
 from isus.datasets.base import PanopticDataset, Record, panoptic_from_packed, panoptic_from_rgb, register_dataset
 from isus.errors import DatasetError
@@ -143,8 +143,8 @@ class MapillaryVistas(PanopticDataset):
     def _load_panoptic(self, r: Record) -> Panoptic:
         if self.source == "panoptic":
             png, segments_info = r.annotation
-            return panoptic_from_rgb(read_png(png, ("RGB",), "MVD panoptic PNG"), segments_info, self, png, self._json_path)
-        values = read_png(r.annotation, ("I;16", "I;16B", "I"), "MVD 16-bit instance PNG")
+            return panoptic_from_rgb(self._read_png(r, png, ("RGB",), "MVD panoptic PNG"), segments_info, self, png, self._json_path)
+        values = self._read_png(r, r.annotation, ("I;16", "I;16B", "I"), "MVD 16-bit instance PNG")
         crowd_of_label = np.array([not self._by_id[k].evaluate if k in self._by_id else False
                                    for k in range(256)])
 
@@ -160,7 +160,7 @@ class MapillaryVistas(PanopticDataset):
         return panoptic_from_packed(values, decode, self, r.annotation)
 
     def _load_semantic(self, r: Record) -> np.ndarray:
-        lab = read_png(r.annotation, ("P", "L"), "MVD label PNG").astype(np.int32)
+        lab = self._read_png(r, r.annotation, ("P", "L"), "MVD label PNG").astype(np.int32)
         if lab.size and lab.max() >= self._num_labels:
             raise DatasetError(f"label value {int(lab.max())} is not in the config {self.config_path.name} "
                                f"({self._num_labels} labels)", r.annotation)
