@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
+import sys
+
 import click
 
 
@@ -11,7 +13,7 @@ def progress(label: str) -> Callable[[Iterable[int]], Iterable[int]]:
 
     def wrap(items: Iterable[int]) -> Iterable[int]:
         items = list(items)
-        with click.progressbar(items, label=label, show_pos=True, show_eta=True, file=click.get_text_stream("stderr")) as bar:
+        with click.progressbar(items, label=label, show_pos=True, show_eta=True, file=sys.stderr) as bar:
             yield from bar
 
     return wrap
