@@ -7,6 +7,7 @@ each layout, and (in later modules) the index, ISUS/CUS samplers, crop engine an
 from isus import synth
 from isus.datasets import PanopticDataset, dataset_names, open_dataset, register_dataset
 from isus.errors import DatasetError, InstancesUnavailableError, IsusError
+from isus.index import Index, IndexFileError, Instances, build_index, merge_indexes
 from isus.summary import DatasetSummary, summarize
 from isus.types import SEGMENT_DTYPE, Category, ImageInfo, Panoptic
 
@@ -28,4 +29,9 @@ __all__ = [
     "DatasetSummary",
     "summarize",
     "synth",
+    "Index",
+    "Instances",
+    "IndexFileError",
+    "build_index",
+    "merge_indexes",
 ]

@@ -8,7 +8,7 @@ import numpy as np
 
 from isus.datasets.base import PanopticDataset
 
-__all__ = ["DatasetSummary", "summarize"]
+__all__ = ["DatasetSummary", "summarize", "scale_histogram", "histogram_lines", "SCALE_EDGES"]
 
 #: Edges (pixels of sqrt(area)) of the size histogram; FPN's canonical 224 sits between bins.
 SCALE_EDGES = (0, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, np.inf)
@@ -59,12 +59,34 @@ class DatasetSummary:
             q = self.scale_quantiles
             lines.append("instance size  sqrt(area) px: min {:.0f}, p10 {:.0f}, median {:.0f}, p90 {:.0f}, "
                          "p99 {:.0f}, max {:.0f}".format(q[0.0], q[0.1], q[0.5], q[0.9], q[0.99], q[1.0]))
-            peak = max(self.scale_counts)
-            for k, n in enumerate(self.scale_counts):
-                lo, hi = SCALE_EDGES[k], SCALE_EDGES[k + 1]
-                label = f"{lo:>5.0f}-{hi:<5.0f}" if np.isfinite(hi) else f"{lo:>5.0f}+     "
-                lines.append(f"  {label} {n:6d} {'#' * round(40 * n / peak)}")
+            lines += histogram_lines(self.scale_counts)
         return "\n".join(lines)
+
+
+def format_bytes(n: int) -> str:
+    """``1536`` -> ``'1.5 KiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def scale_histogram(scales: np.ndarray) -> tuple[int, ...]:
+    """Counts of ``scales`` (sqrt(area), pixels) in the bins of :data:`SCALE_EDGES`."""
+    counts, _ = np.histogram(np.asarray(scales, np.float64), bins=np.array(SCALE_EDGES, dtype=np.float64))
+    return tuple(int(v) for v in counts)
+
+
+def histogram_lines(counts: tuple[int, ...], width: int = 40) -> list[str]:
+    """A text bar chart of :func:`scale_histogram` counts, one line per bin."""
+    peak = max(max(counts), 1)
+    lines = []
+    for k, n in enumerate(counts):
+        lo, hi = SCALE_EDGES[k], SCALE_EDGES[k + 1]
+        label = f"{lo:>5.0f}-{hi:<5.0f}" if np.isfinite(hi) else f"{lo:>5.0f}+     "
+        lines.append(f"  {label} {n:6d} {'#' * round(width * n / peak)}")
+    return lines
 
 
 def summarize(
@@ -103,7 +125,6 @@ def summarize(
             scales.append(np.sqrt(area[int(s["id"])]))
         no_things += things == 0
     scales_a = np.asarray(scales, dtype=np.float64)
-    counts_h, _ = np.histogram(scales_a, bins=np.array(SCALE_EDGES, dtype=np.float64))
     quant = {q: float(np.quantile(scales_a, q)) for q in (0.0, 0.1, 0.5, 0.9, 0.99, 1.0)} if scales else {}
     return DatasetSummary(
         name=ds.name,
@@ -117,6 +138,6 @@ def summarize(
         void_fraction=void / max(total, 1),
         image_sizes=sizes,
         instances_per_category={ds.category(k).name: v for k, v in per_cat.items() if v},
-        scale_counts=tuple(int(v) for v in counts_h),
+        scale_counts=scale_histogram(scales_a),
         scale_quantiles=quant,
     )

@@ -7,6 +7,7 @@ import click
 
 import isus
 from isus_cli.demo import demo
+from isus_cli.index import index
 from isus_cli.synth import synth
 
 
@@ -39,6 +40,7 @@ def cli() -> None:
 
 cli.add_command(demo)
 cli.add_command(synth)
+cli.add_command(index)
 
 if __name__ == "__main__":
     cli()

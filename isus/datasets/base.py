@@ -69,6 +69,7 @@ class PanopticDataset:
         self.has_instances = has_instances
         self._records = records
         self._by_id = {c.id: c for c in self.categories}
+        self.open_args: dict[str, Any] = {"name": self.name, "root": str(self.root.resolve()), "split": split}
         if len(self._by_id) != len(self.categories):
             raise DatasetError(f"{self.name}: duplicate category ids in the label config", self.root)
 
@@ -310,4 +311,8 @@ def open_dataset(name: str, root: str | Path, split: str | None = None, **kwargs
         raise ValueError(f"open_dataset(name=) expects one of {', '.join(dataset_names())}; got {name!r}") from None
     if split is not None:
         kwargs["split"] = split
-    return cls(Path(root), **kwargs)
+    ds = cls(Path(root), **kwargs)
+    # Enough to reopen the same dataset elsewhere (an index records it).
+    ds.open_args = {"name": ds.name, "root": str(Path(root).resolve()),
+                    **{k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()}, "split": ds.split}
+    return ds

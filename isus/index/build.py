@@ -1,0 +1,412 @@
+"""Building an index: decode each annotation once, scan it with the kernels, assemble the tables.
+
+Orchestration only (workers, checkpoints, progress); the per-pixel work is in ``kernels.py``.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+import isus
+from isus.datasets.base import PanopticDataset
+from isus.errors import IsusError
+from isus.index import kernels
+from isus.index.cache import write_cached
+from isus.index.index import CELL_COLUMNS, CLASS_COLUMNS, INSTANCE_COLUMNS, Index, _pack_strings, assemble
+from isus.index.store import SCHEMA_VERSION, IndexFileError
+from isus.types import make_segments
+
+__all__ = ["BuildParams", "build_index", "merge_indexes", "scan_image", "shard_range"]
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class BuildParams:
+    """What an index build computes (recorded in the index).
+
+    Attributes
+    ----------
+    grid
+        Classes are located on a ``grid x grid`` partition of each image.
+    anchors
+        Pixels recorded per instance to anchor crops on.
+    cache_dir
+        Where to write the annotation cache (None: no cache).
+    """
+
+    grid: int = 16
+    anchors: int = 4
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.grid, int) or not 1 <= self.grid <= 256:
+            raise ValueError(f"BuildParams(grid=) expects an int in 1..256; got {self.grid!r}")
+        if not isinstance(self.anchors, int) or not 1 <= self.anchors <= 64:
+            raise ValueError(f"BuildParams(anchors=) expects an int in 1..64; got {self.anchors!r}")
+
+
+def shard_range(num_images: int, shard: tuple[int, int] | None) -> tuple[int, int]:
+    """Images ``[start, stop)`` of shard ``(k, n)``: the k-th of n contiguous, disjoint parts."""
+    if shard is None:
+        return 0, num_images
+    k, n = shard
+    if not (isinstance(k, int) and isinstance(n, int) and n >= 1 and 0 <= k < n):
+        raise ValueError(f"shard= expects (k, n) with 0 <= k < n; got {shard!r}")
+    return k * num_images // n, (k + 1) * num_images // n
+
+
+def scan_image(ds: PanopticDataset, i: int, params: BuildParams) -> dict[str, Any]:
+    """Decode image ``i``'s annotation once and compute its index rows (and cache entry)."""
+    info = ds.image_info(i)
+    if ds.has_instances:
+        pan = ds.load_panoptic(i)
+        ids, seg = pan.ids, pan.segments
+    else:
+        ids = ds.load_semantic(i)
+        cats = np.array(sorted(c.id for c in ds.categories), dtype=np.int32)
+        seg = make_segments(cats, cats, np.zeros(len(cats), bool))
+    if len(seg) > 65535:
+        raise IsusError(f"image {info.file_name} has {len(seg)} segments; the index supports 65535")
+    dense = kernels.dense_segments(ids, seg["id"])
+    area, box, sums, cells = kernels.scan_dense(dense, len(seg), params.grid)
+    present = area > 0
+    isthing = np.array([ds.category(int(c)).isthing for c in seg["category_id"]], dtype=bool)
+    inst = np.flatnonzero(present & isthing) if ds.has_instances else np.zeros(0, np.int64)
+    anchors = kernels.anchor_points(dense, area, params.anchors)[inst]
+    # Per class: sum the segments of each category.
+    cats_present, cls_of_seg = np.unique(seg["category_id"][present], return_inverse=True)
+    cls_cells = np.zeros((len(cats_present), params.grid * params.grid), np.int64)
+    np.add.at(cls_cells, cls_of_seg, cells[present])
+    nz_rows, nz_cells = np.nonzero(cls_cells)
+    cache_bytes = 0
+    if params.cache_dir is not None:
+        cache_bytes = write_cached(Path(params.cache_dir), i, str(info.image_id), dense, seg)
+    return {
+        "image_id": str(info.image_id),
+        "file_name": info.file_name,
+        "height": info.height,
+        "width": info.width,
+        "inst_segment": seg["id"][inst].astype(np.int32),
+        "inst_category": seg["category_id"][inst].astype(np.int32),
+        "inst_crowd": seg["iscrowd"][inst].astype(bool),
+        "inst_area": area[inst],
+        "inst_box": box[inst],
+        "inst_centroid": (sums[inst] / np.maximum(area[inst], 1)[:, None]).astype(np.float32),
+        "inst_anchors": anchors,
+        "cls_category": cats_present.astype(np.int32),
+        "cls_pixels": cls_cells.sum(axis=1),
+        "cls_ncells": np.bincount(nz_rows, minlength=len(cats_present)).astype(np.int32),
+        "cell_index": nz_cells.astype(np.uint16),
+        "cell_pixels": cls_cells[nz_rows, nz_cells].astype(np.uint32),
+        "cache_bytes": cache_bytes,
+    }
+
+
+_EMPTY = {
+    "inst_segment": np.int32, "inst_category": np.int32, "inst_crowd": bool, "inst_area": np.int64,
+    "inst_box": (np.int32, 4), "inst_centroid": (np.float32, 2), "inst_anchors": (np.int32, None, 2),
+    "cls_category": np.int32, "cls_pixels": np.int64, "cls_ncells": np.int32, "cell_index": np.uint16,
+    "cell_pixels": np.uint32,
+}
+
+
+def _concat(scans: dict[int, dict], anchors: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], bool]:
+    """Image table and image-major rows from per-image scans, in image order."""
+    order = sorted(scans)
+    rows: dict[str, np.ndarray] = {}
+    for col, spec in _EMPTY.items():
+        parts = [scans[i][col] for i in order]
+        if parts:
+            rows[col] = np.concatenate(parts)
+        else:
+            dtype, *shape = spec if isinstance(spec, tuple) else (spec,)
+            rows[col] = np.zeros((0, *[anchors if s is None else s for s in shape]), dtype)
+    rows["inst_image"] = np.repeat(np.array(order, np.int32), [len(scans[i]["inst_segment"]) for i in order])
+    rows["cls_image"] = np.repeat(np.array(order, np.int32), [len(scans[i]["cls_category"]) for i in order])
+    ids = [scans[i]["image_id"] for i in order]
+    int_ids = all(s.lstrip("-").isdigit() for s in ids) and len(ids) > 0
+    images = {"image_height": np.array([scans[i]["height"] for i in order], np.int32),
+              "image_width": np.array([scans[i]["width"] for i in order], np.int32)}
+    images["image_id_blob"], images["image_id_offsets"] = _pack_strings(ids)
+    images["file_name_blob"], images["file_name_offsets"] = _pack_strings([scans[i]["file_name"] for i in order])
+    return images, rows, int_ids
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+class _Checkpoint:
+    """Scanned images saved in chunk files, so an interrupted build resumes where it stopped."""
+
+    def __init__(self, directory: Path, fingerprint: dict[str, Any], resume: bool) -> None:
+        self.dir = directory
+        fp_path = directory / "build.json"
+        if directory.exists() and any(directory.iterdir()):
+            if not resume:
+                raise IsusError(f"{directory}: an interrupted build left its progress here; resume it "
+                                "(--resume / resume=True) or delete the directory")
+            try:
+                previous = json.loads(fp_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                raise IsusError(f"{fp_path}: unreadable build description; delete {directory} to start over") from None
+            if previous != fingerprint:
+                changed = sorted(k for k in set(previous) | set(fingerprint) if previous.get(k) != fingerprint.get(k))
+                raise IsusError(f"{directory}: the interrupted build used other settings ({', '.join(changed)}); "
+                                "use the same ones or delete the directory")
+        directory.mkdir(parents=True, exist_ok=True)
+        fp_path.write_text(json.dumps(fingerprint, indent=1))
+        self._n = len(list(directory.glob("chunk_*.npz")))
+
+    def load(self) -> dict[int, dict]:
+        scans: dict[int, dict] = {}
+        for path in sorted(self.dir.glob("chunk_*.npz")):
+            with np.load(path) as z:
+                meta = json.loads(str(z["meta"]))
+                for k, i in enumerate(meta["images"]):
+                    scan = {c: z[f"{k}/{c}"] for c in _EMPTY}
+                    scan.update(meta["info"][k])
+                    scans[int(i)] = scan
+        return scans
+
+    def save(self, scans: dict[int, dict]) -> None:
+        if not scans:
+            return
+        order = sorted(scans)
+        arrays = {f"{k}/{c}": scans[i][c] for k, i in enumerate(order) for c in _EMPTY}
+        info = [{f: scans[i][f] for f in ("image_id", "file_name", "height", "width", "cache_bytes")} for i in order]
+        path = self.dir / f"chunk_{self._n:06d}.npz"
+        tmp = self.dir / f".chunk_{self._n:06d}.tmp"
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps({"images": order, "info": info})), **arrays)
+        os.replace(tmp, path)
+        self._n += 1
+
+
+# -- parallel scan ------------------------------------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(ds: PanopticDataset, params: BuildParams) -> None:
+    _WORKER["ds"], _WORKER["params"] = ds, params
+
+
+def _scan_task(i: int) -> tuple[int, dict]:
+    return i, scan_image(_WORKER["ds"], i, _WORKER["params"])
+
+
+def _warm_up() -> None:
+    """Compile the kernels once in the parent, so forked workers inherit them."""
+    d = kernels.dense_segments(np.zeros((2, 2), np.int32), np.array([0], np.int32))
+    a, *_ = kernels.scan_dense(d, 1, 2)
+    kernels.anchor_points(d, a, 1)
+    kernels.rle_encode_rows(d)
+
+
+def _run(ds, todo: Sequence[int], params: BuildParams, workers: int, on_done: Callable[[int, dict], None]) -> None:
+    _warm_up()
+    if workers <= 1 or len(todo) <= 1:
+        for i in todo:
+            on_done(i, scan_image(ds, i, params))
+        return
+    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(ds, params))
+    pending: set = set()
+    it = iter(todo)
+    try:
+        while True:
+            while len(pending) < 2 * workers:
+                i = next(it, None)
+                if i is None:
+                    break
+                pending.add(pool.submit(_scan_task, i))
+            if not pending:
+                break
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                on_done(*fut.result())
+    finally:
+        for fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Bar:
+    """Progress on stderr with images/s and ETA (click's bar)."""
+
+    def __init__(self, total: int, done: int, label: str) -> None:
+        import click
+
+        self.t0, self.n = time.perf_counter(), 0
+        self.bar = click.progressbar(length=total, label=label, show_eta=True, show_pos=True, file=sys.stderr,
+                                     item_show_func=lambda item: item)
+        self.bar.__enter__()
+        if done:
+            self.bar.update(done)
+
+    def __call__(self, done: int, total: int) -> None:
+        self.n += 1
+        rate = self.n / max(time.perf_counter() - self.t0, 1e-9)
+        self.bar.update(1, current_item=f"{rate:.1f} img/s")
+
+    def close(self) -> None:
+        self.bar.__exit__(None, None, None)
+
+
+def build_index(
+    ds: PanopticDataset,
+    *,
+    workers: int | None = None,
+    progress: bool | ProgressFn = False,
+    grid: int = 16,
+    anchors: int = 4,
+    cache_dir: str | Path | None = None,
+    shard: tuple[int, int] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 64,
+) -> Index:
+    """Scan every annotation of ``ds`` once and build its :class:`Index`.
+
+    Parameters
+    ----------
+    ds
+        An opened dataset (semantic-only datasets give an index without instances).
+    workers
+        Processes decoding and scanning in parallel (default: all cores; 1 = in this process).
+    progress
+        True for a progress bar on stderr, or a callable ``progress(done, total)``.
+    grid, anchors
+        See :class:`BuildParams`.
+    cache_dir
+        Also write the annotation cache there (see ``isus.index.cache``).
+    shard
+        ``(k, n)``: build only the k-th of n contiguous parts; join parts with :func:`merge_indexes`.
+    checkpoint_dir
+        Save scanned images there as the build goes; with ``resume=True`` a previous, interrupted
+        build's progress is picked up. The caller removes the directory after saving the index.
+    checkpoint_every
+        Images per checkpoint chunk.
+
+    Returns
+    -------
+    Index
+        In memory; call :meth:`Index.save` to write it.
+    """
+    params = BuildParams(grid=grid, anchors=anchors, cache_dir=None if cache_dir is None else str(Path(cache_dir).resolve()))
+    start, stop = shard_range(len(ds), shard)
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"build_index(workers=) expects a positive int; got {workers!r}")
+    if params.cache_dir is not None:
+        Path(params.cache_dir).mkdir(parents=True, exist_ok=True)
+    meta = _meta(ds, params, (start, stop))
+    scans: dict[int, dict] = {}
+    ckpt = None
+    if checkpoint_dir is not None:
+        ckpt = _Checkpoint(Path(checkpoint_dir), {"dataset": meta["dataset"], "params": meta["params"],
+                                                  "image_range": [start, stop]}, resume)
+        scans = {i: s for i, s in ckpt.load().items() if start <= i < stop}
+    todo = [i for i in range(start, stop) if i not in scans]
+    bar = _Bar(stop - start, stop - start - len(todo), f"indexing {ds.name}") if progress is True else None
+    report = bar if bar is not None else (progress if callable(progress) else None)
+    unsaved: dict[int, dict] = {}
+    last_save = time.monotonic()
+
+    def on_done(i: int, scan: dict) -> None:
+        nonlocal last_save
+        scans[i] = unsaved[i] = scan
+        if report is not None:
+            report(len(scans), stop - start)
+        if ckpt is not None and (len(unsaved) >= checkpoint_every or time.monotonic() - last_save > 30):
+            ckpt.save(unsaved)
+            unsaved.clear()
+            last_save = time.monotonic()
+
+    try:
+        _run(ds, todo, params, workers, on_done)
+    finally:
+        if ckpt is not None:
+            ckpt.save(unsaved)  # whatever was finished survives an interruption
+        if bar is not None:
+            bar.close()
+    images, rows, int_ids = _concat(scans, params.anchors)
+    meta["int_image_ids"] = int_ids
+    meta["cache_bytes"] = int(sum(s["cache_bytes"] for s in scans.values()))
+    return Index(meta, assemble(meta, images, rows))
+
+
+def _meta(ds: PanopticDataset, params: BuildParams, image_range: tuple[int, int]) -> dict[str, Any]:
+    return {
+        "kind": "index",
+        "schema": SCHEMA_VERSION,
+        "isus_version": isus.__version__,
+        "dataset": {**ds.open_args, "source": ds.source, "has_instances": ds.has_instances,
+                    "num_images": len(ds)},
+        "params": asdict(params),
+        "categories": [{"id": c.id, "name": c.name, "isthing": c.isthing, "color": list(c.color),
+                        "evaluate": c.evaluate} for c in ds.categories],
+        "image_range": list(image_range),
+    }
+
+
+def merge_indexes(parts: Iterable[str | Path | Index]) -> Index:
+    """Join shard indexes (built with ``shard=(k, n)``) into the index a single build gives.
+
+    Raises :class:`IndexFileError` unless the parts come from the same dataset and settings and
+    together cover every image exactly once.
+    """
+    loaded = [p if isinstance(p, Index) else Index.load(p) for p in parts]
+    if not loaded:
+        raise ValueError("merge_indexes() needs at least one part")
+    loaded.sort(key=lambda ix: ix.image_range)
+    first = loaded[0]
+    for ix in loaded[1:]:
+        for key in ("dataset", "params", "categories", "schema"):
+            if ix.meta[key] != first.meta[key]:
+                raise IndexFileError(f"cannot merge: its {key} differs from that of {first.path}", ix.path)
+    expected = 0
+    for ix in loaded:
+        start, stop = ix.image_range
+        if start != expected:
+            what = "overlaps" if start < expected else "leaves a gap before"
+            raise IndexFileError(f"cannot merge: images {start}..{stop - 1} {what} image {expected}", ix.path)
+        expected = stop
+    total = first.meta["dataset"]["num_images"]
+    if expected != total:
+        raise IndexFileError(f"cannot merge: the parts cover images 0..{expected - 1} of {total}; "
+                             f"shards {expected}.. are missing", loaded[-1].path)
+    images: dict[str, list] = {"image_height": [], "image_width": []}
+    ids, names = [], []
+    rows: dict[str, list] = {c: [] for c in INSTANCE_COLUMNS + CLASS_COLUMNS + CELL_COLUMNS}
+    for ix in loaded:
+        a = ix.arrays()
+        start, stop = ix.image_range
+        for k in ("image_height", "image_width"):
+            images[k].append(a[k])
+        ids += [str(ix.image_info(i).image_id) for i in range(start, stop)]
+        names += [ix.image_info(i).file_name for i in range(start, stop)]
+        for c in rows:
+            rows[c].append(a[c])
+    merged = {k: np.concatenate(v) for k, v in images.items()}
+    merged["image_id_blob"], merged["image_id_offsets"] = _pack_strings(ids)
+    merged["file_name_blob"], merged["file_name_offsets"] = _pack_strings(names)
+    meta = dict(first.meta)
+    meta["image_range"] = [0, total]
+    meta["int_image_ids"] = all(ix.meta["int_image_ids"] for ix in loaded)
+    meta["cache_bytes"] = int(sum(ix.meta["cache_bytes"] for ix in loaded))
+    return Index(meta, assemble(meta, merged, {c: np.concatenate(v) for c, v in rows.items()}))
+
+
+def remove_checkpoint(checkpoint_dir: str | Path) -> None:
+    """Delete a build's checkpoint directory (after its index was saved)."""
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)

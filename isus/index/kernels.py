@@ -1,0 +1,173 @@
+"""Numba kernels of the index build: small pure functions over arrays, no I/O.
+
+Each has a plain-numpy twin in ``tests/reference.py``; tests compare them on random inputs.
+Setting ``NUMBA_DISABLE_JIT=1`` runs them as plain Python (slow, for debugging/coverage).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["dense_segments", "scan_dense", "anchor_points", "rle_encode_rows", "rle_decode_window"]
+
+_jit = numba.njit(nogil=True, cache=True)
+
+
+@_jit
+def dense_segments(ids, seg_ids):
+    """Map segment ids to dense indices: ``seg_ids[k]`` -> ``k + 1``, anything else -> 0.
+
+    ``seg_ids`` must be sorted ascending. Runs of equal ids (the common case in raster order)
+    skip the binary search.
+    """
+    h, w = ids.shape
+    out = np.zeros((h, w), dtype=np.uint16)
+    n = seg_ids.shape[0]
+    last_v = -(2**62)
+    last_k = 0
+    for y in range(h):
+        for x in range(w):
+            v = ids[y, x]
+            if v != last_v:
+                lo, hi = 0, n
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if seg_ids[mid] < v:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                last_k = lo + 1 if lo < n and seg_ids[lo] == v else 0
+                last_v = v
+            out[y, x] = last_k
+    return out
+
+
+@_jit
+def scan_dense(dense, n, grid):
+    """One pass over a dense segment map (0 = void, 1..n = segments).
+
+    Returns
+    -------
+    area : (n,) int64 pixel counts
+    box : (n, 4) int32 ``x0, y0, x1, y1`` in pixel-edge coordinates (x1 = last column + 1)
+    sums : (n, 2) float64 sums of pixel-centre coordinates x + 0.5, y + 0.5
+    cells : (n, grid * grid) int64 pixel counts per cell of a ``grid x grid`` partition
+        (row ``gy`` covers image rows ``[gy*H/grid, (gy+1)*H/grid)``), cell index ``gy*grid + gx``
+    """
+    h, w = dense.shape
+    area = np.zeros(n, dtype=np.int64)
+    box = np.empty((n, 4), dtype=np.int32)
+    box[:, 0] = w
+    box[:, 1] = h
+    box[:, 2] = 0
+    box[:, 3] = 0
+    sums = np.zeros((n, 2), dtype=np.float64)
+    cells = np.zeros((n, grid * grid), dtype=np.int64)
+    cx = np.empty(w, dtype=np.int64)
+    for x in range(w):
+        cx[x] = (x * grid) // w
+    for y in range(h):
+        cy = ((y * grid) // h) * grid
+        for x in range(w):
+            d = dense[y, x]
+            if d == 0:
+                continue
+            k = d - 1
+            area[k] += 1
+            if x < box[k, 0]:
+                box[k, 0] = x
+            if x + 1 > box[k, 2]:
+                box[k, 2] = x + 1
+            if y < box[k, 1]:
+                box[k, 1] = y
+            box[k, 3] = y + 1
+            sums[k, 0] += x + 0.5
+            sums[k, 1] += y + 0.5
+            cells[k, cy + cx[x]] += 1
+    return area, box, sums, cells
+
+
+@_jit
+def anchor_points(dense, area, k):
+    """``k`` pixels of each segment, evenly spread over its pixels in raster order.
+
+    Anchor ``j`` of segment ``s`` is its pixel of rank ``floor((j + 0.5) * area[s] / k)``.
+    Returns ``(n, k, 2)`` int32 ``(x, y)``; rows of empty segments are -1.
+    """
+    n = area.shape[0]
+    out = np.full((n, k, 2), -1, dtype=np.int32)
+    seen = np.zeros(n, dtype=np.int64)
+    nxt = np.zeros(n, dtype=np.int64)  # index of the next anchor to take
+    h, w = dense.shape
+    for y in range(h):
+        for x in range(w):
+            d = dense[y, x]
+            if d == 0:
+                continue
+            s = d - 1
+            j = nxt[s]
+            while j < k and (2 * j + 1) * area[s] // (2 * k) == seen[s]:
+                out[s, j, 0] = x
+                out[s, j, 1] = y
+                j += 1
+            nxt[s] = j
+            seen[s] += 1
+    return out
+
+
+@_jit
+def rle_encode_rows(dense):
+    """Run-length encode each row of a dense map.
+
+    Returns ``row_offsets`` (H+1,) int64 into ``values`` (uint16) and ``ends`` (int32, exclusive
+    end column of each run); row ``y``'s runs are ``[row_offsets[y], row_offsets[y+1])``.
+    """
+    h, w = dense.shape
+    runs = 0
+    for y in range(h):
+        runs += 1
+        for x in range(1, w):
+            if dense[y, x] != dense[y, x - 1]:
+                runs += 1
+    values = np.empty(runs, dtype=np.uint16)
+    ends = np.empty(runs, dtype=np.int32)
+    offsets = np.empty(h + 1, dtype=np.int64)
+    r = 0
+    for y in range(h):
+        offsets[y] = r
+        for x in range(1, w):
+            if dense[y, x] != dense[y, x - 1]:
+                values[r] = dense[y, x - 1]
+                ends[r] = x
+                r += 1
+        values[r] = dense[y, w - 1]
+        ends[r] = w
+        r += 1
+    offsets[h] = r
+    return offsets, values, ends
+
+
+@_jit
+def rle_decode_window(offsets, values, ends, y0, y1, x0, x1, fill):
+    """Decode rows ``[y0, y1)`` and columns ``[x0, x1)`` of a row-RLE map made by
+    :func:`rle_encode_rows`; ``x1`` may exceed the map's width, those pixels get ``fill``."""
+    out = np.full((y1 - y0, x1 - x0), fill, dtype=np.uint16)
+    for y in range(y0, y1):
+        a, b = offsets[y], offsets[y + 1]
+        # first run ending after x0
+        lo, hi = a, b
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if ends[mid] <= x0:
+                lo = mid + 1
+            else:
+                hi = mid
+        x = x0
+        r = lo
+        while r < b and x < x1:
+            e = min(ends[r], x1)
+            for xx in range(x, e):
+                out[y - y0, xx - x0] = values[r]
+            x = e
+            r += 1
+    return out

@@ -1,0 +1,145 @@
+"""The on-disk index format: one file, a JSON header and 64-byte aligned little-endian arrays.
+
+Layout::
+
+    magic      8 bytes   b"ISUSIDX\\0"
+    schema     u32 LE    SCHEMA_VERSION (checked before anything else)
+    reserved   u32 LE    0
+    header_len u64 LE
+    header     JSON      {"meta": {...}, "arrays": {name: {dtype, shape, offset}}, "checksum": "blake2b:..."}
+    arrays     each at a 64-byte aligned absolute offset
+
+The checksum covers the header (without the checksum field) and every array's bytes. Loading
+memory-maps the file read-only: arrays are views into the page cache, shared by every process
+that opens the same file (DataLoader workers do not copy them).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from isus.errors import IsusError
+
+__all__ = ["SCHEMA_VERSION", "IndexFileError", "write_arrays", "read_arrays"]
+
+MAGIC = b"ISUSIDX\0"
+SCHEMA_VERSION = 1
+_PREFIX = struct.Struct("<8sIIQ")
+_ALIGN = 64
+
+
+class IndexFileError(IsusError):
+    """An index file is missing, corrupt, of another schema version, or fails its checksum."""
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        self.path = None if path is None else Path(path)
+        super().__init__(f"{path}: {message}" if path is not None else message)
+
+
+def _le(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and not np.little_endian):
+        a = a.astype(a.dtype.newbyteorder("<"))
+    return a
+
+
+def _digest(header: dict, arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    h.update(json.dumps({k: header[k] for k in ("meta", "arrays")}, sort_keys=True).encode())
+    for name in sorted(arrays):
+        h.update(np.ascontiguousarray(arrays[name]).reshape(-1).view(np.uint8))
+    return "blake2b:" + h.hexdigest()
+
+
+def write_arrays(path: str | Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
+    """Atomically write ``arrays`` and ``meta`` to ``path``; returns the checksum.
+
+    Writes a temporary file beside ``path``, fsyncs it and renames it into place, so ``path``
+    either keeps its old content or gets the complete new file -- never a partial one.
+    """
+    path = Path(path)
+    arrays = {k: _le(v) for k, v in arrays.items()}
+    table, offset = {}, 0
+    for name in sorted(arrays):
+        a = arrays[name]
+        table[name] = {"dtype": a.dtype.str, "shape": list(a.shape), "offset": offset}
+        offset += -(-a.nbytes // _ALIGN) * _ALIGN
+    header = {"meta": meta, "arrays": table}
+    header["checksum"] = _digest(header, arrays)
+    # Offsets are relative to the data start until the header size is known.
+    blob = json.dumps(header).encode()
+    data_start = -(-(_PREFIX.size + len(blob)) // _ALIGN) * _ALIGN
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(_PREFIX.pack(MAGIC, SCHEMA_VERSION, 0, len(blob)))
+            f.write(blob)
+            f.write(b"\0" * (data_start - _PREFIX.size - len(blob)))
+            for name in sorted(arrays):
+                a = arrays[name]
+                f.write(a.reshape(-1).view(np.uint8).data)
+                f.write(b"\0" * (-(-a.nbytes // _ALIGN) * _ALIGN - a.nbytes))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return header["checksum"]
+
+
+def read_arrays(path: str | Path, verify: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray], str]:
+    """Memory-map an index file: ``(meta, arrays, checksum)``; arrays are read-only views.
+
+    Raises
+    ------
+    IndexFileError
+        Not an isus index, a schema version other than :data:`SCHEMA_VERSION`, a truncated
+        file, or (with ``verify``) a checksum mismatch.
+    """
+    path = Path(path)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise IndexFileError("index file not found", path) from None
+    with f:
+        prefix = f.read(_PREFIX.size)
+        if len(prefix) < _PREFIX.size or prefix[:8] != MAGIC:
+            raise IndexFileError("not an isus index file (bad magic bytes)", path)
+        _, version, _, header_len = _PREFIX.unpack(prefix)
+        if version > SCHEMA_VERSION:
+            raise IndexFileError(f"index schema version {version} is newer than this isus supports "
+                                 f"({SCHEMA_VERSION}); upgrade isus", path)
+        if version < SCHEMA_VERSION:
+            raise IndexFileError(f"index schema version {version} is older than this isus's "
+                                 f"({SCHEMA_VERSION}); rebuild it with `isus index build`", path)
+        try:
+            header = json.loads(f.read(header_len))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise IndexFileError("index header is corrupt", path) from None
+        size = os.fstat(f.fileno()).st_size
+        data_start = -(-(_PREFIX.size + header_len) // _ALIGN) * _ALIGN
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+    arrays = {}
+    for name, spec in header["arrays"].items():
+        dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
+        start = data_start + spec["offset"]
+        nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+        if start + nbytes > size:
+            raise IndexFileError(f"index file is truncated (array {name!r} ends at byte "
+                                 f"{start + nbytes}, the file has {size})", path)
+        arr = np.frombuffer(mm, dtype=dtype, count=nbytes // dtype.itemsize, offset=start) if nbytes else np.empty(0, dtype)
+        arrays[name] = arr.reshape(shape)
+    if verify:
+        expected = _digest(header, arrays)
+        if expected != header.get("checksum"):
+            raise IndexFileError(f"checksum mismatch (file says {header.get('checksum')}, content hashes to "
+                                 f"{expected}): the file is corrupt or was modified; rebuild it", path)
+    return header["meta"], arrays, header["checksum"]

@@ -1,0 +1,122 @@
+"""``isus index``: build, inspect and merge dataset indexes."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import click
+
+import isus
+from isus.index import Index, build_index, merge_indexes, remove_checkpoint
+from isus.summary import format_bytes
+
+
+def parse_shard(ctx, param, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        k, n = (int(v) for v in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"expected K/N such as 0/4; got {value!r}") from None
+    if not 0 <= k < n:
+        raise click.BadParameter(f"expected 0 <= K < N; got {value!r}")
+    return k, n
+
+
+@click.group()
+def index() -> None:
+    """Build and inspect dataset indexes.
+
+    Example:
+
+        isus index build --dataset mvd --root /data/mvd --out mvd.isusidx
+    """
+
+
+@index.command()
+@click.option("--dataset", "name", type=click.Choice(["mvd", "cityscapes", "idd", "coco"]), required=True,
+              help="Dataset format.")
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="Dataset root directory, as downloaded.")
+@click.option("--split", default=None, help="Split (default: the reader's, e.g. training for MVD, train elsewhere).")
+@click.option("--version", "version", default=None, help="MVD label version: v1.2 (default) or v2.0.")
+@click.option("--source", default=None, help="Annotation source (instances, panoptic, polygons, labels; default: auto).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Index file to write (default: ./{dataset}-{split}.isusidx).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Parallel processes (default: all cores).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted build of the same --out.")
+@click.option("--shard", callback=parse_shard, default=None, help="Build only part K of N (K/N); join with `isus index merge`.")
+@click.option("--cache-annotations/--no-cache-annotations", default=None,
+              help="Also write the annotation cache (default: on for MVD) to OUT.cache/.")
+@click.option("--grid", type=click.IntRange(1, 256), default=16, show_default=True,
+              help="Classes are located on a GRIDxGRID partition of each image.")
+def build(name, root, split, version, source, out, workers, resume, shard, cache_annotations, grid) -> None:
+    """Scan every annotation once and write the index sampling needs.
+
+    An interrupted build (Ctrl-C, kill) leaves nothing at --out; its progress is kept in
+    OUT.partial/ and `--resume` continues from there. Under torchrun, each rank builds its
+    shard and rank 0 merges them.
+
+    Example:
+
+        isus index build --dataset mvd --root /data/mvd --split training --workers 8
+    """
+    kwargs = {k: v for k, v in (("version", version), ("source", source)) if v is not None}
+    ds = isus.open_dataset(name, root, split=split, **kwargs)
+    out = out or Path(f"{name}-{ds.split}.isusidx")
+    cache = (name == "mvd") if cache_annotations is None else cache_annotations
+    cache_dir = out.with_name(out.name + ".cache") if cache else None
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and shard is None:
+        from isus.index.distributed import build_index_distributed
+
+        index_ = build_index_distributed(ds, out, workers=workers, grid=grid, cache_dir=cache_dir, resume=resume)
+        if index_ is not None:
+            click.echo(index_.describe())
+        return
+    partial = out.with_name(out.name + ".partial")
+    t0 = time.perf_counter()
+    try:
+        index_ = build_index(ds, workers=workers, progress=True, grid=grid, cache_dir=cache_dir, shard=shard,
+                             checkpoint_dir=partial, resume=resume)
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted: nothing was written to {out}; the images scanned so far are kept "
+                                   f"in {partial}/, re-run with --resume to continue") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    index_.save(out)
+    remove_checkpoint(partial)
+    dt = time.perf_counter() - t0
+    index_ = Index.load(out)
+    click.echo(f"indexed {index_.num_images} images in {dt:.1f} s ({index_.num_images / dt:.1f} img/s); "
+               f"index {format_bytes(out.stat().st_size)}"
+               + (f", annotation cache {format_bytes(index_.meta['cache_bytes'])} in {cache_dir}" if cache_dir else ""))
+    click.echo(index_.describe())
+
+
+@index.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def info(file: Path) -> None:
+    """Print what an index holds: counts, instances per class, size histogram, build settings.
+
+    Example:
+
+        isus index info mvd-training.isusidx
+    """
+    click.echo(Index.load(file).describe())
+
+
+@index.command()
+@click.argument("parts", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Merged index file.")
+def merge(parts, out: Path) -> None:
+    """Join shard indexes (from `--shard K/N`) into one, identical to a single build.
+
+    Example:
+
+        isus index merge mvd.0.isusidx mvd.1.isusidx --out mvd.isusidx
+    """
+    merged = merge_indexes(parts)
+    merged.save(out)
+    click.echo(f"merged {len(parts)} parts into {out}")
+    click.echo(Index.load(out).describe())

@@ -1,0 +1,53 @@
+"""Slow, obvious twins of the numba kernels (and other fast paths), for tests only."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def dense_segments(ids, seg_ids):
+    out = np.zeros(ids.shape, dtype=np.uint16)
+    for k, s in enumerate(seg_ids):
+        out[ids == s] = k + 1
+    return out
+
+
+def scan_dense(dense, n, grid):
+    h, w = dense.shape
+    area = np.zeros(n, np.int64)
+    box = np.zeros((n, 4), np.int32)
+    box[:, 0], box[:, 1] = w, h
+    sums = np.zeros((n, 2))
+    cells = np.zeros((n, grid * grid), np.int64)
+    ys, xs = np.mgrid[0:h, 0:w]
+    cell = (ys * grid // h) * grid + xs * grid // w
+    for k in range(n):
+        m = dense == k + 1
+        area[k] = m.sum()
+        if area[k]:
+            box[k] = [xs[m].min(), ys[m].min(), xs[m].max() + 1, ys[m].max() + 1]
+            sums[k] = [(xs[m] + 0.5).sum(), (ys[m] + 0.5).sum()]
+            cells[k] = np.bincount(cell[m], minlength=grid * grid)
+    return area, box, sums, cells
+
+
+def anchor_points(dense, area, k):
+    n = len(area)
+    out = np.full((n, k, 2), -1, np.int32)
+    for s in range(n):
+        ys, xs = np.nonzero(dense == s + 1)  # raster order
+        for j in range(k):
+            if area[s]:
+                r = (2 * j + 1) * area[s] // (2 * k)
+                out[s, j] = [xs[r], ys[r]]
+    return out
+
+
+def rle_decode_full(offsets, values, ends, width):
+    h = len(offsets) - 1
+    out = np.zeros((h, width), np.uint16)
+    for y in range(h):
+        x = 0
+        for r in range(offsets[y], offsets[y + 1]):
+            out[y, x:ends[r]] = values[r]
+            x = ends[r]
+    return out
