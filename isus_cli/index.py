@@ -51,7 +51,10 @@ def index() -> None:
               help="Also write the annotation cache (default: on for MVD) to OUT.cache/.")
 @click.option("--grid", type=click.IntRange(1, 256), default=16, show_default=True,
               help="Classes are located on a GRIDxGRID partition of each image.")
-def build(name, root, split, version, source, out, workers, resume, shard, cache_annotations, grid) -> None:
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Images per progress checkpoint (what an interruption can lose at most).")
+def build(name, root, split, version, source, out, workers, resume, shard, cache_annotations, grid,
+          checkpoint_every) -> None:
     """Scan every annotation once and write the index sampling needs.
 
     An interrupted build (Ctrl-C, kill) leaves nothing at --out; its progress is kept in
@@ -79,7 +82,7 @@ def build(name, root, split, version, source, out, workers, resume, shard, cache
     t0 = time.perf_counter()
     try:
         index_ = build_index(ds, workers=workers, progress=True, grid=grid, cache_dir=cache_dir, shard=shard,
-                             checkpoint_dir=partial, resume=resume)
+                             checkpoint_dir=partial, resume=resume, checkpoint_every=checkpoint_every)
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted: nothing was written to {out}; the images scanned so far are kept "
                                    f"in {partial}/, re-run with --resume to continue") from None
