@@ -4,6 +4,10 @@ from __future__ import annotations
 import numpy as np
 
 
+def count_u16(values):
+    return np.bincount(values.ravel().astype(np.int64), minlength=65536)
+
+
 def dense_segments(ids, seg_ids):
     out = np.zeros(ids.shape, dtype=np.uint16)
     for k, s in enumerate(seg_ids):

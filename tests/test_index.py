@@ -19,7 +19,8 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 import isus
-from isus.index import Index, IndexFileError, build_index, kernels, merge_indexes
+from isus import kernels
+from isus.index import Index, IndexFileError, build_index, merge_indexes
 from isus.synth import SYNTH_CLASSES
 from isus_cli.main import cli
 from tests import reference as ref
@@ -48,6 +49,12 @@ def test_kernels_match_references(data, grid, k):
         np.testing.assert_allclose(g[present], w[present], err_msg=name)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(kernels.anchor_points(dense, got[0], k), ref.anchor_points(dense, got[0], k))
+
+
+@settings(max_examples=50, deadline=None)
+@given(hnp.arrays(np.uint16, hnp.array_shapes(min_dims=1, max_dims=2, max_side=30)))
+def test_count_u16(values):
+    np.testing.assert_array_equal(kernels.count_u16(values), ref.count_u16(values))
 
 
 @settings(max_examples=150, deadline=None)

@@ -7,6 +7,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from isus import kernels
 from isus.datasets._io import decode_image, image_size, read_png, reduced_size
 from isus.errors import DatasetError, InstancesUnavailableError
 from isus.types import Category, ImageInfo, Panoptic, make_segments
@@ -214,7 +215,7 @@ def panoptic_from_packed(
         if values.size and (values.min() < 0 or values.max() > 65535):
             raise DatasetError("16-bit annotation holds values outside 0..65535", path)
         values = values.astype(np.uint16)
-    present = np.flatnonzero(np.bincount(values.ravel(), minlength=65536))
+    present = np.flatnonzero(kernels.count_u16(np.ascontiguousarray(values)))
     seg_ids, cat_ids, crowd = decode(present)
     keep = seg_ids != 0
     for c in np.unique(cat_ids[keep]):

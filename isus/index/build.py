@@ -20,7 +20,7 @@ import numpy as np
 import isus
 from isus.datasets.base import PanopticDataset
 from isus.errors import IsusError
-from isus.index import kernels
+from isus import kernels
 from isus.index.cache import write_cached
 from isus.index.index import CELL_COLUMNS, CLASS_COLUMNS, INSTANCE_COLUMNS, Index, _pack_strings, assemble
 from isus.index.store import SCHEMA_VERSION, IndexFileError

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from isus.errors import DatasetError
-from isus.index import kernels
+from isus import kernels
 from isus.types import ImageInfo, Panoptic, make_segments
 
 BAND_ROWS = 64

@@ -1,4 +1,4 @@
-"""Numba kernels of the index build: small pure functions over arrays, no I/O.
+"""Numba kernels: small pure functions over arrays, no I/O.
 
 Each has a plain-numpy twin in ``tests/reference.py``; tests compare them on random inputs.
 Setting ``NUMBA_DISABLE_JIT=1`` runs them as plain Python (slow, for debugging/coverage).
@@ -8,9 +8,19 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["dense_segments", "scan_dense", "anchor_points", "rle_encode_rows", "rle_decode_window"]
+__all__ = ["count_u16", "dense_segments", "scan_dense", "anchor_points", "rle_encode_rows", "rle_decode_window"]
 
 _jit = numba.njit(nogil=True, cache=True)
+
+
+@_jit
+def count_u16(values):
+    """Histogram of a uint16 array over 0..65535 (``np.bincount`` would first copy it to int64)."""
+    counts = np.zeros(65536, dtype=np.int64)
+    flat = values.ravel()
+    for k in range(flat.shape[0]):
+        counts[flat[k]] += 1
+    return counts
 
 
 @_jit
