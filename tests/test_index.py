@@ -121,6 +121,9 @@ def test_index_equals_what_was_written(mvd_index, synth_root):
             imgs, pix = index.images_with_class(c.id)
             expected = class_pixels.get(c.name, 0)
             assert (pix[imgs == i].tolist() or [0]) == [expected]
+            sem = pan.semantic()
+            for x, y in index.class_anchors(c.id, i):
+                assert sem[y, x] == c.id
             cells, cell_pix = index.class_cells(c.id, i)
             assert cell_pix.sum() == expected
             if expected:

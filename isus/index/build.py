@@ -83,12 +83,19 @@ def scan_image(ds: PanopticDataset, i: int, params: BuildParams) -> dict[str, An
     present = area > 0
     isthing = np.array([ds.category(int(c)).isthing for c in seg["category_id"]], dtype=bool)
     inst = np.flatnonzero(present & isthing) if ds.has_instances else np.zeros(0, np.int64)
-    anchors = kernels.anchor_points(dense, area, params.anchors)[inst]
+    all_anchors = kernels.anchor_points(dense, area, params.anchors)
+    anchors = all_anchors[inst]
     # Per class: sum the segments of each category.
     cats_present, cls_of_seg = np.unique(seg["category_id"][present], return_inverse=True)
     cls_cells = np.zeros((len(cats_present), params.grid * params.grid), np.int64)
     np.add.at(cls_cells, cls_of_seg, cells[present])
     nz_rows, nz_cells = np.nonzero(cls_cells)
+    # Per class, the anchors of its largest segment: points certainly on the class.
+    present_idx = np.flatnonzero(present)
+    largest = np.zeros(len(cats_present), np.int64)
+    order = np.lexsort((-area[present_idx], cls_of_seg))
+    first = np.r_[True, cls_of_seg[order][1:] != cls_of_seg[order][:-1]]
+    largest[cls_of_seg[order][first]] = present_idx[order][first]
     cache_bytes = 0
     if params.cache_dir is not None:
         cache_bytes = write_cached(Path(params.cache_dir), i, str(info.image_id), dense, seg)
@@ -107,6 +114,7 @@ def scan_image(ds: PanopticDataset, i: int, params: BuildParams) -> dict[str, An
         "cls_category": cats_present.astype(np.int32),
         "cls_pixels": cls_cells.sum(axis=1),
         "cls_ncells": np.bincount(nz_rows, minlength=len(cats_present)).astype(np.int32),
+        "cls_anchors": all_anchors[largest],
         "cell_index": nz_cells.astype(np.uint16),
         "cell_pixels": cls_cells[nz_rows, nz_cells].astype(np.uint32),
         "cache_bytes": cache_bytes,
@@ -116,7 +124,8 @@ def scan_image(ds: PanopticDataset, i: int, params: BuildParams) -> dict[str, An
 _EMPTY = {
     "inst_segment": np.int32, "inst_category": np.int32, "inst_crowd": bool, "inst_area": np.int64,
     "inst_box": (np.int32, 4), "inst_centroid": (np.float32, 2), "inst_anchors": (np.int32, None, 2),
-    "cls_category": np.int32, "cls_pixels": np.int64, "cls_ncells": np.int32, "cell_index": np.uint16,
+    "cls_category": np.int32, "cls_pixels": np.int64, "cls_ncells": np.int32, "cls_anchors": (np.int32, None, 2),
+    "cell_index": np.uint16,
     "cell_pixels": np.uint32,
 }
 

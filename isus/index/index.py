@@ -16,7 +16,7 @@ __all__ = ["Index", "Instances"]
 #: Per-image scan columns, in the order they are concatenated (image-major).
 INSTANCE_COLUMNS = ("inst_image", "inst_segment", "inst_category", "inst_crowd", "inst_area", "inst_box",
                     "inst_centroid", "inst_anchors")
-CLASS_COLUMNS = ("cls_image", "cls_category", "cls_pixels", "cls_ncells")
+CLASS_COLUMNS = ("cls_image", "cls_category", "cls_pixels", "cls_ncells", "cls_anchors")
 CELL_COLUMNS = ("cell_index", "cell_pixels")
 
 
@@ -238,6 +238,16 @@ class Index:
             return np.zeros(0, np.uint16), np.zeros(0, np.uint32)
         s = slice(self._a["cell_offsets"][k], self._a["cell_offsets"][k + 1])
         return self._a["cell_index"][s], self._a["cell_pixels"][s]
+
+    def class_anchors(self, category_id: int, image: int) -> np.ndarray:
+        """``(K, 2)`` int32 ``(x, y)`` pixels of the class in ``image`` (spread over its largest
+        segment); empty when the class is absent."""
+        r = self._rank_of(category_id)
+        lo, hi = self._a["cls_class_offsets"][r], self._a["cls_class_offsets"][r + 1]
+        k = lo + np.searchsorted(self._a["cls_image"][lo:hi], image)
+        if k == hi or self._a["cls_image"][k] != image:
+            return np.zeros((0, 2), np.int32)
+        return self._a["cls_anchors"][k]
 
     def instances_of(self, category_id: int, image: int | None = None) -> Instances:
         """Instance rows of a thing class, optionally only those in ``image`` (crowd included:
