@@ -8,8 +8,9 @@ from isus import synth
 from isus.datasets import PanopticDataset, dataset_names, open_dataset, register_dataset
 from isus.errors import DatasetError, InstancesUnavailableError, IsusError
 from isus.index import Index, IndexFileError, Instances, build_index, merge_indexes
+from isus.sampling import CropBatch, FPNLevels, LevelRule, SamplerConfig, SamplingPolicy
 from isus.summary import DatasetSummary, summarize
-from isus.types import SEGMENT_DTYPE, Category, ImageInfo, Panoptic
+from isus.types import SEGMENT_DTYPE, Category, CropSpec, ImageInfo, Panoptic
 
 __version__ = "0.1.0"
 
@@ -34,4 +35,20 @@ __all__ = [
     "IndexFileError",
     "build_index",
     "merge_indexes",
+    "CropSpec",
+    "CropBatch",
+    "SamplerConfig",
+    "FPNLevels",
+    "LevelRule",
+    "SamplingPolicy",
+    "torch",
 ]
+
+
+def __getattr__(name: str):
+    # isus.torch imports torch, which takes seconds: only when asked for.
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module("isus.torch")
+    raise AttributeError(f"module 'isus' has no attribute {name!r}")

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Category", "ImageInfo", "Panoptic", "SEGMENT_DTYPE", "make_segments"]
+__all__ = ["Category", "ImageInfo", "Panoptic", "CropSpec", "SEGMENT_DTYPE", "make_segments"]
 
 #: Structured dtype of :attr:`Panoptic.segments`: one row per segment of an image.
 SEGMENT_DTYPE = np.dtype([("id", "<i4"), ("category_id", "<i4"), ("iscrowd", "?")])
@@ -103,3 +103,41 @@ def make_segments(ids, category_ids, iscrowd) -> np.ndarray:
     seg["category_id"] = category_ids
     seg["iscrowd"] = iscrowd
     return np.sort(seg, order="id")
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """One training crop, as a sampler draws it and the crop engine applies it.
+
+    Attributes
+    ----------
+    image
+        Image index in the dataset.
+    category
+        The sampled category id.
+    instance
+        Row of the chosen instance in ``index.instances`` (ISUS thing samples), else -1.
+    level
+        The pyramid level ISUS aimed the instance at, else -1.
+    scale
+        Total factor from original pixels to crop pixels (the ``s0`` rescale times σ).
+    window
+        ``(x0, y0, x1, y1)`` in original-image pixel-edge coordinates; ``(x1 - x0) * scale`` is the
+        crop width. It may extend past the image border, where the crop engine pads.
+    flip
+        Flip the crop horizontally.
+    """
+
+    image: int
+    category: int
+    instance: int
+    level: int
+    scale: float
+    window: tuple[float, float, float, float]
+    flip: bool
+
+    def __post_init__(self) -> None:
+        x0, y0, x1, y1 = self.window
+        if not (x1 > x0 and y1 > y0 and self.scale > 0):
+            raise ValueError(f"CropSpec expects x0 < x1, y0 < y1 and scale > 0; got window={self.window}, "
+                             f"scale={self.scale}")
