@@ -10,6 +10,28 @@ from isus_cli._progress import progress
 from isus_cli.synth import parse_size
 
 
+def level_report(index: isus.Index, size: tuple[int, int], seed: int, n: int = 4000) -> str:
+    """Per-level instance counts over n crops under CUS and ISUS, and under full-image training."""
+    import numpy as np
+
+    from isus.stats import crop_level_counts, full_image_level_counts
+
+    crop = (640, 640)  # larger than P5's smallest objects (448 px), so every level can be reached
+    lines = [f"4/4 sampling {n} crops of {crop[0]}x{crop[1]}: instances per FPN level (P2-P5)"]
+    rows = {"full images": full_image_level_counts(index, isus.FPNLevels())}
+    for mode in ("cus", "isus"):
+        cfg = isus.SamplerConfig(crop_size=crop, mode=mode)
+        batch = isus.SamplingPolicy(index, cfg).draw(np.random.default_rng(seed), n)
+        rows[mode.upper()] = crop_level_counts(index, batch, cfg.levels)
+    lines.append(f"  {'':12s}" + "".join(f"{'P' + str(l):>9s}" for l in isus.FPNLevels().levels) + "   max/min")
+    for name, counts in rows.items():
+        ratio = counts.max() / max(counts.min(), 1)
+        lines.append(f"  {name:12s}" + "".join(f"{c:9d}" for c in counts) + f"   {ratio:7.1f}")
+    lines.append("  (instances overlapping each crop, at the level of their visible box; max/min: the imbalance "
+                 "ISUS reduces)")
+    return "\n".join(lines)
+
+
 @click.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("isus-demo"),
               show_default=True, help="Working directory for the demo (created; must be new or empty).")
@@ -20,7 +42,7 @@ from isus_cli.synth import parse_size
               help="Image size WIDTHxHEIGHT.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 def demo(out: Path, num_images: int, size: tuple[int, int], seed: int) -> None:
-    """Synthesise a small MVD-layout dataset, read and summarise it, and build its index.
+    """Synthesise a small MVD-layout dataset, read and summarise it, build its index, sample crops.
 
     Example:
 
@@ -30,27 +52,30 @@ def demo(out: Path, num_images: int, size: tuple[int, int], seed: int) -> None:
     params = {"layout": "mvd", "num_images": num_images, "width": size[0], "height": size[1], "seed": seed}
     previous = isus.synth.read_manifest(root)
     if previous is not None and all(previous.get(k) == v for k, v in params.items()):
-        click.echo(f"1/3 reusing the synthetic Mapillary Vistas dataset of a previous run in {root}")
+        click.echo(f"1/4 reusing the synthetic Mapillary Vistas dataset of a previous run in {root}")
     else:
         if previous is not None:
             raise click.ClickException(
                 f"{root} holds a synthetic dataset made with other settings ({previous.get('num_images')} images, "
                 f"{previous.get('width')}x{previous.get('height')}, seed {previous.get('seed')}); "
                 "pass --out with a new directory or delete it")
-        click.echo(f"1/3 writing a synthetic Mapillary Vistas dataset ({num_images} images, {size[0]}x{size[1]}) "
+        click.echo(f"1/4 writing a synthetic Mapillary Vistas dataset ({num_images} images, {size[0]}x{size[1]}) "
                    f"to {root}")
         isus.synth.write_dataset(root, "mvd", num_images, size=size, seed=seed, progress=progress("synthesising"))
     ds = isus.open_dataset("mvd", root, split="training", version="v1.2")
-    click.echo(f"2/3 reading it back with {ds!r}")
+    click.echo(f"2/4 reading it back with {ds!r}")
     summary = isus.summarize(ds, progress=progress("scanning annotations"))
     click.echo("")
     click.echo(summary.format())
     click.echo("")
     index_path = out / "mvd-training.isusidx"
-    click.echo(f"3/3 building its index (with the annotation cache) in {index_path}")
+    click.echo(f"3/4 building its index (with the annotation cache) in {index_path}")
     index = isus.build_index(ds, progress=True, cache_dir=out / "mvd-training.isusidx.cache")
     index.save(index_path)
-    click.echo(isus.Index.load(index_path).describe())
+    index = isus.Index.load(index_path)
+    click.echo(index.describe())
+    click.echo("")
+    click.echo(level_report(index, size, seed))
     click.echo("")
     click.echo(f"dataset: isus.open_dataset('mvd', {str(root)!r})")
     click.echo(f"index:   isus.Index.load({str(index_path)!r})   (or: isus index info {index_path})")
