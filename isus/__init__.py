@@ -6,6 +6,7 @@ each layout, and (in later modules) the index, ISUS/CUS samplers, crop engine an
 """
 from isus import synth
 from isus.datasets import PanopticDataset, dataset_names, open_dataset, register_dataset
+from isus.crop import CropConfig, CropEngine, CropSample, crop_sample
 from isus.errors import DatasetError, InstancesUnavailableError, IsusError
 from isus.index import Index, IndexFileError, Instances, build_index, merge_indexes
 from isus.sampling import CropBatch, FPNLevels, LevelRule, SamplerConfig, SamplingPolicy
@@ -41,6 +42,10 @@ __all__ = [
     "FPNLevels",
     "LevelRule",
     "SamplingPolicy",
+    "CropConfig",
+    "CropEngine",
+    "CropSample",
+    "crop_sample",
     "torch",
 ]
 

@@ -1,0 +1,252 @@
+"""The crop engine: a CropSpec applied to an image and its annotation, crop-then-resize.
+
+Only the window is resampled: the image is decoded at the coarsest JPEG DCT scale (1/2, 1/4,
+1/8) that still has at least the crop's resolution, and warped straight into the crop; the
+annotation comes from the index's cache (only the bands the window covers) when there is one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import cv2
+import numpy as np
+
+from isus import kernels
+from isus.datasets.base import PanopticDataset
+from isus.index.index import Index
+from isus.types import CropSpec, Panoptic
+
+__all__ = ["CropConfig", "CropSample", "crop_sample", "CropEngine"]
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """How crops are produced.
+
+    Attributes
+    ----------
+    ignore_label
+        Semantic value of void, padding and (with ``crowd_as_ignore``) crowd pixels.
+    pad_value
+        Image value of pixels outside the original image.
+    min_instance_area
+        Instances with fewer visible pixels in the crop are dropped (counted in ``dropped``).
+    crowd_as_ignore
+        Crowd pixels get ``ignore_label`` in ``semantic`` (else their class).
+    use_cache
+        Read annotations from the index's annotation cache when it has one.
+    reduced_decode
+        Decode JPEGs at 1/2, 1/4 or 1/8 when the crop's scale allows it.
+    """
+
+    ignore_label: int = 255
+    pad_value: int = 0
+    min_instance_area: int = 4
+    crowd_as_ignore: bool = True
+    use_cache: bool = True
+    reduced_decode: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.pad_value <= 255:
+            raise ValueError(f"CropConfig(pad_value=) expects 0..255; got {self.pad_value!r}")
+        if self.min_instance_area < 1:
+            raise ValueError(f"CropConfig(min_instance_area=) expects >= 1; got {self.min_instance_area!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class CropSample:
+    """One crop and its targets, in crop pixel coordinates (after the flip, if any).
+
+    Attributes
+    ----------
+    image : (H, W, 3) uint8 RGB
+    panoptic : (H, W) int32 segment ids, 0 for void and padding
+    semantic : (H, W) int64 training ids (position of the category in ``ds.categories``), ``ignore_label``
+        for void, padding and crowd
+    masks : (N, H, W) bool, one per thing instance in the crop (crowd excluded)
+    labels : (N,) int64 training ids; ``category_ids`` (N,) the dataset's ids; ``segment_ids`` (N,)
+    boxes : (N, 4) float32 visible boxes xyxy, pixel edges, from the cropped masks
+    original_boxes : (N, 4) float32 the instances' full extent, mapped into the crop (may extend beyond it)
+    truncated : (N, 4) bool per side (x0, y0, x1, y1): the visible box touches the crop border
+        there and the object extends beyond it (never at an image border)
+    crowd : (H, W) bool pixels of crowd segments
+    dropped : instances dropped for having fewer than ``min_instance_area`` visible pixels
+    spec, window, scale, flip : what was applied
+    """
+
+    image: np.ndarray
+    panoptic: np.ndarray
+    semantic: np.ndarray
+    masks: np.ndarray
+    labels: np.ndarray
+    category_ids: np.ndarray
+    segment_ids: np.ndarray
+    boxes: np.ndarray
+    original_boxes: np.ndarray
+    truncated: np.ndarray
+    crowd: np.ndarray
+    dropped: int
+    spec: CropSpec
+    window: tuple[float, float, float, float] = field(default=(0, 0, 0, 0))
+    scale: float = 1.0
+    flip: bool = False
+
+
+def crop_size(spec: CropSpec) -> tuple[int, int]:
+    """``(width, height)`` in crop pixels of ``spec``'s window at its scale."""
+    x0, y0, x1, y1 = spec.window
+    return max(1, int(round((x1 - x0) * spec.scale))), max(1, int(round((y1 - y0) * spec.scale)))
+
+
+def choose_reduce(scale: float, allowed=(8, 4, 2, 1)) -> int:
+    """Coarsest decode reduction whose resolution still covers the crop's (``r * scale <= 1``)."""
+    for r in allowed:
+        if r * scale <= 1.0 + 1e-9:
+            return r
+    return 1
+
+
+def source_pixels(start: float, scale: float, n: int) -> np.ndarray:
+    """Original pixel under the centre of each of ``n`` crop pixels (nearest neighbour)."""
+    return np.floor(start + (np.arange(n) + 0.5) / scale).astype(np.int64)
+
+
+class CropEngine:
+    """Applies crop specs to one dataset, using its index for original boxes and the cache.
+
+    Parameters
+    ----------
+    ds
+        The dataset the index was built from.
+    index
+        Its :class:`~isus.Index` (original boxes, annotation cache). Without one the full
+        annotation is decoded and boxes are computed from it.
+    config
+        A :class:`CropConfig`.
+    """
+
+    def __init__(self, ds: PanopticDataset, index: Index | None = None, config: CropConfig = CropConfig()) -> None:
+        self.ds, self.index, self.config = ds, index, config
+        self._train_id = {c.id: k for k, c in enumerate(ds.categories)}
+        self._isthing = {c.id: c.isthing for c in ds.categories}
+        if index is not None:
+            if [c.id for c in index.categories] != [c.id for c in ds.categories] or index.meta["dataset"]["num_images"] != len(ds):
+                raise ValueError("CropEngine(index=) was not built from this dataset (categories or image count differ)")
+            inst = index.instances
+            self._by_image = np.argsort(inst.image, kind="stable")
+            self._image_offsets = np.searchsorted(inst.image[self._by_image],
+                                                  np.arange(index.image_range[0], index.image_range[1] + 1))
+        self._use_cache = index is not None and config.use_cache and index.cache_dir is not None
+
+    # -- pieces -----------------------------------------------------------------------------------
+    def _image(self, spec: CropSpec, size: tuple[int, int]) -> np.ndarray:
+        cw, ch = size
+        s = spec.scale
+        r = choose_reduce(s) if self.config.reduced_decode else 1
+        img = self.ds.load_image(spec.image, reduce=r)
+        x0, y0 = spec.window[:2]
+        # dst pixel centre u + 0.5 sits at original x0 + (u + 0.5) / s, i.e. at reduced pixel
+        # index (x0 + (u + 0.5) / s) / r - 0.5 (OpenCV puts pixel centres at integers).
+        m = np.array([[1 / (s * r), 0, (x0 + 0.5 / s) / r - 0.5],
+                      [0, 1 / (s * r), (y0 + 0.5 / s) / r - 0.5]], dtype=np.float64)
+        pad = (self.config.pad_value,) * 3
+        return cv2.warpAffine(img, m, (cw, ch), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=pad)
+
+    def _panoptic(self, spec: CropSpec, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        """Nearest-neighbour crop of the segment map, segments table, and the image's (H, W)."""
+        cw, ch = size
+        xs = source_pixels(spec.window[0], spec.scale, cw)
+        ys = source_pixels(spec.window[1], spec.scale, ch)
+        if self._use_cache:
+            info = self.index.image_info(spec.image)
+            h, w = info.height, info.width
+            xa, xb = int(xs[0]), int(xs[-1]) + 1
+            ya, yb = int(ys[0]), int(ys[-1]) + 1
+            pan = self.index.load_annotation(spec.image, (xa, ya, xb, yb))
+            return pan.ids[np.ix_(ys - ya, xs - xa)], pan.segments, (h, w)
+        pan: Panoptic = self.ds.load_panoptic(spec.image)
+        h, w = pan.ids.shape
+        inside_x, inside_y = (xs >= 0) & (xs < w), (ys >= 0) & (ys < h)
+        out = pan.ids[np.ix_(np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1))]
+        out[~inside_y, :] = 0
+        out[:, ~inside_x] = 0
+        return out, pan.segments, (h, w)
+
+    def _original_boxes(self, spec: CropSpec, seg_ids: np.ndarray, ids_full_shape) -> np.ndarray:
+        """Full-extent boxes (original pixels) of ``seg_ids`` from the index."""
+        k = spec.image - self.index.image_range[0]
+        rows = self._by_image[self._image_offsets[k]:self._image_offsets[k + 1]]
+        inst = self.index.instances
+        order = np.argsort(inst.segment_id[rows])
+        pos = np.searchsorted(inst.segment_id[rows][order], seg_ids)
+        return inst.box[rows[order[np.minimum(pos, len(order) - 1)]]].astype(np.float64)
+
+    # -- the sample -------------------------------------------------------------------------------
+    def __call__(self, spec: CropSpec) -> CropSample:
+        cfg = self.config
+        size = crop_size(spec)
+        cw, ch = size
+        image = self._image(spec, size)
+        ids, segments, (h, w) = self._panoptic(spec, size)
+        seg_ids = segments["id"]
+        cats = segments["category_id"]
+        crowd_flag = segments["iscrowd"].astype(bool)
+        # dense crop: 0 void, k+1 = segments[k]
+        dense = kernels.dense_segments(ids, seg_ids.astype(np.int32))
+        area, vbox, _, _ = kernels.scan_dense(dense, len(seg_ids), 1)
+        train = np.array([self._train_id[int(c)] for c in cats], dtype=np.int64)
+        isthing = np.array([self._isthing[int(c)] for c in cats], dtype=bool)
+        lut_sem = np.concatenate([[cfg.ignore_label], np.where(crowd_flag & cfg.crowd_as_ignore, cfg.ignore_label, train)])
+        semantic = lut_sem[dense]
+        crowd_lut = np.concatenate([[False], crowd_flag])
+        crowd = crowd_lut[dense]
+
+        present = area > 0
+        cand = np.flatnonzero(present & isthing & ~crowd_flag)
+        keep = cand[area[cand] >= cfg.min_instance_area]
+        dropped = len(cand) - len(keep)
+        boxes = vbox[keep].astype(np.float32)
+        if self.index is not None:
+            obox = self._original_boxes(spec, seg_ids[keep], (h, w))
+        else:
+            full = self.ds.load_panoptic(spec.image).ids
+            fd = kernels.dense_segments(full, seg_ids.astype(np.int32))
+            obox = kernels.scan_dense(fd, len(seg_ids), 1)[1][keep].astype(np.float64)
+        x0, y0 = spec.window[:2]
+        s = spec.scale
+        ob = np.empty((len(keep), 4), np.float64)
+        ob[:, [0, 2]] = (obox[:, [0, 2]] - x0) * s
+        ob[:, [1, 3]] = (obox[:, [1, 3]] - y0) * s
+        # A side is truncated when the visible box touches the crop border there and the object
+        # really continues past it. An object ending at the image border does not continue.
+        eps = 1e-6
+        truncated = np.stack([
+            (boxes[:, 0] <= 0) & (ob[:, 0] < -eps) & (obox[:, 0] > 0),
+            (boxes[:, 1] <= 0) & (ob[:, 1] < -eps) & (obox[:, 1] > 0),
+            (boxes[:, 2] >= cw) & (ob[:, 2] > cw + eps) & (obox[:, 2] < w),
+            (boxes[:, 3] >= ch) & (ob[:, 3] > ch + eps) & (obox[:, 3] < h),
+        ], axis=1) if len(keep) else np.zeros((0, 4), bool)
+        masks = dense[None] == (keep + 1)[:, None, None].astype(np.uint16)
+        if spec.flip:
+            image, ids, semantic, crowd, masks = (a[..., ::-1] for a in (image, ids, semantic, crowd, masks))
+            boxes = np.stack([cw - boxes[:, 2], boxes[:, 1], cw - boxes[:, 0], boxes[:, 3]], 1)
+            ob = np.stack([cw - ob[:, 2], ob[:, 1], cw - ob[:, 0], ob[:, 3]], 1)
+            truncated = truncated[:, [2, 1, 0, 3]]
+        return CropSample(
+            image=np.ascontiguousarray(image), panoptic=np.ascontiguousarray(ids, dtype=np.int32),
+            semantic=np.ascontiguousarray(semantic, dtype=np.int64), masks=np.ascontiguousarray(masks),
+            labels=train[keep], category_ids=cats[keep].astype(np.int64), segment_ids=seg_ids[keep].astype(np.int64),
+            boxes=boxes.astype(np.float32), original_boxes=ob.astype(np.float32), truncated=truncated,
+            crowd=np.ascontiguousarray(crowd), dropped=int(dropped), spec=spec, window=spec.window,
+            scale=spec.scale, flip=spec.flip)
+
+
+def crop_sample(ds: PanopticDataset, spec: CropSpec, *, index: Index | None = None,
+                config: CropConfig | None = None, **options) -> CropSample:
+    """Apply ``spec`` to ``ds`` (one-off; build a :class:`CropEngine` to crop many).
+
+    ``options`` override :class:`CropConfig` fields, e.g. ``ignore_label=255``.
+    """
+    config = replace(config or CropConfig(), **options)
+    return CropEngine(ds, index, config)(spec)
