@@ -28,7 +28,7 @@ from isus.datasets._io import id_to_rgb
 from isus.datasets.labels import CITYSCAPES_LABELS, IDD_LABELS, IDD_LEVEL3_CATEGORIES
 
 __all__ = ["LAYOUTS", "SynthClass", "SYNTH_CLASSES", "Scene", "make_scene", "render_image", "write_dataset",
-           "default_split", "read_manifest", "MANIFEST", "simulated_index"]
+           "default_split", "read_manifest", "MANIFEST", "simulated_index", "mvd_from_semantic"]
 
 LAYOUTS = ("mvd", "cityscapes", "idd", "coco")
 #: File at the root of a synthetic dataset recording how it was made.
@@ -644,3 +644,37 @@ def simulated_index(num_images: int = 18000, *, num_stuff: int = 28, num_things:
             "params": {"grid": grid, "anchors": anchors, "cache_dir": None}, "categories": cats,
             "image_range": [0, num_images], "int_image_ids": False, "cache_bytes": 0}
     return Index(meta, assemble(meta, images, rows))
+
+
+def mvd_from_semantic(labels_dir: str | Path, images_dir: str | Path, config: str | Path, out: str | Path,
+                      split: str = "training") -> Path:
+    """Turn an MVD tree that has only semantic ``labels/`` into one with v1.2 ``instances/``.
+
+    Each connected component (8-connectivity) of a thing label becomes an instance (beyond 256
+    per label, the smallest are merged into the 256th). Images are symlinked. For tests and
+    benchmarks on the real samples, whose instance PNGs are not public.
+    """
+    labels_dir, images_dir, out = Path(labels_dir), Path(images_dir), Path(out)
+    cfg = json.loads(Path(config).read_text())
+    things = [k for k, lab in enumerate(cfg["labels"]) if lab["instances"]]
+    (out / split / "images").mkdir(parents=True, exist_ok=True)
+    (out / split / "v1.2" / "instances").mkdir(parents=True, exist_ok=True)
+    _write_json(out / "config_v1.2.json", cfg)
+    for png in sorted(labels_dir.glob("*.png")):
+        lab = np.asarray(Image.open(png)).astype(np.int64)
+        values = lab * 256
+        for t in things:
+            mask = (lab == t).astype(np.uint8)
+            if not mask.any():
+                continue
+            n, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+            order = np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1  # largest first
+            inst = np.zeros(n, np.int64)
+            inst[order] = np.minimum(np.arange(len(order)), 255)
+            values[mask.astype(bool)] += inst[comp[mask.astype(bool)]]
+        _save_png(out / split / "v1.2" / "instances" / png.name, values, "I;16")
+        src = next(images_dir.glob(png.stem + ".*"))
+        dst = out / split / "images" / src.name
+        if not dst.exists():
+            dst.symlink_to(src.resolve())
+    return out

@@ -229,7 +229,8 @@ class CropEngine:
         ], axis=1) if len(keep) else np.zeros((0, 4), bool)
         masks = dense[None] == (keep + 1)[:, None, None].astype(np.uint16)
         if spec.flip:
-            image, ids, semantic, crowd, masks = (a[..., ::-1] for a in (image, ids, semantic, crowd, masks))
+            image = image[:, ::-1]
+            ids, semantic, crowd, masks = (a[..., ::-1] for a in (ids, semantic, crowd, masks))
             boxes = np.stack([cw - boxes[:, 2], boxes[:, 1], cw - boxes[:, 0], boxes[:, 3]], 1)
             ob = np.stack([cw - ob[:, 2], ob[:, 1], cw - ob[:, 0], ob[:, 3]], 1)
             truncated = truncated[:, [2, 1, 0, 3]]
