@@ -47,13 +47,14 @@ __all__ = [
     "CropSample",
     "crop_sample",
     "torch",
+    "cabb",
 ]
 
 
 def __getattr__(name: str):
-    # isus.torch imports torch, which takes seconds: only when asked for.
-    if name == "torch":
+    # isus.torch and isus.cabb import torch, which takes seconds: only when asked for.
+    if name in ("torch", "cabb"):
         import importlib
 
-        return importlib.import_module("isus.torch")
+        return importlib.import_module(f"isus.{name}")
     raise AttributeError(f"module 'isus' has no attribute {name!r}")

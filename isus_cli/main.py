@@ -8,6 +8,7 @@ import click
 import isus
 from isus_cli.demo import demo
 from isus_cli.index import index
+from isus_cli.preview import preview
 from isus_cli.synth import synth
 
 
@@ -41,6 +42,7 @@ def cli() -> None:
 cli.add_command(demo)
 cli.add_command(synth)
 cli.add_command(index)
+cli.add_command(preview)
 
 if __name__ == "__main__":
     cli()

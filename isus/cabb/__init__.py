@@ -2,11 +2,25 @@
 
 ``cabb_targets`` solves the inner minimisation (vectorised, any device); ``cabb_loss`` is the
 smooth-L1 loss against those targets (exact gradient by the envelope theorem). The
-``torchvision`` adapters plug it into torchvision's RPN and box head (torchvision is imported
-lazily). See ``docs/cabb.md``.
+``isus.cabb.torchvision`` adapters plug it into torchvision's RPN and box head (torchvision
+itself is imported lazily). See ``docs/cabb.md``.
 """
 
 from isus.cabb.loss import cabb_loss, cabb_targets
-from isus.cabb.torchvision import CabbInputs, fastrcnn_loss, rpn_box_loss
+from isus.cabb.torchvision import (
+    CabbInputs,
+    fastrcnn_loss,
+    patch_fastrcnn_loss,
+    rpn_box_loss,
+    rpn_compute_loss,
+)
 
-__all__ = ["cabb_targets", "cabb_loss", "CabbInputs", "fastrcnn_loss", "rpn_box_loss"]
+__all__ = [
+    "cabb_targets",
+    "cabb_loss",
+    "CabbInputs",
+    "fastrcnn_loss",
+    "patch_fastrcnn_loss",
+    "rpn_box_loss",
+    "rpn_compute_loss",
+]

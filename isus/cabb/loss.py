@@ -9,11 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from isus.cabb.solver import CENTER_CLIP, LOG_SIZE_CLIP, huber, solve_o1
+from isus.cabb.solver import CENTER_CLIP, LOG_SIZE_CLIP, default_steps, solve_o1
 
 __all__ = ["cabb_targets", "cabb_loss"]
 
 _REDUCTIONS = ("none", "mean", "sum")
+
+# Solve only the used slots when on the CPU (tests switch it off to exercise the dense path
+# that accelerators take).
+COMPACT_ON_CPU = True
 
 
 def _describe(x: object) -> str:
@@ -31,6 +35,7 @@ def _validate(
     crop_boxes: Tensor,
     weights: Sequence[float],
     beta: float,
+    steps: tuple[int, int] | None,
 ) -> tuple[float, float, float, float]:
     if not isinstance(pred_deltas, Tensor) or pred_deltas.dim() != 2 or pred_deltas.shape[1] != 4:
         raise ValueError(f"{fn}(pred_deltas=) expects a tensor of shape (N, 4); got {_describe(pred_deltas)}")
@@ -61,6 +66,10 @@ def _validate(
         raise ValueError(f"{fn}(weights=) expects 4 positive finite numbers (wx, wy, ww, wh); got {weights!r}")
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (math.isfinite(beta) and beta > 0):
         raise ValueError(f"{fn}(beta=) expects a positive finite float; got {beta!r}")
+    if steps is not None and not (
+        isinstance(steps, tuple) and len(steps) == 2 and all(isinstance(k, int) and k >= 0 for k in steps)
+    ):
+        raise ValueError(f"{fn}(steps=) expects None or a pair of non-negative ints; got {steps!r}")
     return w  # type: ignore[return-value]
 
 
@@ -74,6 +83,17 @@ def _check_values(fn: str, pred: Tensor, anchors: Tensor, boxes: Tensor, crop: T
             raise ValueError(f"{fn}({name}=) expects boxes with positive width and height (x1 > x0, y1 > y0)")
     if not bool(((boxes[:, 2:] - boxes[:, :2]) >= 0).all()):
         raise ValueError(f"{fn}(boxes=) expects boxes with x1 >= x0 and y1 >= y0")
+
+
+def _pair(x: float, y: float, like: Tensor) -> Tensor | float:
+    """Per-axis weights (x, y): a float when equal, else a (2,) tensor filled on the device
+    (``torch.tensor([x, y], device=...)`` would be a synchronising host-to-device copy)."""
+    if x == y:
+        return x
+    out = torch.empty(2, dtype=like.dtype, device=like.device)
+    out[0] = x
+    out[1] = y
+    return out
 
 
 def cabb_targets(
@@ -124,7 +144,7 @@ def cabb_targets(
         encoding. Non-finite predictions are replaced by 0 (NaN) or clipped (inf) before
         solving, so the targets stay finite and feasible.
     """
-    w = _validate("cabb_targets", pred_deltas, anchors, boxes, truncated, crop_boxes, weights, beta)
+    w = _validate("cabb_targets", pred_deltas, anchors, boxes, truncated, crop_boxes, weights, beta, steps)
     if check:
         _check_values("cabb_targets", pred_deltas, anchors, boxes, crop_boxes)
     with torch.no_grad():
@@ -143,37 +163,75 @@ def _cabb_targets(
 ) -> Tensor:
     out_dtype = pred.dtype
     dtype = out_dtype if out_dtype in (torch.float32, torch.float64) else torch.float32
+    n = pred.shape[0]
     pred = pred.to(dtype)
     anchors = anchors.to(dtype)
     boxes = boxes.to(dtype)
-    crop = crop.to(dtype).expand(pred.shape[0], 4)
+    crop = crop.to(dtype).reshape(-1, 4)  # (1, 4) broadcasts, (N, 4) per box
     tiny = torch.finfo(dtype).tiny
     wx, wy, ww, wh = weights
+    w_c = _pair(wx, wy, pred)
+    w_s = _pair(ww, wh, pred)
 
     # Standard encoding, written exactly as torchvision's encode_boxes so that untruncated
-    # boxes reproduce the standard loss bit for bit.
+    # boxes reproduce the standard loss bit for bit. Everything below works on contiguous
+    # (N, 2) tensors (x, y): strided outputs and column-wise cat are slow on the CPU.
     a_size = anchors[:, 2:] - anchors[:, :2]
     a_ctr = anchors[:, :2] + 0.5 * a_size
     g_size = boxes[:, 2:] - boxes[:, :2]
     g_ctr = boxes[:, :2] + 0.5 * g_size
-    w_c = torch.tensor([wx, wy], dtype=dtype, device=pred.device)
-    w_s = torch.tensor([ww, wh], dtype=dtype, device=pred.device)
     # Degenerate anchors or boxes would give inf/NaN; clamping keeps targets finite
     # (documented: such boxes get a finite but arbitrary target; check=True rejects them).
-    a_size_safe = a_size.clamp_min(tiny)
-    gt_c = w_c * (g_ctr - a_ctr) / a_size_safe
-    gt_s = w_s * torch.log((g_size / a_size_safe).clamp_min(tiny))
-    gt_c = gt_c.clamp(-CENTER_CLIP * w_c, CENTER_CLIP * w_c)
-    gt_s = gt_s.clamp(-LOG_SIZE_CLIP * w_s, LOG_SIZE_CLIP * w_s)
-    standard = torch.cat([gt_c, gt_s], dim=1)
+    a_size = a_size.clamp_min(tiny)
+    std_c = (w_c * (g_ctr - a_ctr) / a_size).clamp_(-CENTER_CLIP * max(wx, wy), CENTER_CLIP * max(wx, wy))
+    std_s = (w_s * torch.log((g_size / a_size).clamp_min(tiny))).clamp_(
+        -LOG_SIZE_CLIP * max(ww, wh), LOG_SIZE_CLIP * max(ww, wh)
+    )
+    if steps is None:
+        steps = default_steps(dtype, 2.0 * beta / min(ww, wh))
+
+    if COMPACT_ON_CPU and pred.device.type == "cpu":
+        # No device to synchronise with: solve only the boxes with a truncated side.
+        rows = truncated.any(dim=1).nonzero().squeeze(1)
+        args = [pred, a_ctr, a_size, boxes, crop, truncated, std_c, std_s]
+        if crop.shape[0] == 1:
+            args = [x[rows] if k != 4 else x for k, x in enumerate(args)]
+        else:
+            args = [x[rows] for x in args]
+        cut = _cut_targets(*args, weights, beta, steps)
+        return torch.cat([std_c, std_s], dim=1).index_copy_(0, rows, cut).to(out_dtype)
+    return _cut_targets(pred, a_ctr, a_size, boxes, crop, truncated, std_c, std_s, weights, beta, steps).to(out_dtype)
+
+
+def _cut_targets(
+    pred: Tensor,
+    a_ctr: Tensor,
+    a_size: Tensor,
+    boxes: Tensor,
+    crop: Tensor,
+    truncated: Tensor,
+    std_c: Tensor,
+    std_s: Tensor,
+    weights: tuple[float, float, float, float],
+    beta: float,
+    steps: tuple[int, int],
+) -> Tensor:
+    """(N, 4) targets: the solver's on truncated axes, the standard ``(std_c, std_s)`` on the others.
+
+    ``pred``, ``boxes``, ``truncated`` (N, 4); ``crop`` (N or 1, 4); ``a_ctr``, ``a_size``,
+    ``std_c``, ``std_s`` (N, 2).
+    """
+    wx, wy, ww, wh = weights
+    w_c = _pair(wx, wy, pred)
+    w_s = _pair(ww, wh, pred)
 
     # Anchor-normalised coordinates, per axis (last dim: x, y).
     def norm(v: Tensor) -> Tensor:
-        return ((v - a_ctr) / a_size_safe).clamp(-CENTER_CLIP, CENTER_CLIP)
+        return ((v - a_ctr) / a_size).clamp_(-CENTER_CLIP, CENTER_CLIP)
 
     box_lo, box_hi = norm(boxes[:, :2]), norm(boxes[:, 2:])
     crop_lo, crop_hi = norm(crop[:, :2]), norm(crop[:, 2:])
-    tr_lo, tr_hi = truncated[:, :2], truncated[:, 2:]
+    tr_lo, tr_hi = truncated[:, :2].contiguous(), truncated[:, 2:].contiguous()
 
     pred = torch.nan_to_num(pred, nan=0.0)
     d_p = (pred[:, :2] / w_c).clamp(-CENTER_CLIP, CENTER_CLIP)
@@ -183,21 +241,20 @@ def _cabb_targets(
     # With both sides truncated, H and L are the two active-constraint branches of (O2).
     a_h = torch.where(tr_lo, crop_lo, box_lo)
     b_l = torch.where(tr_hi, crop_hi, box_hi)
-    omega_hat = torch.stack([2.0 * (d_p - a_h), 2.0 * (b_l - d_p)])
+    omega_hat = torch.stack([2.0 * (d_p - a_h), 2.0 * (b_l - d_p)])  # (2 slots, N, 2 axes)
     log_om0 = torch.log(torch.stack([crop_hi - a_h, b_l - crop_lo]).clamp_min(0.0))
-    t_star = solve_o1(omega_hat, t_p.unsqueeze(0), log_om0, w_c, w_s, beta, steps)
+    need = torch.stack([tr_hi, tr_lo])
+    t_star, v_star = _solve_slots(
+        omega_hat, t_p.expand_as(omega_hat), log_om0, need, (wx, wy), (ww, wh), beta, steps
+    )
     t_star = t_star.clamp(-LOG_SIZE_CLIP, LOG_SIZE_CLIP)
     half = 0.5 * torch.exp(t_star)
     d_h = a_h + half[0]
     d_l = b_l - half[1]
     t_h, t_l = t_star[0], t_star[1]
-
-    def axis_loss(d: Tensor, t: Tensor) -> Tensor:
-        return huber(w_c * (d - d_p), beta) + huber(w_s * (t - t_p), beta)
-
-    v_h = axis_loss(d_h, t_h)
-    v_l = axis_loss(d_l, t_l)
-    use_l = tr_lo & (~tr_hi | (v_l < v_h))
+    # xi(t*) is this axis's loss at the slot's box (delta - delta_P = +-(omega - omega_hat) / 2),
+    # so the two branches of a both-cut axis compare directly.
+    use_l = tr_lo & (~tr_hi | (v_star[1] < v_star[0]))
     d_cut = torch.where(use_l, d_l, d_h)
     t_cut = torch.where(use_l, t_l, t_h)
     # Both sides cut and the prediction already covers the crop: it is its own target (Prop. 2).
@@ -207,9 +264,41 @@ def _cabb_targets(
     t_cut = torch.where(pred_ok, t_p, t_cut)
 
     cut = tr_lo | tr_hi
-    tgt_c = torch.where(cut, w_c * d_cut, standard[:, :2])
-    tgt_s = torch.where(cut, w_s * t_cut, standard[:, 2:])
-    return torch.cat([tgt_c, tgt_s], dim=1).to(out_dtype)
+    return torch.cat([torch.where(cut, w_c * d_cut, std_c), torch.where(cut, w_s * t_cut, std_s)], dim=1)
+
+
+def _solve_slots(
+    omega_hat: Tensor,
+    t_p: Tensor,
+    log_om0: Tensor,
+    need: Tensor,
+    w_c: tuple[float, float],
+    w_s: tuple[float, float],
+    beta: float,
+    steps: tuple[int, int],
+) -> tuple[Tensor, Tensor]:
+    """``solve_o1`` on the (slot, box, axis) problems, shape (2, N, 2); returns t* and xi(t*).
+
+    Slots that are not needed get an arbitrary (finite) value.
+    """
+    same = w_c[0] == w_c[1] and w_s[0] == w_s[1]
+    groups = [(slice(None), w_c[0], w_s[0])] if same else [(0, w_c[0], w_s[0]), (1, w_c[1], w_s[1])]
+    t_out = torch.zeros_like(omega_hat)
+    v_out = torch.zeros_like(omega_hat)
+    for ax, wc, ws in groups:
+        oh, tp, t0, nd = (x[..., ax].reshape(-1) for x in (omega_hat, t_p, log_om0, need))
+        if COMPACT_ON_CPU and oh.device.type == "cpu":
+            # On the CPU, compacting to the slots that are used costs no device sync and saves
+            # most of the work; on accelerators every slot is solved (fixed shapes, no sync).
+            idx = nd.nonzero().squeeze(1)
+            t_sol, v_sol = solve_o1(oh[idx], tp[idx], t0[idx], wc, ws, beta, steps)
+            t_res = torch.zeros_like(oh).index_put_((idx,), t_sol)
+            v_res = torch.zeros_like(oh).index_put_((idx,), v_sol)
+        else:
+            t_res, v_res = solve_o1(oh, tp, t0, wc, ws, beta, steps)
+        t_out[..., ax] = t_res.view(t_out[..., ax].shape)
+        v_out[..., ax] = v_res.view(v_out[..., ax].shape)
+    return t_out, v_out
 
 
 def cabb_loss(
@@ -248,14 +337,11 @@ def cabb_loss(
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"cabb_loss(reduction=) expects one of {_REDUCTIONS}; got {reduction!r}")
-    w = _validate("cabb_loss", pred_deltas, anchors, boxes, truncated, crop_boxes, weights, beta)
+    w = _validate("cabb_loss", pred_deltas, anchors, boxes, truncated, crop_boxes, weights, beta, steps)
     if check:
         _check_values("cabb_loss", pred_deltas, anchors, boxes, crop_boxes)
     with torch.no_grad():
         target = _cabb_targets(pred_deltas.detach(), anchors, boxes, truncated, crop_boxes, w, float(beta), steps)
-    loss = F.smooth_l1_loss(pred_deltas, target, reduction="none", beta=float(beta))
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "mean":
-        return loss.mean() if loss.numel() > 0 else 0.0 * loss.sum()
-    return loss
+    if reduction == "mean" and pred_deltas.shape[0] == 0:
+        return 0.0 * pred_deltas.sum()  # (the mean of nothing would be NaN)
+    return F.smooth_l1_loss(pred_deltas, target, reduction=reduction, beta=float(beta))

@@ -18,10 +18,11 @@ enumerated exactly (see ``docs/cabb.md``):
   quadratic equation in ``omega``: closed forms;
 * in the band ``|t - t_P| <= beta / w_s`` the centre term splits ``omega`` into its linear-low,
   quadratic and linear-high pieces; on each, ``sigma`` is concave or convex in ``t`` and its
-  turning points are roots of a quadratic. That leaves at most four segments on which ``sigma``
-  is increasing and either concave or convex; each holds at most one local minimum, found by a
-  few bisection steps followed by Newton steps started from the side from which Newton on a
-  concave (convex) increasing function converges monotonically.
+  turning points are roots of a quadratic. That leaves four segments on which ``sigma`` is
+  increasing and either concave or convex (at most three of them meet the search interval);
+  each holds at most one local minimum, found by Newton steps started from the side from
+  which Newton on a concave (convex) increasing function converges monotonically (preceded
+  by a few bisection steps when the band is wide, ``beta / w_s > 1``).
 
 Every candidate is clamped into the feasible interval, the feasible lower end is a candidate
 too, and the candidate with the lowest objective wins. Because candidates are feasible points
@@ -31,13 +32,14 @@ the ground truth; the root finding only decides how close to the global minimum 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 __all__ = [
     "huber",
     "o1_objective",
-    "o1_slope",
     "solve_o1",
     "default_steps",
 ]
@@ -49,17 +51,23 @@ LOG_SIZE_CLIP = 30.0
 CENTER_CLIP = 1.0e6
 
 
-def default_steps(dtype: torch.dtype) -> tuple[int, int]:
-    """(bisection steps, Newton steps) used per monotone segment for ``dtype``."""
-    if dtype == torch.float64:
-        return 6, 8
-    return 5, 5
+def default_steps(dtype: torch.dtype, band: float = 2.0) -> tuple[int, int]:
+    """(bisection, Newton) steps per monotone segment for ``dtype`` and band width ``band``.
+
+    ``band = 2 beta / w_s`` is the widest a segment can be (in log-size). Bisection first
+    brings it to <= 2, where the monotone Newton iteration converges in a few steps
+    (checked against brute force in ``tests/test_cabb.py`` for beta / w_s up to 20).
+    """
+    n_bisect = math.ceil(math.log2(band / 2.0)) if band > 2.0 else 0
+    return n_bisect, (6 if dtype == torch.float64 else 3)
 
 
 def huber(z: Tensor, beta: float) -> Tensor:
     """Smooth-L1 ``z**2 / (2 beta)`` if ``|z| <= beta`` else ``|z| - beta / 2`` (elementwise)."""
     a = z.abs()
-    return torch.where(a <= beta, 0.5 * z * z / beta, a - 0.5 * beta)
+    m = a.clamp(max=beta)
+    # == where(a <= beta, z^2 / (2 beta), a - beta / 2), without the (slow on CPU) select
+    return m * m * (0.5 / beta) + (a - m)
 
 
 def o1_objective(
@@ -67,27 +75,6 @@ def o1_objective(
 ) -> Tensor:
     """Objective ``xi(t)`` of (O1) in the log-size ``t`` (see module docstring)."""
     return huber(w_c * (torch.exp(t) - omega_hat) * 0.5, beta) + huber(w_s * (t - t_p), beta)
-
-
-def o1_slope(
-    t: Tensor, omega_hat: Tensor, t_p: Tensor, w_c: Tensor | float, w_s: Tensor | float, beta: float
-) -> tuple[Tensor, Tensor]:
-    """``sigma(t) = d xi / dt`` and ``d sigma / dt`` (one-sided where ``xi`` has a kink in ``xi''``)."""
-    omega = torch.exp(t)
-    # centre term: F(omega) = omega * (w_c / 2) * clamp(w_c (omega - omega_hat) / (2 beta), -1, 1)
-    u = w_c * (omega - omega_hat) * (0.5 / beta)
-    cu = u.clamp(-1.0, 1.0)
-    f = (0.5 * w_c) * omega * cu
-    p = (w_c * w_c) * (0.25 / beta)
-    in_c = (u.abs() < 1.0).to(t.dtype)
-    # size term: G(t) = w_s * clamp(w_s (t - t_P) / beta, -1, 1)
-    v = w_s * (t - t_p) / beta
-    cv = v.clamp(-1.0, 1.0)
-    q = (w_s * w_s) / beta
-    in_s = (v.abs() < 1.0).to(t.dtype)
-    sigma = f + w_s * cv
-    dsigma = f + p * omega * omega * in_c + q * in_s
-    return sigma, dsigma
 
 
 def _safe_log(x: Tensor) -> Tensor:
@@ -99,128 +86,134 @@ def solve_o1(
     omega_hat: Tensor,
     t_p: Tensor,
     t_0: Tensor,
-    w_c: Tensor | float,
-    w_s: Tensor | float,
+    w_c: float,
+    w_s: float,
     beta: float,
     steps: tuple[int, int] | None = None,
-) -> Tensor:
+) -> tuple[Tensor, Tensor]:
     """Global minimiser of (O1) over ``t >= t_0``, elementwise.
 
     Parameters
     ----------
     omega_hat, t_p, t_0 : Tensor
-        Broadcastable tensors: the paper's ``omega_hat`` (any real), the predicted log-size
-        ``log(omega_P)`` (finite) and the log of the lower bound ``omega_0`` (``-inf`` allowed:
-        no bound).
-    w_c, w_s : float or Tensor
-        Positive encoding weights of the centre and the size term (``w_x``/``w_w`` or
-        ``w_y``/``w_h``); broadcastable.
+        Same-shape tensors: the paper's ``omega_hat`` (any real), the predicted log-size
+        ``log(omega_P)`` (finite) and the log of the lower bound ``omega_0`` (``-inf``
+        allowed: no bound).
+    w_c, w_s : float
+        Positive encoding weights of the centre and the size term (``w_x``, ``w_w`` or
+        ``w_y``, ``w_h``). Python floats: the step count depends on them, and reading a
+        tensor would synchronise with the device.
     beta : float
         Smooth-L1 parameter, > 0.
     steps : (int, int), optional
-        Bisection and Newton steps per segment; ``default_steps(dtype)`` if omitted.
+        Bisection and Newton steps per segment; ``default_steps(dtype, 2 beta / w_s)``.
 
     Returns
     -------
-    Tensor
-        ``t* = log(omega*)``, feasible (``>= t_0``), finite.
+    (Tensor, Tensor)
+        ``t* = log(omega*)``, feasible (``>= t_0``), and the objective ``xi(t*)``.
     """
+    w_c, w_s, beta = float(w_c), float(w_s), float(beta)
     if steps is None:
-        steps = default_steps(t_p.dtype)
+        steps = default_steps(t_p.dtype, 2.0 * beta / w_s)
     n_bisect, n_newton = steps
-    omega_hat, t_p, t_0 = torch.broadcast_tensors(omega_hat, t_p, t_0)
     dtype = t_p.dtype
-    b_c = beta / w_c  # half-width of the quadratic zone of the centre term, in omega / 2
-    b_s = beta / w_s  # half-width of the quadratic zone of the size term, in t
-    p = (w_c * w_c) * (0.25 / beta)
-    q = (w_s * w_s) / beta
+    b_c = beta / w_c  # half-width of the centre term's quadratic zone, in omega / 2
+    b_s = beta / w_s  # half-width of the size term's quadratic zone, in t
+    p = w_c * w_c * 0.25 / beta  # F = p omega (omega - omega_hat) on the quadratic piece
+    q = w_s * w_s / beta  # G = q (t - t_P) in the band
+    h_c = 0.5 * w_c  # |F| <= h_c omega
 
-    # Below t_min, sigma < 0 whatever omega_hat is (|F| <= w_c omega / 2 < w_s = -G), so the
-    # minimiser is >= t_min: this makes the lower end finite when omega_0 <= 0.
-    t_min = torch.minimum(t_p - b_s, torch.full_like(t_p, 0.0) + _log_const(2.0 * w_s / w_c, t_p))
-    lo = torch.maximum(t_0, t_min)
-    # Above max(omega_hat, omega_P) both terms increase (Prop. 3).
-    hi = torch.maximum(lo, torch.maximum(t_p, _safe_log(omega_hat)))
+    # Every threshold given in omega, logged at once (one kernel instead of seven).
+    oh2 = 0.25 * omega_hat * omega_hat
+    s_nu = torch.sqrt((4.0 * oh2 - 8.0 * q / p).clamp_min(0.0))
+    logs = torch.stack(
+        [
+            omega_hat,
+            omega_hat - 2.0 * b_c,  # centre kink low  (linear-low | quadratic)
+            omega_hat + 2.0 * b_c,  # centre kink high (quadratic | linear-high)
+            # Turning points nu1 <= omega_hat / 4 <= nu2 of sigma on the quadratic piece (roots
+            # of 2 omega^2 - omega_hat omega + q / p); both omega_hat / 4 (the inflection) when
+            # not real, which gives the same segments.
+            0.25 * (omega_hat - s_nu),
+            0.25 * (omega_hat + s_nu),
+            # Closed forms where the size term is linear: F(omega) = w_s on the quadratic piece
+            # (omega_hat <= omega_P) and F(omega) = -w_s on its increasing branch (otherwise).
+            0.5 * omega_hat + torch.sqrt(oh2 + w_s / p),
+            0.5 * omega_hat + torch.sqrt((oh2 - w_s / p).clamp_min(0.0)),
+        ]
+    )
+    log_oh, e1, e2, nu1, nu2, c_quad, c_pos = logs.clamp_min_(0.0).log_().unbind(0)
 
-    def clip(t: Tensor) -> Tensor:
-        return torch.minimum(torch.maximum(t, lo), hi)
+    # Prop. 3: sigma < 0 below min(omega_hat, omega_P) and > 0 above max(omega_hat, omega_P).
+    # Also sigma < 0 below t_min whatever omega_hat is (|F| <= h_c omega < w_s = -G), which
+    # keeps the lower end finite when omega_0 <= 0 or omega_hat <= 0.
+    case2 = log_oh > t_p  # omega_hat > omega_P: the minimiser is in [t_P, log omega_hat]
+    t_min = (t_p - b_s).clamp(max=math.log(w_s / h_c))
+    lo = torch.maximum(torch.maximum(t_0, t_min), torch.minimum(t_p, log_oh))
+    hi = torch.maximum(lo, torch.maximum(t_p, log_oh))
+    # F(omega) = w_s is on the linear-high piece, omega = w_s / h_c, when that lies beyond it.
+    c_neg = torch.where(omega_hat <= w_s / h_c - 2.0 * b_c, math.log(w_s / h_c), c_quad)
+    closed = torch.where(case2, c_pos, c_neg)
 
-    cands = [lo]
-
-    # Closed forms where the size term is linear.
-    # G = -w_s: F(omega) = w_s on omega > omega_hat (F increasing there: a minimum).
-    om_lin = torch.full_like(omega_hat, 0.0) + 2.0 * w_s / w_c  # linear-high piece of F
-    om_quad = 0.5 * omega_hat + torch.sqrt(0.25 * omega_hat * omega_hat + w_s / p)
-    om_neg = torch.where(om_lin >= omega_hat + 2.0 * b_c, om_lin, om_quad)
-    cands.append(clip(_safe_log(om_neg)))
-    # G = +w_s: F(omega) = -w_s on the increasing (quadratic) branch omega in [omega_hat/2, omega_hat].
-    disc = 0.25 * omega_hat * omega_hat - w_s / p
-    om_pos = 0.5 * omega_hat + torch.sqrt(disc.clamp_min(0.0))
-    cands.append(clip(torch.where(disc >= 0.0, _safe_log(om_pos), lo)))
-
-    # Segments of the band |t - t_P| <= b_s where sigma is increasing and concave / convex.
+    # Segments of the band |t - t_P| <= b_s on which sigma is increasing and concave (Newton
+    # from the left) or convex (from the right). Clipped to [lo, hi], only the half of the
+    # band on the side of omega_hat is left.
     g_lo = t_p - b_s
     g_hi = t_p + b_s
-    e1 = _safe_log(omega_hat - 2.0 * b_c)  # centre kink low  (linear-low | quadratic)
-    e2 = _safe_log(omega_hat + 2.0 * b_c)  # centre kink high (quadratic | linear-high)
-    tau = torch.full_like(t_p, 0.0) + _log_const(2.0 * q / w_c, t_p)  # turning point on linear-low
-    t_q = _safe_log(0.25 * omega_hat)  # inflection of the quadratic piece
-    d_nu = omega_hat * omega_hat - 8.0 * q / p
-    real = d_nu >= 0.0
-    s_nu = torch.sqrt(d_nu.clamp_min(0.0))
-    inf = torch.full_like(t_p, float("inf"))
-    nu1 = torch.where(real, _safe_log(0.25 * (omega_hat - s_nu)), inf)
-    nu2 = torch.where(real, _safe_log(0.25 * (omega_hat + s_nu)), -inf)
+    tau = math.log(2.0 * q / w_c)  # turning point of sigma on the linear-low piece
+    lo_e1 = torch.maximum(g_lo, e1)
+    hi_e2 = torch.minimum(g_hi, e2)
     seg_lo = torch.stack(
         [
-            g_lo,  # I1: linear-low, increasing up to tau (concave)
-            torch.maximum(g_lo, e1),  # I2: quadratic, increasing up to nu1 (concave)
-            torch.maximum(torch.maximum(g_lo, e1), torch.maximum(t_q, nu2)),  # I3: convex
-            torch.maximum(g_lo, e2),  # I4: linear-high (convex, increasing)
+            # omega_hat > omega_P: I1, linear-low piece up to tau (concave); otherwise I4,
+            # linear-high piece (convex). The other one is empty within [lo, hi].
+            torch.where(case2, g_lo, torch.maximum(g_lo, e2)),
+            lo_e1,  # I2: quadratic piece up to nu1 (concave)
+            torch.maximum(lo_e1, nu2),  # I3: quadratic piece from nu2 (convex)
         ]
     )
     seg_hi = torch.stack(
         [
-            torch.minimum(g_hi, torch.minimum(e1, tau)),
-            torch.minimum(torch.minimum(g_hi, e2), torch.minimum(t_q, nu1)),
-            torch.minimum(g_hi, e2),
-            g_hi,
+            torch.where(case2, torch.minimum(g_hi, e1).clamp(max=tau), g_hi),
+            torch.minimum(hi_e2, nu1),
+            hi_e2,
         ]
     )
-    concave = torch.tensor([True, True, False, False], device=t_p.device).view(
-        (4,) + (1,) * t_p.dim()
-    )
-    a = torch.maximum(seg_lo, lo).clamp(max=hi)  # into the feasible interval [lo, hi]
-    b = torch.minimum(seg_hi, hi).clamp(min=lo)
-    b = torch.maximum(a, b)  # empty segments collapse to a point (a harmless candidate)
+    a = torch.minimum(torch.maximum(seg_lo, lo), hi)  # into the feasible interval [lo, hi]
+    b = torch.maximum(torch.minimum(seg_hi, hi), a)  # empty segments collapse to a point
     oh, tp = omega_hat.unsqueeze(0), t_p.unsqueeze(0)
+    qtp = q * tp
     for _ in range(n_bisect):
         m = 0.5 * (a + b)
-        s, _ = o1_slope(m, oh, tp, w_c, w_s, beta)
+        om = torch.exp(m)
+        s = torch.add((om - oh).mul_(p).clamp_(-h_c, h_c).mul_(om), m, alpha=q).sub_(qtp)
         neg = s < 0.0
         a = torch.where(neg, m, a)
         b = torch.where(neg, b, m)
     # Newton on a concave increasing function from the left (convex: from the right) moves
-    # monotonically towards the root without overshooting it, so it never leaves [a, b].
-    x = torch.where(concave, a, b)
+    # monotonically towards the root without overshooting, so it never leaves [a, b]. The
+    # derivative is that of the segment's own smooth piece: evaluated at a segment end, the
+    # one-sided derivative of the neighbouring piece would derail the iteration.
+    quad = torch.full((3,) + (1,) * t_p.dim(), p, dtype=dtype, device=t_p.device)
+    quad[0] = 0.0  # the linear pieces have no omega^2 term (filled in place: no host copy)
+    x = torch.stack([torch.where(case2, a[0], b[0]), a[1], b[2]])
+    tiny = torch.finfo(dtype).tiny
     for _ in range(n_newton):
-        s, ds = o1_slope(x, oh, tp, w_c, w_s, beta)
-        step = torch.where(ds > 0.0, s / ds.clamp_min(torch.finfo(dtype).tiny), torch.zeros_like(s))
-        x = torch.minimum(torch.maximum(x - step, a), b)
-    cands.extend(x.unbind(0))
+        om = torch.exp(x)
+        f = (om - oh).mul_(p).clamp_(-h_c, h_c).mul_(om)
+        s = torch.add(f, x, alpha=q).sub_(qtp)
+        ds = torch.addcmul(f, om, om * quad).add_(q).clamp_min_(tiny)
+        # (minimum/maximum: clamp with tensor bounds is many times slower on the CPU)
+        x = torch.minimum(torch.maximum(x - s.div_(ds), a), b)
 
-    best_t = cands[0]
-    best_v = o1_objective(best_t, omega_hat, t_p, w_c, w_s, beta)
-    for c in cands[1:]:
-        v = o1_objective(c, omega_hat, t_p, w_c, w_s, beta)
-        better = v < best_v
-        best_t = torch.where(better, c, best_t)
-        best_v = torch.where(better, v, best_v)
-    return best_t
-
-
-def _log_const(x: Tensor | float, like: Tensor) -> Tensor:
-    """log of a weight expression that may be a Python float or a tensor, as a tensor."""
-    if isinstance(x, Tensor):
-        return torch.log(x.to(like.dtype))
-    return torch.full((), float(torch.log(torch.tensor(x, dtype=torch.float64))), dtype=like.dtype, device=like.device)
+    cands = torch.cat([lo.unsqueeze(0), torch.minimum(torch.maximum(closed, lo), hi).unsqueeze(0), x])
+    vals = o1_objective(cands, oh, tp, w_c, w_s, beta)
+    # A running selection (argmin over the short leading dim is slow on the CPU). Ties keep
+    # the earlier candidate, so the lower end (the ground truth when it is feasible) wins them.
+    best_t, best_v = cands[0], vals[0]
+    for k in range(1, cands.shape[0]):
+        better = vals[k] < best_v
+        best_t = torch.where(better, cands[k], best_t)
+        best_v = torch.minimum(vals[k], best_v)
+    return best_t, best_v

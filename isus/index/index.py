@@ -259,6 +259,18 @@ class Index:
             lo, hi = lo + int(np.searchsorted(imgs, image)), lo + int(np.searchsorted(imgs, image, side="right"))
         return self.instances[lo:hi]
 
+    def open_dataset(self):
+        """Reopen the dataset this index was built from (same reader, root, split and options)."""
+        from isus.datasets.base import open_dataset
+
+        args = {k: v for k, v in self.meta["dataset"].items()
+                if k not in ("name", "root", "source", "has_instances", "num_images")}
+        ds = open_dataset(self.meta["dataset"]["name"], self.meta["dataset"]["root"], **args)
+        if len(ds) != self.meta["dataset"]["num_images"]:
+            raise IndexFileError(f"the dataset at {ds.root} now has {len(ds)} images; the index was built "
+                                 f"from {self.meta['dataset']['num_images']}: rebuild it", self.path)
+        return ds
+
     # -- annotation cache -------------------------------------------------------------------------
     @property
     def cache_dir(self) -> Path | None:
