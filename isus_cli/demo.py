@@ -17,7 +17,7 @@ def level_report(index: isus.Index, size: tuple[int, int], seed: int, n: int = 4
     from isus.stats import crop_level_counts, full_image_level_counts
 
     crop = (640, 640)  # larger than P5's smallest objects (448 px), so every level can be reached
-    lines = [f"4/4 sampling {n} crops of {crop[0]}x{crop[1]}: instances per FPN level (P2-P5)"]
+    lines = [f"4/5 sampling {n} crops of {crop[0]}x{crop[1]}: instances per FPN level (P2-P5)"]
     rows = {"full images": full_image_level_counts(index, isus.FPNLevels())}
     for mode in ("cus", "isus"):
         cfg = isus.SamplerConfig(crop_size=crop, mode=mode)
@@ -42,7 +42,7 @@ def level_report(index: isus.Index, size: tuple[int, int], seed: int, n: int = 4
               help="Image size WIDTHxHEIGHT.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 def demo(out: Path, num_images: int, size: tuple[int, int], seed: int) -> None:
-    """Synthesise a small MVD-layout dataset, read and summarise it, build its index, sample crops.
+    """Synthesise a small MVD-layout dataset, read and summarise it, build its index, sample and draw crops.
 
     Example:
 
@@ -52,30 +52,35 @@ def demo(out: Path, num_images: int, size: tuple[int, int], seed: int) -> None:
     params = {"layout": "mvd", "num_images": num_images, "width": size[0], "height": size[1], "seed": seed}
     previous = isus.synth.read_manifest(root)
     if previous is not None and all(previous.get(k) == v for k, v in params.items()):
-        click.echo(f"1/4 reusing the synthetic Mapillary Vistas dataset of a previous run in {root}")
+        click.echo(f"1/5 reusing the synthetic Mapillary Vistas dataset of a previous run in {root}")
     else:
         if previous is not None:
             raise click.ClickException(
                 f"{root} holds a synthetic dataset made with other settings ({previous.get('num_images')} images, "
                 f"{previous.get('width')}x{previous.get('height')}, seed {previous.get('seed')}); "
                 "pass --out with a new directory or delete it")
-        click.echo(f"1/4 writing a synthetic Mapillary Vistas dataset ({num_images} images, {size[0]}x{size[1]}) "
+        click.echo(f"1/5 writing a synthetic Mapillary Vistas dataset ({num_images} images, {size[0]}x{size[1]}) "
                    f"to {root}")
         isus.synth.write_dataset(root, "mvd", num_images, size=size, seed=seed, progress=progress("synthesising"))
     ds = isus.open_dataset("mvd", root, split="training", version="v1.2")
-    click.echo(f"2/4 reading it back with {ds!r}")
+    click.echo(f"2/5 reading it back with {ds!r}")
     summary = isus.summarize(ds, progress=progress("scanning annotations"))
     click.echo("")
     click.echo(summary.format())
     click.echo("")
     index_path = out / "mvd-training.isusidx"
-    click.echo(f"3/4 building its index (with the annotation cache) in {index_path}")
+    click.echo(f"3/5 building its index (with the annotation cache) in {index_path}")
     index = isus.build_index(ds, progress=True, cache_dir=out / "mvd-training.isusidx.cache")
     index.save(index_path)
     index = isus.Index.load(index_path)
     click.echo(index.describe())
     click.echo("")
     click.echo(level_report(index, size, seed))
+    click.echo("")
+    from isus.preview import render_preview
+
+    crops = render_preview(index, out / "crops_isus.png", 8, config=isus.SamplerConfig(crop_size=(512, 512)), seed=seed)
+    click.echo(f"5/5 wrote 8 ISUS crops with their masks, visible/original boxes and truncated sides to {crops}")
     click.echo("")
     click.echo(f"dataset: isus.open_dataset('mvd', {str(root)!r})")
     click.echo(f"index:   isus.Index.load({str(index_path)!r})   (or: isus index info {index_path})")
