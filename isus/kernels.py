@@ -63,6 +63,9 @@ def scan_dense(dense, n, grid):
     sums : (n, 2) float64 sums of pixel-centre coordinates x + 0.5, y + 0.5
     cells : (n, grid * grid) int64 pixel counts per cell of a ``grid x grid`` partition
         (row ``gy`` covers image rows ``[gy*H/grid, (gy+1)*H/grid)``), cell index ``gy*grid + gx``
+
+    Works on runs of equal values along each row (one comparison per pixel, the bookkeeping
+    once per run), since segment maps are piecewise constant.
     """
     h, w = dense.shape
     area = np.zeros(n, dtype=np.int64)
@@ -73,27 +76,39 @@ def scan_dense(dense, n, grid):
     box[:, 3] = 0
     sums = np.zeros((n, 2), dtype=np.float64)
     cells = np.zeros((n, grid * grid), dtype=np.int64)
-    cx = np.empty(w, dtype=np.int64)
-    for x in range(w):
-        cx[x] = (x * grid) // w
+    # first column of each cell column: x belongs to column gx iff x * grid // w == gx
+    col_start = np.empty(grid + 1, dtype=np.int64)
+    for g in range(grid + 1):
+        col_start[g] = (g * w + grid - 1) // grid
     for y in range(h):
         cy = ((y * grid) // h) * grid
-        for x in range(w):
+        x = 0
+        while x < w:
             d = dense[y, x]
-            if d == 0:
-                continue
-            k = d - 1
-            area[k] += 1
-            if x < box[k, 0]:
-                box[k, 0] = x
-            if x + 1 > box[k, 2]:
-                box[k, 2] = x + 1
-            if y < box[k, 1]:
-                box[k, 1] = y
-            box[k, 3] = y + 1
-            sums[k, 0] += x + 0.5
-            sums[k, 1] += y + 0.5
-            cells[k, cy + cx[x]] += 1
+            e = x + 1
+            while e < w and dense[y, e] == d:
+                e += 1
+            if d != 0:
+                k = d - 1
+                m = e - x
+                area[k] += m
+                if x < box[k, 0]:
+                    box[k, 0] = x
+                if e > box[k, 2]:
+                    box[k, 2] = e
+                if y < box[k, 1]:
+                    box[k, 1] = y
+                box[k, 3] = y + 1
+                sums[k, 0] += m * (x + e) * 0.5
+                sums[k, 1] += m * (y + 0.5)
+                gx = (x * grid) // w
+                a = x
+                while a < e:
+                    b = min(e, col_start[gx + 1])
+                    cells[k, cy + gx] += b - a
+                    a = b
+                    gx += 1
+            x = e
     return area, box, sums, cells
 
 
@@ -110,18 +125,25 @@ def anchor_points(dense, area, k):
     nxt = np.zeros(n, dtype=np.int64)  # index of the next anchor to take
     h, w = dense.shape
     for y in range(h):
-        for x in range(w):
+        x = 0
+        while x < w:
             d = dense[y, x]
-            if d == 0:
-                continue
-            s = d - 1
-            j = nxt[s]
-            while j < k and (2 * j + 1) * area[s] // (2 * k) == seen[s]:
-                out[s, j, 0] = x
-                out[s, j, 1] = y
-                j += 1
-            nxt[s] = j
-            seen[s] += 1
+            e = x + 1
+            while e < w and dense[y, e] == d:
+                e += 1
+            if d != 0:
+                s = d - 1
+                j = nxt[s]
+                while j < k:
+                    r = (2 * j + 1) * area[s] // (2 * k)
+                    if r >= seen[s] + (e - x):
+                        break
+                    out[s, j, 0] = x + (r - seen[s])
+                    out[s, j, 1] = y
+                    j += 1
+                nxt[s] = j
+                seen[s] += e - x
+            x = e
     return out
 
 
