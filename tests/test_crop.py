@@ -124,7 +124,8 @@ def test_flip_mirrors_everything(world):
         spec = dataclasses.replace(batch.spec(k), flip=False)
         a, b = engine(spec), engine(dataclasses.replace(spec, flip=True))
         cw = a.image.shape[1]
-        np.testing.assert_array_equal(b.image, a.image[:, ::-1])
+        # the flip happens inside the warp: fixed-point interpolation may differ by one level
+        assert np.abs(b.image.astype(np.int16) - a.image[:, ::-1]).max() <= 1
         np.testing.assert_array_equal(b.panoptic, a.panoptic[:, ::-1])
         np.testing.assert_array_equal(b.semantic, a.semantic[:, ::-1])
         np.testing.assert_array_equal(b.masks, a.masks[:, :, ::-1])
@@ -197,8 +198,8 @@ def test_reduced_decode_is_used_when_the_scale_allows(world, monkeypatch):
     ds, index = world
     assert [choose_reduce(s) for s in (1.5, 1.0, 0.6, 0.5, 0.3, 0.2, 0.1)] == [1, 1, 1, 2, 2, 4, 8]
     calls = []
-    original = ds.load_image
-    monkeypatch.setattr(ds, "load_image", lambda i, reduce=1: calls.append(reduce) or original(i, reduce))
+    original = ds._load_image
+    monkeypatch.setattr(ds, "_load_image", lambda i, reduce, bgr: calls.append(reduce) or original(i, reduce, bgr))
     CropEngine(ds, index)(CropSpec(0, 0, -1, -1, 0.2, (0.0, 0.0, 800.0, 600.0), False))
     assert calls == [4]
 

@@ -143,25 +143,32 @@ class CropEngine:
         cw, ch = size
         s = spec.scale
         r = choose_reduce(s) if self.config.reduced_decode else 1
-        img = self.ds.load_image(spec.image, reduce=r)
+        img = self.ds._load_image(spec.image, r, bgr=True)
         x0, y0 = spec.window[:2]
         # dst pixel centre u + 0.5 sits at original x0 + (u + 0.5) / s, i.e. at reduced pixel
-        # index (x0 + (u + 0.5) / s) / r - 0.5 (OpenCV puts pixel centres at integers).
-        m = np.array([[1 / (s * r), 0, (x0 + 0.5 / s) / r - 0.5],
-                      [0, 1 / (s * r), (y0 + 0.5 / s) / r - 0.5]], dtype=np.float64)
+        # index (x0 + (u + 0.5) / s) / r - 0.5 (OpenCV puts pixel centres at integers). A flip
+        # reads u from the right instead: the warp does it, no copy afterwards.
+        if spec.flip:
+            mx = [-1 / (s * r), 0, (x0 + (cw - 0.5) / s) / r - 0.5]
+        else:
+            mx = [1 / (s * r), 0, (x0 + 0.5 / s) / r - 0.5]
+        m = np.array([mx, [0, 1 / (s * r), (y0 + 0.5 / s) / r - 0.5]], dtype=np.float64)
         pad = (self.config.pad_value,) * 3
-        return cv2.warpAffine(img, m, (cw, ch), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=pad)
+        out = cv2.warpAffine(img, m, (cw, ch), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=pad)
+        return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
 
     def _panoptic(self, spec: CropSpec, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
         """Nearest-neighbour crop of the segment map, segments table, and the image's (H, W)."""
         cw, ch = size
         xs = source_pixels(spec.window[0], spec.scale, cw)
         ys = source_pixels(spec.window[1], spec.scale, ch)
+        if spec.flip:
+            xs = xs[::-1]
         if self._use_cache:
             info = self.index.image_info(spec.image)
             h, w = info.height, info.width
-            xa, xb = int(xs[0]), int(xs[-1]) + 1
+            xa, xb = int(xs.min()), int(xs.max()) + 1
             ya, yb = int(ys[0]), int(ys[-1]) + 1
             pan = self.index.load_annotation(spec.image, (xa, ya, xb, yb))
             return pan.ids[np.ix_(ys - ya, xs - xa)], pan.segments, (h, w)
@@ -216,30 +223,33 @@ class CropEngine:
         x0, y0 = spec.window[:2]
         s = spec.scale
         ob = np.empty((len(keep), 4), np.float64)
-        ob[:, [0, 2]] = (obox[:, [0, 2]] - x0) * s
+        if spec.flip:
+            ob[:, 0], ob[:, 2] = cw - (obox[:, 2] - x0) * s, cw - (obox[:, 0] - x0) * s
+            at_border_x0, at_border_x1 = obox[:, 2] >= w, obox[:, 0] <= 0
+        else:
+            ob[:, 0], ob[:, 2] = (obox[:, 0] - x0) * s, (obox[:, 2] - x0) * s
+            at_border_x0, at_border_x1 = obox[:, 0] <= 0, obox[:, 2] >= w
         ob[:, [1, 3]] = (obox[:, [1, 3]] - y0) * s
         # A side is truncated when the visible box touches the crop border there and the object
         # really continues past it. An object ending at the image border does not continue.
         eps = 1e-6
         truncated = np.stack([
-            (boxes[:, 0] <= 0) & (ob[:, 0] < -eps) & (obox[:, 0] > 0),
+            (boxes[:, 0] <= 0) & (ob[:, 0] < -eps) & ~at_border_x0,
             (boxes[:, 1] <= 0) & (ob[:, 1] < -eps) & (obox[:, 1] > 0),
-            (boxes[:, 2] >= cw) & (ob[:, 2] > cw + eps) & (obox[:, 2] < w),
+            (boxes[:, 2] >= cw) & (ob[:, 2] > cw + eps) & ~at_border_x1,
             (boxes[:, 3] >= ch) & (ob[:, 3] > ch + eps) & (obox[:, 3] < h),
         ], axis=1) if len(keep) else np.zeros((0, 4), bool)
-        masks = dense[None] == (keep + 1)[:, None, None].astype(np.uint16)
-        if spec.flip:
-            image = image[:, ::-1]
-            ids, semantic, crowd, masks = (a[..., ::-1] for a in (ids, semantic, crowd, masks))
-            boxes = np.stack([cw - boxes[:, 2], boxes[:, 1], cw - boxes[:, 0], boxes[:, 3]], 1)
-            ob = np.stack([cw - ob[:, 2], ob[:, 1], cw - ob[:, 0], ob[:, 3]], 1)
-            truncated = truncated[:, [2, 1, 0, 3]]
+        # Compare only inside each visible box: most instances are small next to the crop.
+        masks = np.zeros((len(keep), ch, cw), dtype=bool)
+        for j, k in enumerate(keep):
+            bx0, by0, bx1, by1 = vbox[k]
+            masks[j, by0:by1, bx0:bx1] = dense[by0:by1, bx0:bx1] == k + 1
         return CropSample(
-            image=np.ascontiguousarray(image), panoptic=np.ascontiguousarray(ids, dtype=np.int32),
-            semantic=np.ascontiguousarray(semantic, dtype=np.int64), masks=np.ascontiguousarray(masks),
+            image=image, panoptic=np.ascontiguousarray(ids, dtype=np.int32),
+            semantic=semantic.astype(np.int64, copy=False), masks=masks,
             labels=train[keep], category_ids=cats[keep].astype(np.int64), segment_ids=seg_ids[keep].astype(np.int64),
             boxes=boxes.astype(np.float32), original_boxes=ob.astype(np.float32), truncated=truncated,
-            crowd=np.ascontiguousarray(crowd), dropped=int(dropped), spec=spec, window=spec.window,
+            crowd=crowd, dropped=int(dropped), spec=spec, window=spec.window,
             scale=spec.scale, flip=spec.flip)
 
 

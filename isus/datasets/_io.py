@@ -47,8 +47,8 @@ def image_size(path: Path) -> tuple[int, int]:
     return h, w
 
 
-def decode_image(path: Path, reduce: int = 1) -> np.ndarray:
-    """Decode an RGB image at ``1/reduce`` resolution.
+def decode_image(path: Path, reduce: int = 1, bgr: bool = False) -> np.ndarray:
+    """Decode an RGB (or, with ``bgr``, OpenCV's BGR) image at ``1/reduce`` resolution.
 
     JPEGs use libjpeg's DCT scaling (cheaper than decoding then resizing); other formats are
     decoded in full and downsampled by OpenCV. EXIF orientation is ignored so that pixels line
@@ -75,7 +75,7 @@ def decode_image(path: Path, reduce: int = 1) -> np.ndarray:
     if reduce > 1 and not is_jpeg:
         h, w = reduced_size(img.shape[0], img.shape[1], reduce)
         img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img if bgr else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def reduced_size(height: int, width: int, reduce: int) -> tuple[int, int]:

@@ -124,8 +124,12 @@ class PanopticDataset:
             1, 2, 4 or 8: decode at ``1/reduce`` resolution, ``ceil(H/reduce) x ceil(W/reduce)``
             (JPEGs are scaled inside libjpeg, which is much cheaper than a full decode).
         """
+        return self._load_image(i, reduce, bgr=False)
+
+    def _load_image(self, i: int, reduce: int, bgr: bool) -> np.ndarray:
+        # bgr: the crop engine converts only the crop, not the whole image, to RGB
         r = self._record(i)
-        img = decode_image(r.image_path, reduce)
+        img = decode_image(r.image_path, reduce, bgr=bgr)
         info = self.image_info(i)
         expected = reduced_size(info.height, info.width, reduce)
         if img.shape[:2] != expected:
