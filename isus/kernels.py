@@ -24,6 +24,17 @@ def count_u16(values):
 
 
 @_jit
+def _run_end(dense, y, x):
+    """End (exclusive) of the run of equal values starting at ``dense[y, x]``."""
+    w = dense.shape[1]
+    d = dense[y, x]
+    e = x + 1
+    while e < w and dense[y, e] == d:
+        e += 1
+    return e
+
+
+@_jit
 def dense_segments(ids, seg_ids):
     """Map segment ids to dense indices: ``seg_ids[k]`` -> ``k + 1``, anything else -> 0.
 
@@ -85,9 +96,7 @@ def scan_dense(dense, n, grid):
         x = 0
         while x < w:
             d = dense[y, x]
-            e = x + 1
-            while e < w and dense[y, e] == d:
-                e += 1
+            e = _run_end(dense, y, x)
             if d != 0:
                 k = d - 1
                 m = e - x
@@ -128,9 +137,7 @@ def anchor_points(dense, area, k):
         x = 0
         while x < w:
             d = dense[y, x]
-            e = x + 1
-            while e < w and dense[y, e] == d:
-                e += 1
+            e = _run_end(dense, y, x)
             if d != 0:
                 s = d - 1
                 j = nxt[s]

@@ -7,9 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import isus
 from isus.synth import MANIFEST, make_scene
+
+# No deadlines: the first example of a kernel test includes its JIT compilation. CI runs a
+# fixed example sequence, so a red CI always reproduces.
+settings.register_profile("dev", deadline=None)
+settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 #: Real sample annotations (never copied into the repo); tests using them skip when absent.
 REALDATA = Path(os.environ.get("ISUS_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata"))

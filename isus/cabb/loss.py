@@ -163,7 +163,6 @@ def _cabb_targets(
 ) -> Tensor:
     out_dtype = pred.dtype
     dtype = out_dtype if out_dtype in (torch.float32, torch.float64) else torch.float32
-    n = pred.shape[0]
     pred = pred.to(dtype)
     anchors = anchors.to(dtype)
     boxes = boxes.to(dtype)

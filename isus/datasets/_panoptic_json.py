@@ -54,3 +54,20 @@ def annotations_by_image(data: dict, path: Path) -> dict:
             raise DatasetError(f"image_id {a['image_id']!r} has two annotations", path)
         out[a["image_id"]] = a
     return out
+
+
+def match_records(frames, data: dict, pan_dir: Path, json_path: Path, where: Path) -> list:
+    """One record per image ``(key, path)`` in ``frames``, with its annotation found by
+    ``image_id == key``; an image without annotation, or an annotation without image, is an error."""
+    from isus.datasets.base import Record
+
+    by_image = annotations_by_image(data, json_path)
+    records = []
+    for key, path in frames:
+        a = by_image.pop(key, None)
+        if a is None:
+            raise DatasetError(f"image {path.name} has no annotation (image_id {key!r})", json_path)
+        records.append(Record(key, path, (pan_dir / a["file_name"], a["segments_info"])))
+    if by_image:
+        raise DatasetError(f"annotations for images not in {where}: {list(by_image)[:3]}", json_path)
+    return records

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from isus.datasets._io import read_json, require_dir
-from isus.datasets._panoptic_json import annotations_by_image, categories_from_json, load_panoptic_json
+from isus.datasets._panoptic_json import categories_from_json, load_panoptic_json, match_records
 from isus.datasets.base import PanopticDataset, Record, panoptic_from_packed, panoptic_from_rgb, register_dataset
 from isus.datasets.labels import CITYSCAPES_LABELS, IDD_LABELS, IDD_LEVEL3_CATEGORIES
 from isus.errors import DatasetError
@@ -151,15 +151,7 @@ class _CityscapesLike(PanopticDataset):
             data = load_panoptic_json(pan_json)
             if "categories" in data:
                 cats = tuple(categories_from_json(data["categories"], pan_json))
-            by_image = annotations_by_image(data, pan_json)
-            records = []
-            for key, p, _ in frames:
-                a = by_image.pop(key, None)
-                if a is None:
-                    raise DatasetError(f"image {p.name} has no annotation (image_id {key!r})", pan_json)
-                records.append(Record(key, p, (pan_dir / a["file_name"], a["segments_info"])))
-            if by_image:
-                raise DatasetError(f"annotations for images not in {img_root}: {list(by_image)[:3]}", pan_json)
+            records = match_records(((key, p) for key, p, _ in frames), data, pan_dir, pan_json, img_root)
             self._json_path = pan_json
         else:
             suffix = {"instances": s.instance_suffix, "labels": s.label_suffix,

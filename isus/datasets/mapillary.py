@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from isus.datasets._io import read_json, require_dir
-from isus.datasets._panoptic_json import annotations_by_image, load_panoptic_json
+from isus.datasets._panoptic_json import load_panoptic_json, match_records
 from isus.datasets.base import PanopticDataset, Record, panoptic_from_packed, panoptic_from_rgb, register_dataset
 from isus.errors import DatasetError
 from isus.types import Category, Panoptic
@@ -126,15 +126,7 @@ class MapillaryVistas(PanopticDataset):
             require_dir(pan_dir, "MVD panoptic PNG directory")
             data = load_panoptic_json(pan_json)
             self._json_path = pan_json
-            by_image = annotations_by_image(data, pan_json)
-            records = []
-            for key, p in self._images_by_key.items():
-                a = by_image.pop(key, None)
-                if a is None:
-                    raise DatasetError(f"image {p.name} has no annotation (image_id {key!r})", pan_json)
-                records.append(Record(key, p, (pan_dir / a["file_name"], a["segments_info"])))
-            if by_image:
-                raise DatasetError(f"annotations for images not in {img_dir}: {list(by_image)[:3]}", pan_json)
+            records = match_records(self._images_by_key.items(), data, pan_dir, pan_json, img_dir)
         else:
             ann_dir = require_dir(inst_dir if source == "instances" else lab_dir, f"MVD {source} directory")
             records = [Record(key, p, ann_dir / f"{key}.png") for key, p in self._images_by_key.items()]

@@ -74,10 +74,11 @@ class FPNLevels(LevelRule):
         return self._levels
 
     def level_of(self, size: np.ndarray) -> np.ndarray:
+        # floor(k0 + log2(s / c)) clamped == the number of level lower edges c 2^(l-k0) that s
+        # reaches; comparing with the edges avoids log2 rounding at the boundaries.
         size = np.asarray(size, dtype=np.float64)
-        with np.errstate(divide="ignore"):
-            k = np.floor(self.canonical_level + np.log2(size / self.canonical_size))
-        return np.clip(k, self._levels[0], self._levels[-1]).astype(np.int64)
+        edges = self.canonical_size * 2.0 ** (np.array(self._levels[1:], dtype=np.float64) - self.canonical_level)
+        return self._levels[0] + np.searchsorted(edges, size, side="right").astype(np.int64)
 
     def interval(self, level: int) -> tuple[float, float]:
         if level not in self._levels:
