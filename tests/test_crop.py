@@ -137,6 +137,17 @@ def test_flip_mirrors_everything(world):
         check_targets(b, index, b.spec, (ds.image_info(spec.image).height, ds.image_info(spec.image).width))
 
 
+def test_cubic_interpolation_and_bad_config(world):
+    ds, index = world
+    spec = CropSpec(0, 0, -1, -1, 1.7, (100.0, 80.0, 250.0, 200.0), False)
+    lin = CropEngine(ds, index)(spec)
+    cub = CropEngine(ds, index, CropConfig(interpolation="cubic"))(spec)
+    np.testing.assert_array_equal(lin.panoptic, cub.panoptic)
+    assert 0 < np.abs(lin.image.astype(np.int16) - cub.image).mean() < 5
+    with pytest.raises(ValueError, match="interpolation"):
+        CropConfig(interpolation="lanczos9")
+
+
 def test_padding_beyond_the_border(world):
     ds, index = world
     info = ds.image_info(0)

@@ -374,3 +374,17 @@ def test_cli_build_info_merge(synth_root, tmp_path):
     (tmp_path / "bad").write_bytes(b"junk")
     res = runner.invoke(cli, ["index", "info", str(tmp_path / "bad")])
     assert res.exit_code == 1 and "not an isus index" in res.output
+
+
+def test_torchrun_build_equals_single_build(synth_root, tmp_path):
+    """Each rank builds its shard and rank 0 merges: the same file as one process builds."""
+    root = synth_root("coco")
+    out = tmp_path / "dist.isusidx"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "isus_cli.main", "index", "build", "--dataset", "coco", "--root", str(root), "--out", str(out),
+           "--workers", "1"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert out.exists() and not list(tmp_path.glob("dist.isusidx.part*"))
+    single = build_index(isus.open_dataset("coco", root), workers=1)
+    assert single.save(tmp_path / "single.isusidx") == Index.load(out).checksum

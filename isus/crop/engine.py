@@ -19,6 +19,9 @@ from isus.types import CropSpec, Panoptic
 __all__ = ["CropConfig", "CropSample", "crop_sample", "CropEngine"]
 
 
+_INTERPOLATION = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
+
+
 @dataclass(frozen=True)
 class CropConfig:
     """How crops are produced.
@@ -37,6 +40,10 @@ class CropConfig:
         Read annotations from the index's annotation cache when it has one.
     reduced_decode
         Decode JPEGs at 1/2, 1/4 or 1/8 when the crop's scale allows it.
+    interpolation
+        Image resampling: ``"linear"`` (bilinear) or ``"cubic"``. Downscaling by 2x or more is done
+        by the JPEG decoder's DCT scaling (an area average), so the warp itself never shrinks by
+        more than 2x.
     """
 
     ignore_label: int = 255
@@ -45,8 +52,12 @@ class CropConfig:
     crowd_as_ignore: bool = True
     use_cache: bool = True
     reduced_decode: bool = True
+    interpolation: str = "linear"
 
     def __post_init__(self) -> None:
+        if self.interpolation not in _INTERPOLATION:
+            raise ValueError(f"CropConfig(interpolation=) expects one of {sorted(_INTERPOLATION)}; "
+                             f"got {self.interpolation!r}")
         if not 0 <= self.pad_value <= 255:
             raise ValueError(f"CropConfig(pad_value=) expects 0..255; got {self.pad_value!r}")
         if self.min_instance_area < 1:
@@ -154,7 +165,7 @@ class CropEngine:
             mx = [1 / (s * r), 0, (x0 + 0.5 / s) / r - 0.5]
         m = np.array([mx, [0, 1 / (s * r), (y0 + 0.5 / s) / r - 0.5]], dtype=np.float64)
         pad = (self.config.pad_value,) * 3
-        out = cv2.warpAffine(img, m, (cw, ch), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        out = cv2.warpAffine(img, m, (cw, ch), flags=_INTERPOLATION[self.config.interpolation] | cv2.WARP_INVERSE_MAP,
                              borderMode=cv2.BORDER_CONSTANT, borderValue=pad)
         return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
 
