@@ -7,29 +7,8 @@ import click
 
 import isus
 from isus_cli._progress import progress
+from isus_cli.stats import level_table, run_stats
 from isus_cli.synth import parse_size
-
-
-def level_report(index: isus.Index, size: tuple[int, int], seed: int, n: int = 4000) -> str:
-    """Per-level instance counts over n crops under CUS and ISUS, and under full-image training."""
-    import numpy as np
-
-    from isus.stats import crop_level_counts, full_image_level_counts
-
-    crop = (640, 640)  # larger than P5's smallest objects (448 px), so every level can be reached
-    lines = [f"4/5 sampling {n} crops of {crop[0]}x{crop[1]}: instances per FPN level (P2-P5)"]
-    rows = {"full images": full_image_level_counts(index, isus.FPNLevels())}
-    for mode in ("cus", "isus"):
-        cfg = isus.SamplerConfig(crop_size=crop, mode=mode)
-        batch = isus.SamplingPolicy(index, cfg).draw(np.random.default_rng(seed), n)
-        rows[mode.upper()] = crop_level_counts(index, batch, cfg.levels)
-    lines.append(f"  {'':12s}" + "".join(f"{'P' + str(l):>9s}" for l in isus.FPNLevels().levels) + "   max/min")
-    for name, counts in rows.items():
-        ratio = counts.max() / max(counts.min(), 1)
-        lines.append(f"  {name:12s}" + "".join(f"{c:9d}" for c in counts) + f"   {ratio:7.1f}")
-    lines.append("  (instances overlapping each crop, at the level of their visible box; max/min: the imbalance "
-                 "ISUS reduces)")
-    return "\n".join(lines)
 
 
 @click.command()
@@ -75,12 +54,18 @@ def demo(out: Path, num_images: int, size: tuple[int, int], seed: int) -> None:
     index = isus.Index.load(index_path)
     click.echo(index.describe())
     click.echo("")
-    click.echo(level_report(index, size, seed))
-    click.echo("")
     from isus.preview import render_preview
 
     crops = render_preview(index, out / "crops_isus.png", 8, config=isus.SamplerConfig(crop_size=(512, 512)), seed=seed)
-    click.echo(f"5/5 wrote 8 ISUS crops with their masks, visible/original boxes and truncated sides to {crops}")
+    click.echo(f"4/5 wrote 8 ISUS crops with their masks, visible/original boxes and truncated sides to {crops}")
+    click.echo("")
+    crop = (640, 640)  # larger than P5's smallest objects (448 px), so every level can be reached
+    click.echo(f"5/5 simulating 4000 CUS and 4000 ISUS crops of {crop[0]}x{crop[1]} from the index (isus stats)")
+    result, plots = run_stats(index, out / "stats", isus.SamplerConfig(crop_size=crop), 4000, seed, per_class=False)
+    click.echo("  instances per FPN level (those overlapping each crop, at the level of their visible box):")
+    click.echo(level_table(result))
+    click.echo("  plots (scale distribution, crop truncation, per-level supervision): "
+               + ", ".join(str(p) for p in plots))
     click.echo("")
     click.echo(f"dataset: isus.open_dataset('mvd', {str(root)!r})")
     click.echo(f"index:   isus.Index.load({str(index_path)!r})   (or: isus index info {index_path})")

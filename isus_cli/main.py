@@ -9,6 +9,7 @@ import isus
 from isus_cli.demo import demo
 from isus_cli.index import index
 from isus_cli.preview import preview
+from isus_cli.stats import stats
 from isus_cli.synth import synth
 
 
@@ -43,6 +44,7 @@ cli.add_command(demo)
 cli.add_command(synth)
 cli.add_command(index)
 cli.add_command(preview)
+cli.add_command(stats)
 
 if __name__ == "__main__":
     cli()

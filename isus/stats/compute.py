@@ -1,11 +1,27 @@
-"""Statistics computed from an index and sampled crops only (no image is decoded)."""
+"""Statistics computed from an index and sampled crops only (no image is decoded).
+
+The paper's Fig. 2 (object scale distribution; how crops truncate objects by size) and the
+per-level supervision balance under full-image training, CUS and ISUS.
+"""
 from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from isus.index.index import Index
+from isus.sampling.config import SamplerConfig
 from isus.sampling.levels import LevelRule
-from isus.sampling.policy import CropBatch
+from isus.sampling.policy import CropBatch, SamplingPolicy
+
+__all__ = ["crop_instance_pairs", "crop_level_counts", "full_image_level_counts", "compute_stats", "scale_edges"]
+
+
+def scale_edges(lo: float = 2.0, hi: float = 8192.0, per_octave: int = 4) -> np.ndarray:
+    """Log-spaced bin edges (pixels), ``per_octave`` bins per factor of 2."""
+    n = int(round(np.log2(hi / lo) * per_octave))
+    return lo * 2.0 ** (np.arange(n + 1) / per_octave)
 
 
 def _by_image(index: Index) -> tuple[np.ndarray, np.ndarray]:
@@ -13,36 +29,51 @@ def _by_image(index: Index) -> tuple[np.ndarray, np.ndarray]:
     inst = index.instances
     keep = np.flatnonzero(~inst.iscrowd)
     order = keep[np.argsort(inst.image[keep], kind="stable")]
-    start = index.image_range[0]
-    offsets = np.searchsorted(inst.image[order], np.arange(start, index.image_range[1] + 1))
+    offsets = np.searchsorted(inst.image[order], np.arange(index.image_range[0], index.image_range[1] + 1))
     return order, offsets
 
 
-def crop_level_counts(index: Index, batch: CropBatch, levels: LevelRule) -> np.ndarray:
-    """Instances each pyramid level receives over the crops of ``batch``.
+def _base_scale(index: Index, shortest_side: float | None) -> np.ndarray:
+    """Per image, the ``s0`` rescale (1 without ``s0``)."""
+    short = np.minimum(index.heights, index.widths).astype(np.float64)
+    return shortest_side / short if shortest_side else np.ones_like(short)
 
-    Every non-crowd instance whose box overlaps a crop's window counts once, at the level of
-    its visible (window-clipped) box rescaled by the crop's scale. Returns counts per level of
-    ``levels.levels``.
+
+def crop_instance_pairs(index: Index, batch: CropBatch, by_image=None):
+    """Every (crop, non-crowd instance) pair whose full box overlaps the crop's window.
+
+    Returns
+    -------
+    crop : (P,) int64 crop positions in ``batch``
+    row : (P,) int64 instance rows of ``index.instances``
+    visible : (P, 4) float64 the box clipped to the window (original pixels)
     """
-    rows, offsets = _by_image(index)
-    box = index.instances.box
-    start = index.image_range[0]
-    sizes = []
-    for k in range(len(batch)):
-        i = int(batch.image[k]) - start
-        r = rows[offsets[i]:offsets[i + 1]]
-        if not len(r):
-            continue
-        b = box[r].astype(np.float64)
-        x0, y0, x1, y1 = batch.window[k]
-        w = np.minimum(b[:, 2], x1) - np.maximum(b[:, 0], x0)
-        h = np.minimum(b[:, 3], y1) - np.maximum(b[:, 1], y0)
-        vis = (w > 0) & (h > 0)
-        sizes.append(np.sqrt(w[vis] * h[vis]) * batch.scale[k])
-    size = np.concatenate(sizes) if sizes else np.zeros(0)
+    rows, offsets = by_image if by_image is not None else _by_image(index)
+    k = batch.image - index.image_range[0]
+    counts = offsets[k + 1] - offsets[k]
+    crop = np.repeat(np.arange(len(batch)), counts)
+    starts = np.repeat(offsets[k] - np.r_[0, np.cumsum(counts)[:-1]], counts)
+    row = rows[starts + np.arange(counts.sum())]
+    box = index.instances.box[row].astype(np.float64)
+    win = batch.window[crop]
+    vis = np.stack([np.maximum(box[:, 0], win[:, 0]), np.maximum(box[:, 1], win[:, 1]),
+                    np.minimum(box[:, 2], win[:, 2]), np.minimum(box[:, 3], win[:, 3])], axis=1)
+    keep = (vis[:, 2] > vis[:, 0]) & (vis[:, 3] > vis[:, 1])
+    return crop[keep], row[keep], vis[keep]
+
+
+def _levels_of(levels: LevelRule, size: np.ndarray) -> np.ndarray:
     lv = levels.level_of(size)
     return np.array([(lv == l).sum() for l in levels.levels], dtype=np.int64)
+
+
+def crop_level_counts(index: Index, batch: CropBatch, levels: LevelRule) -> np.ndarray:
+    """Instances each pyramid level receives over the crops of ``batch``: every non-crowd
+    instance overlapping a crop counts once, at the level of its visible (window-clipped) box
+    rescaled by the crop's scale. Counts per level of ``levels.levels``."""
+    crop, _, vis = crop_instance_pairs(index, batch)
+    size = np.sqrt((vis[:, 2] - vis[:, 0]) * (vis[:, 3] - vis[:, 1])) * batch.scale[crop]
+    return _levels_of(levels, size)
 
 
 def full_image_level_counts(index: Index, levels: LevelRule, shortest_side: float | None = None) -> np.ndarray:
@@ -51,7 +82,116 @@ def full_image_level_counts(index: Index, levels: LevelRule, shortest_side: floa
     inst = index.instances
     keep = ~inst.iscrowd
     b = inst.box[keep].astype(np.float64)
-    k = inst.image[keep] - index.image_range[0]
-    base = shortest_side / np.minimum(index.heights, index.widths)[k] if shortest_side else 1.0
-    lv = levels.level_of(np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])) * base)
-    return np.array([(lv == l).sum() for l in levels.levels], dtype=np.int64)
+    base = _base_scale(index, shortest_side)[inst.image[keep] - index.image_range[0]]
+    return _levels_of(levels, np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])) * base)
+
+
+def compute_stats(
+    index: Index,
+    config: SamplerConfig,
+    samples: int = 20000,
+    seed: int = 0,
+    *,
+    per_class: bool = False,
+    progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
+    chunk: int = 4096,
+) -> dict[str, Any]:
+    """Every number behind the ``isus stats`` plots, as a JSON-able dict.
+
+    Scales are ``sqrt(area)`` of the instances (non-crowd things) in network pixels at σ = 1,
+    i.e. after the ``s0`` rescale of ``config`` (original pixels without ``s0``).
+
+    - ``scale_histogram``: instance counts on log-spaced ``edges`` (and ``per_class``).
+    - ``truncation``: for CUS and ISUS crops (``config`` with ``mode`` set to each), the mean over
+      every (crop, overlapping instance) pair of IoU(visible box, full box) = area(visible) /
+      area(full), binned by the instance's scale.
+    - ``levels``: instances per pyramid level under full-image training (one pass over the
+      dataset at ``s0``), and over ``samples`` CUS and ``samples`` ISUS crops.
+    """
+    inst = index.instances
+    things = ~inst.iscrowd
+    start = index.image_range[0]
+    base = _base_scale(index, config.shortest_side)
+    scale_all = inst.scale * base[inst.image - start]
+    # whole octaves covering every instance (the smallest are below a pixel after a s0 downscale)
+    smallest = float(scale_all[things].min(initial=2.0))
+    lo = 2.0 ** np.floor(np.log2(max(min(smallest, 2.0), 1e-3)))
+    edges = scale_edges(lo, 2.0 ** np.ceil(np.log2(max(8192.0, float(scale_all.max(initial=1.0)) * 1.01))))
+    levels = config.levels
+    cat_names = {c.id: c.name for c in index.categories}
+
+    def hist(values):
+        return np.histogram(values, bins=edges)[0].astype(int).tolist()
+
+    out: dict[str, Any] = {
+        "dataset": {k: index.meta["dataset"].get(k) for k in ("name", "split", "root", "num_images")},
+        "settings": {"crop_size": list(config.crop_size), "shortest_side": config.shortest_side,
+                     "stuff_scale_range": list(config.stuff_scale_range),
+                     "thing_scale_range": list(config.thing_scale_range), "samples": samples, "seed": seed,
+                     "levels": list(levels.levels), "level_intervals": levels.intervals().tolist(),
+                     "scale_unit": "px, sqrt(area), after the s0 rescale" if config.shortest_side
+                     else "px, sqrt(area), original image"},
+        "num_instances": int(things.sum()),
+        "scale_histogram": {"edges": edges.tolist(), "counts": hist(scale_all[things])},
+    }
+    if per_class:
+        out["scale_histogram"]["per_class"] = {
+            cat_names[int(c)]: hist(scale_all[things & (inst.category_id == c)])
+            for c in np.unique(inst.category_id[things])}
+
+    by_image = _by_image(index)
+    full = full_image_level_counts(index, levels, config.shortest_side)
+    out["levels"] = {"levels": list(levels.levels), "full_images": full.tolist()}
+    out["truncation"] = {"edges": edges.tolist()}
+    level_per_class: dict[str, dict[str, list[int]]] = {}
+    if per_class:
+        b = inst.box[things].astype(np.float64)
+        lv = levels.level_of(np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])) * base[inst.image[things] - start])
+        for c in np.unique(inst.category_id[things]):
+            sel = inst.category_id[things] == c
+            level_per_class[cat_names[int(c)]] = {"full_images": [int((lv[sel] == l).sum()) for l in levels.levels]}
+
+    nbins = len(edges) - 1
+    chunks = list(range(0, samples, chunk))
+    todo: Iterable[int] = range(2 * len(chunks))
+    for step in (progress(todo) if progress is not None else todo):
+        mode = ("cus", "isus")[step // len(chunks)]
+        lo = chunks[step % len(chunks)]
+        n = min(chunk, samples - lo)
+        if step % len(chunks) == 0:
+            policy = SamplingPolicy(index, replace(config, mode=mode))
+            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, ("cus", "isus").index(mode)])))
+            iou_sum, iou_cnt = np.zeros(nbins), np.zeros(nbins, np.int64)
+            lcount = np.zeros(len(levels.levels), np.int64)
+            per_cls_l: dict[int, np.ndarray] = {}
+        batch = policy.draw(rng, n)
+        crop, row, vis = crop_instance_pairs(index, batch, by_image)
+        box = inst.box[row].astype(np.float64)
+        full_area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
+        iou = (vis[:, 2] - vis[:, 0]) * (vis[:, 3] - vis[:, 1]) / full_area
+        sbin = np.clip(np.searchsorted(edges, scale_all[row], side="right") - 1, 0, nbins - 1)
+        iou_sum += np.bincount(sbin, weights=iou, minlength=nbins)
+        iou_cnt += np.bincount(sbin, minlength=nbins)
+        vsize = np.sqrt((vis[:, 2] - vis[:, 0]) * (vis[:, 3] - vis[:, 1])) * batch.scale[crop]
+        lv = levels.level_of(vsize)
+        lcount += np.array([(lv == l).sum() for l in levels.levels])
+        if per_class:
+            for c in np.unique(inst.category_id[row]):
+                sel = inst.category_id[row] == c
+                per_cls_l.setdefault(int(c), np.zeros(len(levels.levels), np.int64))
+                per_cls_l[int(c)] += np.array([(lv[sel] == l).sum() for l in levels.levels])
+        if step % len(chunks) == len(chunks) - 1:
+            mean = np.where(iou_cnt > 0, iou_sum / np.maximum(iou_cnt, 1), np.nan)
+            out["truncation"][mode] = {"mean_iou": [None if np.isnan(v) else float(v) for v in mean],
+                                       "count": iou_cnt.tolist()}
+            out["levels"][mode] = lcount.tolist()
+            for c, v in per_cls_l.items():
+                level_per_class.setdefault(cat_names[c], {})[mode] = v.tolist()
+    for mode in ("full_images", "cus", "isus"):
+        counts = np.array(out["levels"][mode])
+        out["levels"].setdefault("imbalance", {})[mode] = float(counts.max() / max(counts.min(), 1))
+    if per_class:
+        zeros = [0] * len(levels.levels)
+        out["levels"]["per_class"] = {name: {m: v.get(m, zeros) for m in ("full_images", "cus", "isus")}
+                                      for name, v in level_per_class.items()}
+    return out

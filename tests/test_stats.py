@@ -1,0 +1,110 @@
+"""isus stats: numbers against independent computations, ISUS flatter than CUS, plots written."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import isus
+from isus.sampling import SamplingPolicy
+from isus.stats import compute_stats, write_plots
+from isus_cli.main import cli
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    root = isus.synth.write_dataset(tmp_path_factory.mktemp("st") / "mvd", "mvd", 16, size=(1024, 768), seed=11)
+    idx = isus.build_index(isus.open_dataset("mvd", root), workers=1)
+    path = tmp_path_factory.mktemp("st") / "mvd.isusidx"
+    idx.save(path)
+    return isus.Index.load(path)
+
+
+CFG = isus.SamplerConfig(crop_size=(640, 640), shortest_side=600)
+
+
+@pytest.fixture(scope="module")
+def stats(index):
+    return compute_stats(index, CFG, samples=3000, seed=4, per_class=True, chunk=1000)
+
+
+def test_scale_histogram_matches_the_index(index, stats):
+    inst = index.instances
+    keep = ~inst.iscrowd
+    base = 600 / np.minimum(index.heights, index.widths)[inst.image[keep]]
+    scale = np.sqrt(inst.area[keep].astype(float)) * base
+    edges = np.array(stats["scale_histogram"]["edges"])
+    assert stats["scale_histogram"]["counts"] == np.histogram(scale, bins=edges)[0].tolist()
+    assert sum(stats["scale_histogram"]["counts"]) == stats["num_instances"] == keep.sum()
+    per_class = stats["scale_histogram"]["per_class"]
+    assert sum(sum(v) for v in per_class.values()) == keep.sum()
+    assert np.allclose(np.diff(np.log2(edges)), 0.25)  # log-spaced, 4 bins per octave
+
+
+def test_truncation_and_levels_recomputed_from_the_crop_windows(index, stats):
+    """Redraw the same crops and recompute IoU and levels with plain loops."""
+    edges = np.array(stats["truncation"]["edges"])
+    levels = CFG.levels
+    inst = index.instances
+    base = 600 / np.minimum(index.heights, index.widths)
+    for m, mode in enumerate(("cus", "isus")):
+        policy = SamplingPolicy(index, isus.SamplerConfig(crop_size=(640, 640), shortest_side=600, mode=mode))
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([4, m])))
+        batches = [policy.draw(rng, 1000) for _ in range(3)]
+        sums, counts, lv = np.zeros(len(edges) - 1), np.zeros(len(edges) - 1), np.zeros(4, int)
+        for b in batches:
+            for k in range(len(b)):
+                x0, y0, x1, y1 = b.window[k]
+                for r in np.flatnonzero((inst.image == b.image[k]) & ~inst.iscrowd):
+                    bx0, by0, bx1, by1 = inst.box[r].astype(float)
+                    w, h = min(bx1, x1) - max(bx0, x0), min(by1, y1) - max(by0, y0)
+                    if w <= 0 or h <= 0:
+                        continue
+                    iou = w * h / ((bx1 - bx0) * (by1 - by0))
+                    s = np.sqrt(inst.area[r]) * base[inst.image[r]]
+                    j = min(max(np.searchsorted(edges, s, side="right") - 1, 0), len(edges) - 2)
+                    sums[j] += iou
+                    counts[j] += 1
+                    lv[levels.levels.index(int(levels.level_of(np.array([np.sqrt(w * h) * b.scale[k]]))[0]))] += 1
+        assert stats["truncation"][mode]["count"] == counts.astype(int).tolist()
+        got = np.array([np.nan if v is None else v for v in stats["truncation"][mode]["mean_iou"]])
+        want = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        np.testing.assert_allclose(got, want, rtol=1e-9)
+        assert stats["levels"][mode] == lv.tolist()
+    b = inst.box[~inst.iscrowd].astype(float)
+    size = np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])) * base[inst.image[~inst.iscrowd]]
+    full = levels.level_of(size)
+    assert stats["levels"]["full_images"] == [int((full == l).sum()) for l in levels.levels]
+
+
+def test_isus_is_measurably_flatter_than_cus(stats):
+    imb = stats["levels"]["imbalance"]
+    assert imb["isus"] < 0.8 * imb["cus"], imb
+    cus, isus_ = np.array(stats["levels"]["cus"], float), np.array(stats["levels"]["isus"], float)
+    # ISUS moves supervision from the lowest level to the highest
+    assert isus_[-1] / isus_.sum() > cus[-1] / cus.sum() and isus_[0] / isus_.sum() < cus[0] / cus.sum()
+
+
+def test_plots_are_written_and_decode(stats, tmp_path):
+    paths = write_plots(stats, tmp_path)
+    assert [p.name for p in paths] == ["scale_distribution.png", "crop_truncation.png", "level_supervision.png",
+                                       "per_class_levels.png"]
+    for p in paths[:3]:
+        with Image.open(p) as im:
+            im.load()
+            assert im.size == (750, 460)
+    with Image.open(paths[3]) as im:
+        assert im.size[0] == 1100 and im.size[1] > 200
+
+
+def test_cli_stats(index, tmp_path):
+    res = CliRunner().invoke(cli, ["stats", str(index.path), "--out", str(tmp_path), "--samples", "500",
+                                   "--crop", "512"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "stats.json").read_text())
+    assert data["settings"]["crop_size"] == [512, 512] and data["settings"]["samples"] == 500
+    assert "max/min" in res.output and (tmp_path / "level_supervision.png").exists()
+    assert not (tmp_path / "per_class_levels.png").exists()
