@@ -268,6 +268,11 @@ def test_resume_continues_exactly(world):
     assert _stream(c) == expected[4000:]
     with pytest.raises(ValueError, match="seed"):
         CropSampler(index, cfg, 5000, seed=12).load_state_dict(state)
+    longer = CropSampler(index, cfg, 8000, seed=11)  # extending the run keeps the stream
+    longer.load_state_dict(state)
+    ext = CropSampler(index, cfg, 8000, seed=11)
+    ext.set_epoch(3)
+    assert _stream(longer) == _stream(ext)[4321:]
 
 
 def test_epochs_and_seeds_change_the_stream(world):

@@ -102,10 +102,12 @@ class CropSampler(Sampler[CropSpec]):
                 "num_samples": self.num_samples, "rank": self.rank, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue a stream saved by :meth:`state_dict` (same seed, sizes and world)."""
+        """Continue a stream saved by :meth:`state_dict` (same seed and world; ``num_samples``
+        may differ, e.g. to extend a run: the stream itself does not depend on it)."""
         if state.get("version") != _STATE_VERSION:
             raise ValueError(f"CropSampler state of version {state.get('version')!r}; expected {_STATE_VERSION}")
-        for key in ("seed", "num_samples", "world_size", "rank"):
+        # num_samples may change (a longer run): sample j depends only on (seed, epoch, j)
+        for key in ("seed", "world_size", "rank"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"CropSampler state has {key}={state[key]!r}, this sampler {getattr(self, key)!r}: "
                                  "the stream would differ")

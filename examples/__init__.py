@@ -1,0 +1,1 @@
+"""Examples built on isus (not installed with the package)."""

@@ -1,0 +1,1 @@
+"""Panoptic FPN training example: torchvision Mask R-CNN + semantic head + CABB loss."""

@@ -1,0 +1,267 @@
+"""Panoptic FPN training with ISUS crops and the CABB loss, single process or torchrun/DDP.
+
+Examples
+--------
+Synthetic data on a CPU (see docs/training.md)::
+
+    isus synth --layout mvd --out data/mvd --images 64 --size 1024x768
+    isus index build --dataset mvd --root data/mvd --out data/mvd.isusidx
+    python examples/train_panoptic.py --dataset mvd --root data/mvd --index data/mvd.isusidx \\
+        --crop 256 --batch-size 2 --steps 400 --out runs/synthetic
+
+MVD on an 8-GPU node, the paper's settings::
+
+    torchrun --nproc_per_node=8 examples/train_panoptic.py --dataset mvd --root /data/mvd \\
+        --index mvd-training.isusidx --preset mvd --backbone resnet50 --sync-bn --amp --out runs/mvd
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `examples` importable when run as a script
+
+import isus  # noqa: E402
+from examples.panoptic.data import FullImagePolicy, LabelMap, to_model_inputs  # noqa: E402
+from examples.panoptic.evaluate import evaluate, write_results  # noqa: E402
+from examples.panoptic.model import build_panoptic_fpn  # noqa: E402
+from isus.torch import CropSampler, PanopticCropDataset, collate_crops  # noqa: E402
+
+#: crops per GPU of the paper's App. D (MVD: 4; IDD and Cityscapes: 8)
+PRESET_BATCH = {"mvd": 4, "cityscapes": 8, "idd": 8}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", required=True, choices=["mvd", "cityscapes", "idd", "coco"])
+    d.add_argument("--root", required=True, type=Path)
+    d.add_argument("--split", default=None, help="training split (default: the reader's)")
+    d.add_argument("--val-split", default=None, help="evaluation split (default: the training split)")
+    d.add_argument("--version", default=None, help="MVD label version (v1.2 / v2.0)")
+    d.add_argument("--index", required=True, type=Path, help="index of the training split (isus index build)")
+    d.add_argument("--preset", choices=sorted(PRESET_BATCH), default=None,
+                   help="crop size, s0, scale ranges and crops per GPU of the paper's App. D")
+    d.add_argument("--crop", type=int, default=None, help="square crop size (overrides the preset)")
+    d.add_argument("--shortest-side", type=float, default=None, help="s0 (overrides the preset)")
+    d.add_argument("--sampling", choices=["isus", "cus", "full"], default="isus")
+    d.add_argument("--batch-size", type=int, default=None, help="crops per GPU (preset's, else 2)")
+    d.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
+    m = p.add_argument_group("model")
+    m.add_argument("--backbone", choices=["resnet18", "resnet50"], default="resnet50")
+    m.add_argument("--backbone-weights", type=Path, default=None, help="torchvision ResNet state_dict (.pth)")
+    m.add_argument("--norm", choices=["frozen", "group"], default=None,
+                   help="normalisation without --sync-bn (default: group, which also runs on CPU DDP)")
+    m.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm (multi-GPU only)")
+    m.add_argument("--box-loss", choices=["cabb", "smooth_l1"], default="cabb")
+    m.add_argument("--rpn-pre-nms-top-n-train", type=int, default=2000)
+    m.add_argument("--rpn-post-nms-top-n-train", type=int, default=2000)
+    m.add_argument("--rpn-pre-nms-top-n-test", type=int, default=1000)
+    m.add_argument("--rpn-post-nms-top-n-test", type=int, default=1000)
+    m.add_argument("--rpn-batch-size-per-image", type=int, default=256)
+    m.add_argument("--box-batch-size-per-image", type=int, default=512)
+    o = p.add_argument_group("optimisation (paper App. D)")
+    o.add_argument("--steps", type=int, default=1000)
+    o.add_argument("--lr", type=float, default=0.02, help="lr0 (the paper scales it with the batch)")
+    o.add_argument("--warmup", type=int, default=200, help="linear warm-up steps from 0 to lr0")
+    o.add_argument("--momentum", type=float, default=0.9)
+    o.add_argument("--weight-decay", type=float, default=1e-4)
+    o.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    o.add_argument("--seed", type=int, default=0)
+    r = p.add_argument_group("run")
+    r.add_argument("--out", type=Path, required=True, help="checkpoints, log.jsonl, eval JSON")
+    r.add_argument("--checkpoint-every", type=int, default=500)
+    r.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (exact sample stream)")
+    r.add_argument("--log-every", type=int, default=20)
+    r.add_argument("--eval-images", type=int, default=None, help="evaluate on at most this many images")
+    r.add_argument("--no-eval", action="store_true")
+    r.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
+    args = p.parse_args(argv)
+    if args.sync_bn and not torch.cuda.is_available():
+        p.error("--sync-bn needs GPUs (SyncBatchNorm does not run on CPU DDP); use --norm group")
+    return args
+
+
+def setup_distributed(args) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    use_cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda"
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return rank, world, device
+
+
+def lr_lambda(warmup: int, steps: int):
+    """Linear warm-up from 0 to lr0 over ``warmup`` steps, then lr0 (1 - i / steps) (App. D)."""
+    def f(i: int) -> float:
+        if i < warmup:
+            return i / max(warmup, 1)
+        return max(0.0, 1.0 - i / steps)
+    return f
+
+
+def sampler_config(args, index: isus.Index) -> isus.SamplerConfig:
+    cfg = isus.SamplerConfig.preset(args.preset) if args.preset else isus.SamplerConfig(crop_size=(512, 512))
+    changes = {"mode": "cus" if args.sampling == "cus" else "isus"}
+    if args.crop:
+        changes["crop_size"] = (args.crop, args.crop)
+    if args.shortest_side:
+        changes["shortest_side"] = args.shortest_side
+    return dataclasses.replace(cfg, **changes)
+
+
+def atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    rank, world, device = setup_distributed(args)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)  # identical initial weights on every rank (DDP broadcasts them anyway)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = (args.out / "log.jsonl").open("a") if rank == 0 else None
+
+    index = isus.Index.load(args.index)
+    ds = index.open_dataset()
+    if ds.name != args.dataset or Path(ds.root).resolve() != args.root.resolve():
+        raise SystemExit(f"--index {args.index} was built from {ds.name} at {ds.root}, not {args.dataset} at {args.root}")
+    labels = LabelMap.from_dataset(ds)
+    cfg = sampler_config(args, index)
+    batch = args.batch_size or PRESET_BATCH.get(args.preset, 2)
+    policy = FullImagePolicy(index, cfg) if args.sampling == "full" else None
+    sampler = CropSampler(index, cfg, num_samples=args.steps * batch * world, seed=args.seed, rank=rank,
+                          world_size=world, policy=policy)
+    crop = cfg.crop_size
+    if args.sampling == "full":
+        s0 = cfg.shortest_side or int(min(index.heights.min(), index.widths.min()))
+        min_size, max_size = int(s0), int(4 * s0)  # full images at s0: the transform must not rescale them
+    else:
+        min_size, max_size = min(crop), max(crop)
+    norm = "sync" if args.sync_bn else (args.norm or "group")
+    model = build_panoptic_fpn(
+        len(labels.thing_train_ids), labels.num_classes, backbone=args.backbone,
+        backbone_weights=str(args.backbone_weights) if args.backbone_weights else None, norm=norm,
+        box_loss=args.box_loss, min_size=min_size, max_size=max_size,
+        rpn_pre_nms_top_n_train=args.rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train=args.rpn_post_nms_top_n_train,
+        rpn_pre_nms_top_n_test=args.rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=args.rpn_post_nms_top_n_test,
+        rpn_batch_size_per_image=args.rpn_batch_size_per_image, box_batch_size_per_image=args.box_batch_size_per_image,
+    ).to(device)
+    if args.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup, args.steps))
+    scaler = torch.amp.GradScaler("cuda", enabled=args.amp and device.type == "cuda")
+    step = 0
+    ckpt_path = args.out / "checkpoint.pt"
+    if args.resume:
+        if not ckpt_path.exists():
+            raise SystemExit(f"--resume: no checkpoint at {ckpt_path}")
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        step = state["step"]
+        sampler.load_state_dict({**state["sampler"], "rank": rank, "position": step * batch})
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                  find_unused_parameters=True) if world > 1 else model
+
+    loader = DataLoader(PanopticCropDataset(ds, index), sampler=sampler, batch_size=batch, num_workers=args.workers,
+                        collate_fn=collate_crops, pin_memory=device.type == "cuda", drop_last=True,
+                        persistent_workers=False)
+    if rank == 0:
+        print(f"training {args.backbone} Panoptic FPN ({args.box_loss} box loss, {args.sampling} sampling, "
+              f"crop {crop[0]}x{crop[1]}, {batch} per process x {world}) from step {step} to {args.steps}", flush=True)
+    ddp.train()
+    t_start = t_last = time.perf_counter()
+    wait = 0.0
+    it = iter(loader)
+    while step < args.steps:
+        t0 = time.perf_counter()
+        try:
+            data = next(it)
+        except StopIteration:
+            break
+        wait += time.perf_counter() - t0
+        images, targets = to_model_inputs(data, labels, device)
+        with torch.autocast(device_type=device.type, enabled=args.amp and device.type == "cuda"):
+            losses = ddp(images, targets)
+            loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise SystemExit(f"step {step}: non-finite loss {dict((k, float(v)) for k, v in losses.items())}")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        step += 1
+        if rank == 0 and (step % args.log_every == 0 or step == args.steps):
+            now = time.perf_counter()
+            record = {"step": step, "lr": scheduler.get_last_lr()[0], "loss": loss.item(),
+                      **{k: v.item() for k, v in losses.items()},
+                      "samples_per_s": args.log_every * batch * world / max(now - t_last, 1e-9),
+                      "data_wait_share": wait / max(now - t_last, 1e-9)}
+            t_last, wait = now, 0.0
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()), flush=True)
+        if step % args.checkpoint_every == 0 or step == args.steps:
+            if rank == 0:
+                atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
+                             "sampler": sampler.state_dict(num_consumed=step * batch), "args": vars(args)}, ckpt_path)
+            if world > 1:
+                dist.barrier()
+    results = {"steps": step, "train_seconds": time.perf_counter() - t_start}
+    if not args.no_eval:
+        options = {k: v for k, v in index.meta["dataset"].items()
+                   if k not in ("name", "root", "split", "source", "has_instances", "num_images")}
+        if args.version:
+            options["version"] = args.version
+        val = isus.open_dataset(ds.name, ds.root, split=args.val_split or ds.split, **options)
+        results.update(evaluate(model, val, labels, shortest_side=cfg.shortest_side, device=device,
+                                max_images=args.eval_images, rank=rank, world=world))
+        if rank == 0:
+            print("evaluation: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                              for k, v in results.items()), flush=True)
+    if world > 1:
+        # every rank must end with the same weights (DDP keeps them in step)
+        flat = torch.cat([p.detach().double().flatten().cpu() for p in model.parameters()])
+        sums = [torch.zeros(2, dtype=torch.float64) for _ in range(world)]
+        dist.all_gather(sums, torch.stack([flat.sum(), (flat * torch.arange(len(flat), dtype=torch.float64)).sum()]))
+        results["params_in_sync"] = all(torch.equal(sums[0], t) for t in sums)
+        if rank == 0:
+            write_results(results, args.out / "eval.json")
+        dist.barrier()
+        dist.destroy_process_group()
+    elif rank == 0:
+        write_results(results, args.out / "eval.json")
+    return results
+
+
+if __name__ == "__main__":
+    main()
