@@ -80,6 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--momentum", type=float, default=0.9)
     o.add_argument("--weight-decay", type=float, default=1e-4)
     o.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    o.add_argument("--clip-grad", type=float, default=None,
+                   help="clip the gradient norm (not in the paper; steadies training from scratch)")
     o.add_argument("--seed", type=int, default=0)
     r = p.add_argument_group("run")
     r.add_argument("--out", type=Path, required=True, help="checkpoints, log.jsonl, eval JSON")
@@ -212,9 +214,13 @@ def main(argv=None) -> dict:
             losses = ddp(images, targets)
             loss = sum(losses.values())
         if not torch.isfinite(loss):
-            raise SystemExit(f"step {step}: non-finite loss {dict((k, float(v)) for k, v in losses.items())}")
+            raise SystemExit(f"step {step}: non-finite loss {dict((k, v.item()) for k, v in losses.items())}; "
+                             "lower --lr or set --clip-grad")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if args.clip_grad:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
