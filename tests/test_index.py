@@ -388,3 +388,11 @@ def test_torchrun_build_equals_single_build(synth_root, tmp_path):
     assert out.exists() and not list(tmp_path.glob("dist.isusidx.part*"))
     single = build_index(isus.open_dataset("coco", root), workers=1)
     assert single.save(tmp_path / "single.isusidx") == Index.load(out).checksum
+
+
+def test_category_ranks(mvd_index):
+    _, index = mvd_index
+    ids = index.instances.category_id
+    np.testing.assert_array_equal(index.category_ranks(ids), [index._rank_of(int(c)) for c in ids])
+    with pytest.raises(KeyError, match="999"):
+        index.category_ranks(np.array([index.categories[0].id, 999]))

@@ -210,6 +210,17 @@ class Index:
     def category(self, category_id: int) -> Category:
         return self.categories[self._rank_of(category_id)]
 
+    def category_ranks(self, category_ids: np.ndarray) -> np.ndarray:
+        """Positions in :attr:`categories` of an array of category ids (vectorised)."""
+        ids = np.array([c.id for c in self.categories], dtype=np.int64)
+        order = np.argsort(ids)
+        pos = np.clip(np.searchsorted(ids[order], category_ids), 0, max(len(ids) - 1, 0))
+        ranks = order[pos] if len(ids) else np.zeros(len(category_ids), np.int64)
+        if len(category_ids) and not np.array_equal(ids[ranks], category_ids):
+            raise KeyError("the index has no category id "
+                           f"{np.setdiff1d(category_ids, ids)[:5].tolist()}")
+        return ranks
+
     def _rank_of(self, category_id: int) -> int:
         try:
             return self._rank[int(category_id)]
@@ -299,8 +310,7 @@ class Index:
         ds, p = self.meta["dataset"], self.meta["params"]
         inst = self.instances
         things = ~inst.iscrowd
-        per_class = np.bincount(np.array([self._rank[int(c)] for c in inst.category_id[things]], np.int64),
-                                minlength=len(self.categories))
+        per_class = np.bincount(self.category_ranks(inst.category_id[things]), minlength=len(self.categories))
         start, stop = self.image_range
         lines = [
             f"dataset      {ds['name']} split={ds.get('split')!r} ({ds['source']} annotations) at {ds['root']}",

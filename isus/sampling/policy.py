@@ -86,7 +86,7 @@ class SamplingPolicy:
         if not wanted:
             raise IsusError("the index has no category to sample from (is it empty?)")
         self.classes = np.array(wanted, dtype=np.int64)
-        ranks = np.array([index._rank_of(c) for c in wanted])
+        ranks = index.category_ranks(np.array(wanted, dtype=np.int64))
         self._cls_lo = a["cls_class_offsets"][ranks]
         #: Number of images containing each class in :attr:`classes`.
         self.images_per_class = (a["cls_class_offsets"][ranks + 1] - self._cls_lo).astype(np.float64)
@@ -95,8 +95,7 @@ class SamplingPolicy:
         # Non-crowd instances, grouped by (class, image): the ISUS thing tables.
         inst = index.instances
         keep = np.flatnonzero(~inst.iscrowd)
-        cat_rank = np.array([index._rank_of(c) for c in inst.category_id[keep]], dtype=np.int64) if len(keep) else \
-            np.zeros(0, np.int64)
+        cat_rank = index.category_ranks(inst.category_id[keep])
         key = cat_rank * (index.image_range[1] + 1) + inst.image[keep]
         self._th_rows = keep  # already sorted by (class, image)
         pair_start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
