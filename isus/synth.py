@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
+from isus import kernels
 from isus.datasets._io import id_to_rgb
 from isus.datasets.labels import CITYSCAPES_LABELS, IDD_LABELS, IDD_LEVEL3_CATEGORIES
 
@@ -286,21 +287,12 @@ def _write_json(path: Path, data) -> None:
 
 
 def segment_boxes(ids: np.ndarray, seg_ids: Iterable[int]) -> dict[int, tuple[int, list[int]]]:
-    """``{segment id: (area, [x, y, w, h])}`` in COCO's convention (inclusive extent)."""
-    seg_ids = list(seg_ids)
-    lut = np.full(int(ids.max()) + 1, -1, dtype=np.int64)
-    lut[seg_ids] = np.arange(len(seg_ids))
-    dense = lut[ids]
-    n, (H, W) = len(seg_ids), ids.shape
-    valid = dense >= 0
-    area = np.bincount(dense[valid], minlength=n)
-    rows = np.bincount((dense * H + np.arange(H)[:, None])[valid], minlength=n * H).reshape(n, H) > 0
-    cols = np.bincount((dense * W + np.arange(W)[None, :])[valid], minlength=n * W).reshape(n, W) > 0
-    out = {}
-    for k, s in enumerate(seg_ids):
-        ys, xs = np.flatnonzero(rows[k]), np.flatnonzero(cols[k])
-        out[s] = (int(area[k]), [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)])
-    return out
+    """``{segment id: (area, [x, y, w, h])}`` in COCO's convention, from the index's scan kernels."""
+    seg_ids = np.array(sorted(seg_ids), dtype=np.int32)
+    dense = kernels.dense_segments(ids, seg_ids)
+    area, box, _, _ = kernels.scan_dense(dense, len(seg_ids), 1)
+    return {int(s): (int(a), [int(b[0]), int(b[1]), int(b[2] - b[0]), int(b[3] - b[1])])
+            for s, a, b in zip(seg_ids, area, box)}
 
 
 def _panoptic_ids(scene: Scene, rng: np.random.Generator) -> dict[int, int]:

@@ -203,3 +203,17 @@ def test_write_dataset_refuses_non_empty_dir(tmp_path):
     assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
     with pytest.raises(ValueError, match="layout"):
         isus.synth.write_dataset(tmp_path / "y", "kitti", 1)
+
+
+@pytest.mark.parametrize("layout", ["coco", "idd"])
+def test_written_areas_and_boxes_match_the_pngs(layout, synth_root):
+    root = synth_root(layout)
+    name = "annotations/panoptic_train2017.json" if layout == "coco" else "gtFine/train_panoptic.json"
+    data = json.loads((root / name).read_text())
+    png_dir = root / ("annotations/panoptic_train2017" if layout == "coco" else "gtFine/train_panoptic")
+    for ann in data["annotations"]:
+        ids = rgb_ids(png_dir / ann["file_name"])
+        for s in ann["segments_info"]:
+            ys, xs = np.nonzero(ids == s["id"])
+            assert s["area"] == len(ys)
+            assert s["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
