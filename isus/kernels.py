@@ -8,7 +8,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["count_u16", "dense_segments", "scan_dense", "anchor_points", "rle_encode_rows", "rle_decode_window"]
+__all__ = [
+    "count_u16", "dense_segments", "scan_dense", "anchor_points", "rle_encode_rows", "rle_decode_window",
+    "pair_counts", "mask_rle_counts",
+]
 
 _jit = numba.njit(nogil=True, cache=True)
 
@@ -210,3 +213,120 @@ def rle_decode_window(offsets, values, ends, y0, y1, x0, x1, fill):
             x = e
             r += 1
     return out
+
+
+@_jit
+def _dense_index(seg_ids, v):
+    """Position + 1 of ``v`` in the sorted ``seg_ids``; 0 for id 0; ``len + 1`` for an unknown id."""
+    if v == 0:
+        return 0
+    n = seg_ids.shape[0]
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if seg_ids[mid] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo + 1 if lo < n and seg_ids[lo] == v else n + 1
+
+
+@_jit
+def pair_counts(gt_ids, pred_ids, gt_seg_ids, pred_seg_ids):
+    """Pixel counts of every (ground-truth segment, predicted segment) pair in one pass.
+
+    ``gt_seg_ids`` and ``pred_seg_ids`` are sorted ascending. Returns an int64 matrix of shape
+    ``(G + 2, P + 2)``: row/column 0 is id 0 (void), ``k + 1`` is ``seg_ids[k]``, and the last
+    row/column counts pixels whose id is in neither list (an error for the caller to report).
+    Consecutive pixels with the same pair of ids are counted once per run.
+    """
+    g_n = gt_seg_ids.shape[0]
+    p_n = pred_seg_ids.shape[0]
+    out = np.zeros((g_n + 2, p_n + 2), dtype=np.int64)
+    h, w = gt_ids.shape
+    last_g = gt_ids[0, 0] if h and w else 0
+    last_p = pred_ids[0, 0] if h and w else 0
+    gi = _dense_index(gt_seg_ids, last_g)
+    pi = _dense_index(pred_seg_ids, last_p)
+    run = 0
+    for y in range(h):
+        for x in range(w):
+            g = gt_ids[y, x]
+            p = pred_ids[y, x]
+            if g != last_g or p != last_p:
+                out[gi, pi] += run
+                run = 0
+                if g != last_g:
+                    gi = _dense_index(gt_seg_ids, g)
+                    last_g = g
+                if p != last_p:
+                    pi = _dense_index(pred_seg_ids, p)
+                    last_p = p
+            run += 1
+    if run:
+        out[gi, pi] += run
+    return out
+
+
+@_jit
+def _mask_runs(dense, k, x0, y0, x1, y1, counts, write):
+    h, w = dense.shape
+    n = 0
+    cur = 0  # value of the open run
+    run = x0 * h  # whole columns left of the box
+    for x in range(x0, x1):
+        # zeros above the box, the box's part of column x, zeros below
+        if y0 > 0:
+            if cur == 0:
+                run += y0
+            else:
+                if write:
+                    counts[n] = run
+                n += 1
+                cur = 0
+                run = y0
+        for y in range(y0, y1):
+            v = 1 if dense[y, x] == k else 0
+            if v == cur:
+                run += 1
+            else:
+                if write:
+                    counts[n] = run
+                n += 1
+                cur = v
+                run = 1
+        if h > y1:
+            if cur == 0:
+                run += h - y1
+            else:
+                if write:
+                    counts[n] = run
+                n += 1
+                cur = 0
+                run = h - y1
+    right = (w - x1) * h
+    if right:
+        if cur == 0:
+            run += right
+        else:
+            if write:
+                counts[n] = run
+            n += 1
+            run = right
+    if write:
+        counts[n] = run
+    return n + 1
+
+
+@_jit
+def mask_rle_counts(dense, k, x0, y0, x1, y1):
+    """Uncompressed COCO RLE (column-major run lengths, starting with a run of zeros) of the
+    mask ``dense == k``, whose pixels all lie in the box ``[x0, x1) x [y0, y1)``.
+
+    Costs the box's area, not the image's; ``pycocotools.mask.frPyObjects`` compresses the result.
+    """
+    empty = np.empty(0, dtype=np.int64)
+    n = _mask_runs(dense, k, x0, y0, x1, y1, empty, False)
+    counts = np.empty(n, dtype=np.int64)
+    _mask_runs(dense, k, x0, y0, x1, y1, counts, True)
+    return counts

@@ -1,0 +1,13 @@
+"""Evaluation at all scales: PQ/SQ/RQ, PQ†, parsing covering, mIoU and box/mask AP by size bucket.
+
+``PanopticEvaluator`` takes one image at a time (ground truth, prediction and optionally the
+detector's scored instances), keeps only per-category sums and compact instance records, and
+returns an :class:`EvalResult`. PQ follows panopticapi, AP is pycocotools' ``COCOeval``; see
+``docs/evaluation.md`` for every formula and its source.
+"""
+from isus.eval.coco import DEFAULT_PERCENTILES, Detections, bucket_edges
+from isus.eval.evaluator import EvalResult, PanopticEvaluator
+from isus.eval.stats import CategoryTable, ImageStats, image_stats
+
+__all__ = ["PanopticEvaluator", "EvalResult", "Detections", "ImageStats", "CategoryTable", "image_stats",
+           "bucket_edges", "DEFAULT_PERCENTILES"]

@@ -1,0 +1,233 @@
+"""Box and mask AP through pycocotools' ``COCOeval``, overall, by COCO's small/medium/large and by
+size buckets (percentiles of the ground-truth instance areas)."""
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from isus import kernels
+from isus.errors import IsusError
+from isus.types import Panoptic
+
+__all__ = ["Detections", "DEFAULT_PERCENTILES", "bucket_edges", "coco_ap"]
+
+#: Bucket edges of the paper's Fig. 5: percentiles of the evaluated set's instance areas.
+DEFAULT_PERCENTILES: tuple[float, ...] = (0.0, 25.0, 50.0, 75.0, 95.0, 100.0)
+
+#: COCO's own area ranges (pixels), reported beside the buckets.
+COCO_AREAS = {"small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e10)}
+
+
+@dataclass(frozen=True, eq=False)
+class Detections:
+    """Scored instances of one image, as a detector outputs them before panoptic fusion.
+
+    Attributes
+    ----------
+    boxes
+        ``(N, 4)`` float ``x0, y0, x1, y1`` in pixels (torchvision's ``xyxy``).
+    scores
+        ``(N,)`` confidence scores.
+    labels
+        ``(N,)`` the dataset's category ids.
+    masks
+        None (box AP only), an ``(N, H, W)`` bool array, or a list of N COCO RLE dicts
+        (``{"size": [H, W], "counts": ...}``).
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    masks: Any = None
+
+    def __post_init__(self) -> None:
+        n = len(self.scores)
+        if np.shape(self.boxes) != (n, 4) or len(self.labels) != n:
+            raise ValueError(f"Detections expects boxes (N, 4), scores (N,) and labels (N,); got boxes "
+                             f"{np.shape(self.boxes)}, scores ({n},), labels ({len(self.labels)},)")
+        if self.masks is not None and len(self.masks) != n:
+            raise ValueError(f"Detections expects N={n} masks; got {len(self.masks)}")
+
+    @classmethod
+    def from_coco(cls, results: Sequence[dict]) -> "Detections":
+        """From COCO results dicts of one image (``bbox`` in ``x, y, w, h``, ``score``,
+        ``category_id`` and optionally ``segmentation`` as RLE)."""
+        boxes = np.array([r["bbox"] for r in results], dtype=np.float64).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        masks = None
+        if results and all("segmentation" in r for r in results):
+            masks = [r["segmentation"] for r in results]
+        return cls(boxes, np.array([r["score"] for r in results], dtype=np.float64),
+                   np.array([r["category_id"] for r in results], dtype=np.int64), masks)
+
+
+def _mask_api():
+    from pycocotools import mask as mask_utils
+
+    return mask_utils
+
+
+def _rle_str(rle: dict) -> dict:
+    counts = rle["counts"]
+    return {"size": [int(v) for v in rle["size"]], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+
+
+def gt_instances_to_coco(gt: Panoptic, table) -> list[dict]:
+    """The ground-truth segments of thing categories as COCO annotations with RLE masks
+    (crowd segments as ``iscrowd``). Each mask is encoded from its bounding box only."""
+    mu = _mask_api()
+    seg = gt.segments
+    if not len(seg):
+        return []
+    pos = table.positions(seg["category_id"].astype(np.int64), "ground truth", "a segment")
+    thing = table.isthing[pos]
+    if not thing.any():
+        return []
+    dense = kernels.dense_segments(gt.ids, np.ascontiguousarray(seg["id"]))
+    area, box, _, _ = kernels.scan_dense(dense, len(seg), 1)
+    h, w = gt.ids.shape
+    out = []
+    for k in np.flatnonzero(thing & (area > 0)):
+        x0, y0, x1, y1 = (int(v) for v in box[k])
+        counts = kernels.mask_rle_counts(dense, k + 1, x0, y0, x1, y1)
+        rle = mu.frPyObjects({"size": [h, w], "counts": counts.tolist()}, h, w)
+        out.append({"category_id": int(seg["category_id"][k]), "iscrowd": int(seg["iscrowd"][k]),
+                    "area": float(area[k]), "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                    "segmentation": _rle_str(rle)})
+    return out
+
+
+def detections_to_coco(det: Detections, table, size: tuple[int, int], image: str) -> list[dict]:
+    """COCO results dicts for one image; unknown categories and wrong mask sizes are errors."""
+    mu = _mask_api()
+    n = len(det.scores)
+    if n == 0:
+        return []
+    labels = np.asarray(det.labels, dtype=np.int64)
+    pos = table.positions(labels, image, "a detection")
+    if not table.isthing[pos].all():
+        bad = labels[~table.isthing[pos]][0]
+        raise IsusError(f"{image}: a detection has category id {int(bad)}, which is a stuff category; "
+                        "AP is evaluated on thing categories only")
+    boxes = np.asarray(det.boxes, dtype=np.float64)
+    rles: list | None = None
+    if det.masks is not None:
+        if isinstance(det.masks, np.ndarray):
+            if det.masks.shape[1:] != size:
+                raise IsusError(f"{image}: detection masks are {det.masks.shape[2]}x{det.masks.shape[1]}; "
+                                f"expected the image's {size[1]}x{size[0]}")
+            rles = [_rle_str(r) for r in mu.encode(np.asfortranarray(np.moveaxis(det.masks.astype(np.uint8), 0, -1)))]
+        else:
+            rles = []
+            for r in det.masks:
+                if list(r.get("size", [])) != list(size):
+                    raise IsusError(f"{image}: a detection's RLE mask has size {r.get('size')}; expected "
+                                    f"[{size[0]}, {size[1]}] (height, width)")
+                if isinstance(r["counts"], list):
+                    r = mu.frPyObjects(r, size[0], size[1])
+                rles.append(_rle_str(r))
+    out = []
+    for k in range(n):
+        x0, y0, x1, y1 = (float(v) for v in boxes[k])
+        d = {"category_id": int(labels[k]), "score": float(det.scores[k]), "bbox": [x0, y0, x1 - x0, y1 - y0]}
+        if rles is not None:
+            d["segmentation"] = rles[k]
+        out.append(d)
+    return out
+
+
+def bucket_edges(areas: np.ndarray, percentiles: Sequence[float] = DEFAULT_PERCENTILES) -> np.ndarray:
+    """Bucket edges in pixels: the given percentiles (linear interpolation, ``np.percentile``'s
+    default) of ``areas``, the evaluated set's non-crowd ground-truth thing-instance areas."""
+    p = np.asarray(percentiles, dtype=np.float64)
+    if p.ndim != 1 or len(p) < 2 or (np.diff(p) <= 0).any() or p[0] < 0 or p[-1] > 100:
+        raise ValueError(f"bucket percentiles must increase within [0, 100]; got {list(percentiles)}")
+    if len(areas) == 0:
+        return np.full(len(p), np.nan)
+    return np.percentile(np.asarray(areas, dtype=np.float64), p)
+
+
+def _area_ranges(edges: np.ndarray) -> list[list[float]]:
+    """COCOeval keeps areas in ``[lo, hi]``; buckets are ``[e_k, e_k+1)`` except the last,
+    which includes its upper edge, so that each instance falls in exactly one bucket."""
+    rngs = []
+    for k in range(len(edges) - 1):
+        lo, hi = float(edges[k]), float(edges[k + 1])
+        last = k == len(edges) - 2
+        rngs.append([lo, hi if last else np.nextafter(hi, -np.inf)])
+    return rngs
+
+
+def coco_ap(gt_images: list[list[dict]], det_images: list[list[dict]], heights: list[int], widths: list[int],
+            category_ids: Sequence[int], edges: np.ndarray, max_dets: int = 100) -> dict[str, Any]:
+    """Run ``COCOeval`` for ``bbox`` and ``segm`` over the images and summarise AP overall, by COCO
+    area and by bucket. Fractions in [0, 1]; NaN where a range holds no ground truth."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    names = ["all", "small", "medium", "large"] + [f"b{k}" for k in range(len(edges) - 1)]
+    rngs = [[0.0, 1e10], *(list(v) for v in COCO_AREAS.values())] + _area_ranges(edges)
+    images, anns = [], []
+    for i, (g, h, w) in enumerate(zip(gt_images, heights, widths)):
+        images.append({"id": i + 1, "height": int(h), "width": int(w)})
+        for a in g:
+            anns.append({**a, "image_id": i + 1, "id": len(anns) + 1})
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": int(c)} for c in category_ids]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    dets = [{**d, "image_id": i + 1} for i, ds in enumerate(det_images) for d in ds]
+    has_masks = all("segmentation" in d for d in dets)
+    out: dict[str, Any] = {}
+    for iou_type in ("bbox", "segm"):
+        key = "box" if iou_type == "bbox" else "mask"
+        if iou_type == "segm" and not has_masks:
+            out[key] = None
+            continue
+        if iou_type == "bbox":
+            # loadRes derives the detection area from the key it finds; as detectron2 does, hand it
+            # only the field of the evaluated type (box area for bbox, mask area for segm)
+            res = [{k: v for k, v in d.items() if k != "segmentation"} for d in dets]
+        else:
+            res = [{k: v for k, v in d.items() if k != "bbox"} for d in dets]
+        with contextlib.redirect_stdout(io.StringIO()):
+            dt = gt.loadRes(res) if res else COCO()
+            if not res:
+                dt.dataset = {"images": images, "annotations": [], "categories": gt.dataset["categories"]}
+                dt.createIndex()
+            ev = COCOeval(gt, dt, iou_type)
+            ev.params.imgIds = [im["id"] for im in images]
+            ev.params.catIds = [int(c) for c in category_ids]
+            ev.params.areaRng = rngs
+            ev.params.areaRngLbl = names
+            ev.params.maxDets = [1, 10, int(max_dets)]
+            ev.evaluate()
+            ev.accumulate()
+        prec = ev.eval["precision"]  # (T, R, K, A, M); -1 where no ground truth
+        iou_thrs = ev.params.iouThrs
+
+        def ap(a: int, t: int | None = None) -> float:
+            s = prec[:, :, :, a, -1] if t is None else prec[t, :, :, a, -1]
+            s = s[s > -1]
+            return float(s.mean()) if s.size else float("nan")
+
+        t50 = int(np.argmin(np.abs(iou_thrs - 0.5)))
+        t75 = int(np.argmin(np.abs(iou_thrs - 0.75)))
+        out[key] = {"ap": ap(0), "ap50": ap(0, t50), "ap75": ap(0, t75),
+                    "ap_small": ap(1), "ap_medium": ap(2), "ap_large": ap(3),
+                    "buckets": [ap(4 + k) for k in range(len(edges) - 1)],
+                    "per_class": _per_class_ap(prec, ev.params.catIds)}
+    return out
+
+
+def _per_class_ap(prec: np.ndarray, cat_ids: list[int]) -> dict[int, float]:
+    out = {}
+    for k, c in enumerate(cat_ids):
+        s = prec[:, :, k, 0, -1]
+        s = s[s > -1]
+        out[int(c)] = float(s.mean()) if s.size else float("nan")
+    return out

@@ -1,0 +1,254 @@
+"""``PanopticEvaluator``: PQ/SQ/RQ, PQ†, PC, mIoU and box/mask AP by size, in one streaming pass."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Sequence
+
+import numpy as np
+
+from isus.errors import IsusError
+from isus.eval.coco import DEFAULT_PERCENTILES, Detections, bucket_edges, coco_ap
+from isus.eval.stats import CategoryTable, ImageStats, image_stats
+from isus.types import Category, Panoptic
+
+__all__ = ["PanopticEvaluator", "EvalResult"]
+
+
+@dataclass
+class EvalResult:
+    """Every metric of an evaluation, as fractions in [0, 1] (NaN where undefined).
+
+    Attributes
+    ----------
+    pq, sq, rq, pq_th, sq_th, rq_th, pq_st, sq_st, rq_st
+        Panoptic quality and its factors (Kirillov et al., 2019), panopticapi's semantics,
+        averaged over categories with TP + FP + FN > 0, overall / things / stuff.
+    pq_dagger, pq_dagger_th, pq_dagger_st
+        PQ† (Porzi et al., 2019): PQ for things, semantic IoU for stuff.
+    pc, pc_th, pc_st
+        Parsing covering (Yang et al., 2019), mean over categories with ground truth.
+    miou
+        Mean semantic IoU over categories present in the ground truth or the prediction.
+    ap_box, ap_mask
+        COCO AP@[.5:.95] (pycocotools) over thing categories; None when no scored instances
+        were evaluated (``ap_mask`` also when they had no masks).
+    ap
+        ``{"box": {...}, "mask": {...}}``: ap, ap50, ap75, ap_small, ap_medium, ap_large.
+    buckets
+        ``{"percentiles", "edges", "instances", "box", "mask"}``: the size buckets' percentiles,
+        their edges in pixels, the ground-truth instances in each and box/mask AP per bucket.
+    per_class
+        Category name -> ``{"id", "isthing", "pq", "sq", "rq", "tp", "fp", "fn", "iou", "pc",
+        "ap_box", "ap_mask"}``.
+    images
+        Number of images evaluated.
+    """
+
+    pq: float
+    sq: float
+    rq: float
+    pq_th: float
+    sq_th: float
+    rq_th: float
+    pq_st: float
+    sq_st: float
+    rq_st: float
+    pq_dagger: float
+    pq_dagger_th: float
+    pq_dagger_st: float
+    pc: float
+    pc_th: float
+    pc_st: float
+    miou: float
+    ap_box: float | None = None
+    ap_mask: float | None = None
+    ap: dict = field(default_factory=dict)
+    buckets: dict = field(default_factory=dict)
+    per_class: dict = field(default_factory=dict)
+    images: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (NaN becomes None)."""
+        return _nan_to_none(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EvalResult":
+        """Inverse of :meth:`to_dict`."""
+        if not isinstance(data, dict):
+            raise IsusError(f"an evaluation result must be a JSON object; got {type(data).__name__}")
+        names = {f.name for f in fields(cls)}
+        missing = [f.name for f in fields(cls) if f.name not in data and f.type == "float"]
+        if missing:
+            raise IsusError(f"evaluation result lacks the fields {missing}; is it an isus eval.json?")
+        kw = {k: v for k, v in data.items() if k in names}
+        for f in fields(cls):
+            if f.type == "float" and kw[f.name] is None:
+                kw[f.name] = float("nan")
+        return cls(**kw)
+
+    def row(self) -> dict[str, float | None]:
+        """The paper's Table 1 row: PQ, PQ_th, PQ_st, PC, PC_th, PC_st, PQ†, mIoU, box AP, mask AP."""
+        return {"PQ": self.pq, "PQ_th": self.pq_th, "PQ_st": self.pq_st, "SQ": self.sq, "RQ": self.rq,
+                "PC": self.pc, "PC_th": self.pc_th, "PC_st": self.pc_st, "PQ†": self.pq_dagger,
+                "mIoU": self.miou, "AP_box": self.ap_box, "AP_mask": self.ap_mask}
+
+
+def _nan_to_none(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _nan_to_none(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_nan_to_none(x) for x in v]
+    if isinstance(v, np.generic):
+        return _nan_to_none(v.item())
+    return v
+
+
+def _mean(values: np.ndarray, keep: np.ndarray) -> float:
+    return float(values[keep].mean()) if keep.any() else float("nan")
+
+
+class PanopticEvaluator:
+    """Accumulates per-image statistics and turns them into :class:`EvalResult`.
+
+    Parameters
+    ----------
+    categories
+        The evaluated categories (``isthing`` decides things and stuff); segments with other
+        category ids are an error.
+    percentiles
+        Size-bucket edges as percentiles of the evaluated set's ground-truth thing-instance areas
+        (non-crowd); default the paper's Fig. 5 split 0/25/50/75/95/100.
+    edges
+        Fixed bucket edges in pixels instead of percentiles (e.g. the validation set's, when
+        evaluating a subset).
+    max_dets
+        Detections per image that COCOeval considers (COCO's 100).
+
+    Examples
+    --------
+    >>> ev = PanopticEvaluator(ds.categories)                      # doctest: +SKIP
+    >>> for i in range(len(ds)):                                   # doctest: +SKIP
+    ...     ev.add(ds.load_panoptic(i), predict(i), instances=detections(i))
+    >>> ev.result().pq                                             # doctest: +SKIP
+    """
+
+    def __init__(self, categories: Sequence[Category], *, percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+                 edges: Sequence[float] | None = None, max_dets: int = 100) -> None:
+        self.table = CategoryTable(tuple(categories))
+        self.percentiles = tuple(float(p) for p in percentiles)
+        bucket_edges(np.zeros(0), self.percentiles)  # validates them
+        if edges is not None:
+            e = np.asarray(edges, dtype=np.float64)
+            if e.ndim != 1 or len(e) < 2 or (np.diff(e) <= 0).any():
+                raise ValueError(f"PanopticEvaluator(edges=) expects increasing pixel areas; got {list(edges)}")
+        self.edges = None if edges is None else [float(v) for v in edges]
+        if max_dets < 1:
+            raise ValueError(f"PanopticEvaluator(max_dets=) expects a positive int; got {max_dets}")
+        self.max_dets = int(max_dets)
+        self.stats = ImageStats.empty(len(self.table.categories))
+
+    @property
+    def categories(self) -> tuple[Category, ...]:
+        return self.table.categories
+
+    def add(self, gt: Panoptic, pred: Panoptic, instances: Detections | None = None, *,
+            image: str | None = None) -> ImageStats:
+        """Evaluate one image and add it; returns its statistics.
+
+        Parameters
+        ----------
+        gt, pred
+            Ground truth and prediction of equal shape, with the dataset's category ids.
+        instances
+            The detector's scored instances for AP, before panoptic fusion (see
+            :class:`Detections`); give them for every image or for none.
+        image
+            Name used in error messages (default: its position in the stream).
+        """
+        st = image_stats(gt, pred, self.table, instances=instances,
+                         image=image if image is not None else f"image #{self.stats.images}")
+        self.stats.merge(st)
+        return st
+
+    def add_stats(self, stats: ImageStats) -> None:
+        """Add statistics computed elsewhere (e.g. by :func:`isus.eval.image_stats` in a worker)."""
+        self.stats.merge(stats)
+
+    def result(self) -> EvalResult:
+        """The metrics over every image added so far."""
+        s, t = self.stats, self.table
+        if s.images == 0:
+            raise IsusError("PanopticEvaluator.result(): no image was added")
+        thing = t.isthing
+        counted = (s.tp + s.fp + s.fn) > 0
+        denom = s.tp + 0.5 * s.fp + 0.5 * s.fn
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pq_c = np.where(counted, s.iou / np.where(denom > 0, denom, 1), 0.0)
+            sq_c = np.where(s.tp > 0, s.iou / np.maximum(s.tp, 1), 0.0)
+            rq_c = np.where(counted, s.tp / np.where(denom > 0, denom, 1), 0.0)
+            union = s.sem_gt + s.sem_pred - s.sem_tp
+            iou_c = np.where(union > 0, s.sem_tp / np.maximum(union, 1), np.nan)
+            pc_c = np.where(s.pc_den > 0, s.pc_num / np.maximum(s.pc_den, 1), np.nan)
+        has_union = union > 0
+        dag_c = np.where(thing, pq_c, iou_c)
+        dag_keep = np.where(thing, counted, has_union)
+        has_gt = s.pc_den > 0
+        ap = self._ap()
+        res = EvalResult(
+            pq=_mean(pq_c, counted), sq=_mean(sq_c, counted), rq=_mean(rq_c, counted),
+            pq_th=_mean(pq_c, counted & thing), sq_th=_mean(sq_c, counted & thing), rq_th=_mean(rq_c, counted & thing),
+            pq_st=_mean(pq_c, counted & ~thing), sq_st=_mean(sq_c, counted & ~thing),
+            rq_st=_mean(rq_c, counted & ~thing),
+            pq_dagger=_mean(dag_c, dag_keep), pq_dagger_th=_mean(dag_c, dag_keep & thing),
+            pq_dagger_st=_mean(dag_c, dag_keep & ~thing),
+            pc=_mean(pc_c, has_gt), pc_th=_mean(pc_c, has_gt & thing), pc_st=_mean(pc_c, has_gt & ~thing),
+            miou=_mean(iou_c, has_union), images=s.images,
+        )
+        per_ap = {"box": {}, "mask": {}}
+        if ap is not None:
+            res.ap_box = ap["box"]["ap"]
+            res.ap_mask = ap["mask"]["ap"] if ap["mask"] is not None else None
+            res.ap = {k: ({kk: vv for kk, vv in v.items() if kk not in ("buckets", "per_class")} if v else None)
+                      for k, v in (("box", ap["box"]), ("mask", ap["mask"]))}
+            res.buckets = {"percentiles": None if self.edges is not None else list(self.percentiles),
+                           "edges": ap["edges"], "instances": ap["counts"], "box": ap["box"]["buckets"],
+                           "mask": ap["mask"]["buckets"] if ap["mask"] is not None else None}
+            per_ap = {"box": ap["box"]["per_class"], "mask": (ap["mask"] or {}).get("per_class", {})}
+        for k, c in enumerate(t.categories):
+            res.per_class[c.name if c.name not in res.per_class else f"{c.name} ({c.id})"] = {
+                "id": c.id, "isthing": c.isthing,
+                "pq": float(pq_c[k]) if counted[k] else float("nan"),
+                "sq": float(sq_c[k]) if counted[k] else float("nan"),
+                "rq": float(rq_c[k]) if counted[k] else float("nan"),
+                "tp": int(s.tp[k]), "fp": int(s.fp[k]), "fn": int(s.fn[k]),
+                "iou": float(iou_c[k]), "pc": float(pc_c[k]),
+                "ap_box": per_ap["box"].get(c.id) if c.isthing else None,
+                "ap_mask": per_ap["mask"].get(c.id) if c.isthing else None,
+            }
+        return res
+
+    def _ap(self) -> dict | None:
+        s = self.stats
+        with_dets = [d is not None for d in s.detections]
+        if not any(with_dets):
+            return None
+        if not all(with_dets):
+            missing = with_dets.index(False)
+            raise IsusError(f"scored instances were given for {sum(with_dets)} of {len(with_dets)} images "
+                            f"(none for image #{missing}); AP needs them for every image or for none")
+        areas = np.array([a["area"] for g in s.gt_instances for a in g if not a["iscrowd"]], dtype=np.float64)
+        edges = np.asarray(self.edges, dtype=np.float64) if self.edges is not None else \
+            bucket_edges(areas, self.percentiles)
+        thing_ids = [c.id for c in self.table.categories if c.isthing]
+        out = coco_ap(s.gt_instances, s.detections, s.heights, s.widths, thing_ids, edges, self.max_dets)
+        counts = []
+        for k in range(len(edges) - 1):
+            lo, hi = edges[k], edges[k + 1]
+            last = k == len(edges) - 2
+            counts.append(int(((areas >= lo) & ((areas <= hi) if last else (areas < hi))).sum()))
+        out["edges"] = [float(e) for e in edges]
+        out["counts"] = counts
+        return out
