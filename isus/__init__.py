@@ -48,12 +48,13 @@ __all__ = [
     "crop_sample",
     "torch",
     "cabb",
+    "eval",
 ]
 
 
 def __getattr__(name: str):
-    # isus.torch and isus.cabb import torch, which takes seconds: only when asked for.
-    if name in ("torch", "cabb"):
+    # isus.torch and isus.cabb import torch, which takes seconds; isus.eval pycocotools: only when asked for.
+    if name in ("torch", "cabb", "eval"):
         import importlib
 
         return importlib.import_module(f"isus.{name}")

@@ -7,6 +7,7 @@ import click
 
 import isus
 from isus_cli.demo import demo
+from isus_cli.eval import eval_
 from isus_cli.index import index
 from isus_cli.preview import preview
 from isus_cli.stats import stats
@@ -45,6 +46,7 @@ cli.add_command(synth)
 cli.add_command(index)
 cli.add_command(preview)
 cli.add_command(stats)
+cli.add_command(eval_)
 
 if __name__ == "__main__":
     cli()

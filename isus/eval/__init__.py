@@ -7,7 +7,11 @@ returns an :class:`EvalResult`. PQ follows panopticapi, AP is pycocotools' ``COC
 """
 from isus.eval.coco import DEFAULT_PERCENTILES, Detections, bucket_edges
 from isus.eval.evaluator import EvalResult, PanopticEvaluator
+from isus.eval.io import (PanopticPredictions, PanopticPredictionWriter, PredictionFileError, read_instances,
+                          write_instances)
+from isus.eval.run import evaluate_dataset
 from isus.eval.stats import CategoryTable, ImageStats, image_stats
 
 __all__ = ["PanopticEvaluator", "EvalResult", "Detections", "ImageStats", "CategoryTable", "image_stats",
-           "bucket_edges", "DEFAULT_PERCENTILES"]
+           "bucket_edges", "DEFAULT_PERCENTILES", "PanopticPredictions", "PanopticPredictionWriter",
+           "PredictionFileError", "read_instances", "write_instances", "evaluate_dataset"]

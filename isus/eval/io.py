@@ -1,0 +1,272 @@
+"""The files the field already writes: COCO panoptic predictions (one JSON with
+``annotations[].segments_info`` plus one RGB PNG per image, as panopticapi and detectron2 write
+them) and COCO detection results (``[{image_id, category_id, bbox, score, segmentation}]``)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from isus import kernels
+from isus.errors import IsusError
+from isus.eval.coco import Detections
+from isus.types import Panoptic, make_segments
+
+__all__ = ["PanopticPredictions", "PanopticPredictionWriter", "read_instances", "write_instances",
+           "PredictionFileError"]
+
+
+class PredictionFileError(IsusError):
+    """A prediction file is missing, malformed or does not match the ground truth."""
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        self.path = None if path is None else Path(path)
+        super().__init__(f"{path}: {message}" if path is not None else message)
+
+
+def _key(image_id: Any) -> str:
+    # JSON writers differ on int vs str ids (COCO: int, MVD/Cityscapes: the file stem)
+    return str(image_id)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise PredictionFileError(f"{what} not found", path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PredictionFileError(f"{what} is not valid JSON ({e})", path) from None
+
+
+class PanopticPredictions:
+    """Panoptic predictions in the COCO panoptic format.
+
+    Parameters
+    ----------
+    path
+        The predictions JSON, or a directory holding exactly one ``*.json``.
+    png_dir
+        Folder of the PNGs; default: the folder named like the JSON without ``.json`` if it
+        exists (panopticapi's convention), else the JSON's own folder.
+    """
+
+    def __init__(self, path: str | Path, png_dir: str | Path | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            found = sorted(path.glob("*.json"))
+            if len(found) != 1:
+                raise PredictionFileError(
+                    f"expected exactly one predictions JSON in the folder; found {len(found)}"
+                    + (f" ({', '.join(p.name for p in found[:4])})" if found else "")
+                    + "; pass the JSON file itself", path)
+            path = found[0]
+        self.json_path = path
+        data = _read_json(path, "predictions JSON")
+        anns = data.get("annotations") if isinstance(data, dict) else None
+        if not isinstance(anns, list):
+            raise PredictionFileError("predictions JSON has no 'annotations' list (COCO panoptic format)", path)
+        if png_dir is None:
+            png_dir = path.with_suffix("") if path.with_suffix("").is_dir() else path.parent
+        self.png_dir = Path(png_dir)
+        self._by_id: dict[str, dict] = {}
+        for k, a in enumerate(anns):
+            if not isinstance(a, dict) or "image_id" not in a or "file_name" not in a or \
+                    not isinstance(a.get("segments_info"), list):
+                raise PredictionFileError(f"annotations[{k}] needs 'image_id', 'file_name' and a 'segments_info' "
+                                          "list", path)
+            key = _key(a["image_id"])
+            if key in self._by_id:
+                raise PredictionFileError(f"image_id {a['image_id']!r} has two annotations", path)
+            self._by_id[key] = a
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def image_ids(self) -> list[str]:
+        """The image ids (as strings) that have a prediction."""
+        return list(self._by_id)
+
+    def __contains__(self, image_id: Any) -> bool:
+        return _key(image_id) in self._by_id
+
+    def load(self, image_id: Any) -> Panoptic:
+        """The prediction of ``image_id`` as a :class:`~isus.Panoptic`.
+
+        Raises :class:`PredictionFileError` naming the file when the PNG is missing or
+        unreadable, holds an id that ``segments_info`` does not list, or the JSON is malformed.
+        Segments listed but absent from the PNG are dropped (they cannot affect any metric).
+        """
+        from isus.datasets._io import read_png, rgb_to_id
+
+        a = self._by_id.get(_key(image_id))
+        if a is None:
+            raise PredictionFileError(f"no prediction for image {image_id!r}", self.json_path)
+        png = self.png_dir / a["file_name"]
+        if not png.is_file():
+            raise PredictionFileError(f"prediction PNG of image {image_id!r} not found", png)
+        try:
+            rgb = read_png(png, ("RGB",), "prediction PNG")
+        except IsusError as e:
+            raise PredictionFileError(str(e)) from None
+        ids = rgb_to_id(rgb).astype(np.int32)
+        try:
+            info = a["segments_info"]
+            seg_ids = np.array([int(s["id"]) for s in info], dtype=np.int64)
+            cat_ids = np.array([int(s["category_id"]) for s in info], dtype=np.int64)
+        except (KeyError, TypeError, ValueError) as e:
+            raise PredictionFileError(f"segments_info of image {image_id!r} lacks or mistypes a field ({e!r}); each "
+                                      "segment needs integer 'id' and 'category_id'", self.json_path) from None
+        if len(np.unique(seg_ids)) != len(seg_ids):
+            raise PredictionFileError(f"segments_info of image {image_id!r} lists a segment id twice", self.json_path)
+        if (seg_ids == 0).any():
+            raise PredictionFileError(f"segments_info of image {image_id!r} uses id 0, which means void",
+                                      self.json_path)
+        present = np.flatnonzero(kernels.count_u16(ids.astype(np.uint16))) if ids.max(initial=0) < 65536 else \
+            np.unique(ids)
+        present = present[present != 0]
+        unknown = np.setdiff1d(present, seg_ids)
+        if unknown.size:
+            raise PredictionFileError(f"the PNG holds segment ids {unknown[:5].tolist()} that segments_info in "
+                                      f"{self.json_path.name} does not list", png)
+        keep = np.isin(seg_ids, present)
+        return Panoptic(ids, make_segments(seg_ids[keep], cat_ids[keep], np.zeros(int(keep.sum()), bool)))
+
+
+class PanopticPredictionWriter:
+    """Writes panoptic predictions in the COCO panoptic format, as panopticapi reads them.
+
+    PNGs go to ``out / "panoptic"`` as they come; :meth:`close` writes ``out / "panoptic.json"``
+    atomically (a crash leaves no half-written JSON).
+
+    Examples
+    --------
+    >>> with PanopticPredictionWriter("preds") as w:              # doctest: +SKIP
+    ...     w.add(image_id, panoptic)
+    """
+
+    def __init__(self, out: str | Path, name: str = "panoptic") -> None:
+        self.out = Path(out)
+        self.json_path = self.out / f"{name}.json"
+        self.png_dir = self.out / name
+        self.png_dir.mkdir(parents=True, exist_ok=True)
+        self._annotations: list[dict] = []
+        self._seen: set[str] = set()
+
+    def add(self, image_id: Any, pred: Panoptic, file_name: str | None = None) -> None:
+        """Write the prediction of one image (segment ids must be < 2**24, the RGB encoding's range)."""
+        import cv2
+
+        from isus.datasets._io import id_to_rgb
+
+        key = _key(image_id)
+        if key in self._seen:
+            raise ValueError(f"PanopticPredictionWriter.add: image {image_id!r} was added already")
+        ids = pred.ids
+        if ids.size and (ids.max() >= 1 << 24 or ids.min() < 0):
+            raise ValueError("PanopticPredictionWriter.add: segment ids must lie in [0, 2**24)")
+        file_name = file_name or f"{key}.png"
+        rgb = id_to_rgb(ids)
+        tmp = self.png_dir / f".{file_name}.tmp.png"
+        if not cv2.imwrite(str(tmp), rgb[..., ::-1]):
+            raise IsusError(f"{tmp}: could not write the prediction PNG")
+        os.replace(tmp, self.png_dir / file_name)
+        seg = pred.segments
+        dense = kernels.dense_segments(ids, np.ascontiguousarray(seg["id"]))
+        area, box, _, _ = kernels.scan_dense(dense, len(seg), 1)
+        info = []
+        for k in range(len(seg)):
+            if area[k] == 0:
+                continue
+            x0, y0, x1, y1 = (int(v) for v in box[k])
+            info.append({"id": int(seg["id"][k]), "category_id": int(seg["category_id"][k]),
+                         "iscrowd": int(seg["iscrowd"][k]), "area": int(area[k]), "bbox": [x0, y0, x1 - x0, y1 - y0]})
+        self._annotations.append({"image_id": image_id if isinstance(image_id, (int, str)) else key,
+                                  "file_name": file_name, "segments_info": info})
+        self._seen.add(key)
+
+    def close(self, categories: Iterable | None = None) -> Path:
+        """Write the JSON (with ``categories`` when given, as :class:`~isus.Category` objects) and
+        return its path."""
+        data: dict[str, Any] = {"annotations": self._annotations}
+        if categories is not None:
+            data["categories"] = [{"id": c.id, "name": c.name, "isthing": int(c.isthing), "color": list(c.color)}
+                                  for c in categories]
+        _atomic_json(self.json_path, data)
+        return self.json_path
+
+    def __enter__(self) -> "PanopticPredictionWriter":
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is None:
+            self.close()
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_instances(path: str | Path) -> dict[str, Detections]:
+    """Read a COCO results JSON into ``{str(image_id): Detections}``."""
+    path = Path(path)
+    data = _read_json(path, "instances JSON")
+    if isinstance(data, dict) and isinstance(data.get("annotations"), list):
+        data = data["annotations"]  # some tools wrap the results list
+    if not isinstance(data, list):
+        raise PredictionFileError("instances JSON must be a list of COCO results "
+                                  "[{image_id, category_id, bbox, score, segmentation}]", path)
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for k, r in enumerate(data):
+        if not isinstance(r, dict) or not all(f in r for f in ("image_id", "category_id", "bbox", "score")):
+            raise PredictionFileError(f"result [{k}] needs 'image_id', 'category_id', 'bbox' and 'score'", path)
+        if not (isinstance(r["bbox"], list) and len(r["bbox"]) == 4):
+            raise PredictionFileError(f"result [{k}] has bbox {r['bbox']!r}; expected [x, y, width, height]", path)
+        seg = r.get("segmentation")
+        if seg is not None and not (isinstance(seg, dict) and "counts" in seg and "size" in seg):
+            raise PredictionFileError(f"result [{k}]: segmentation must be an RLE dict with 'size' and 'counts' "
+                                      "(polygons are not supported)", path)
+        groups[_key(r["image_id"])].append(r)
+    return {k: Detections.from_coco(v) for k, v in groups.items()}
+
+
+def write_instances(path: str | Path, detections: dict[Any, Detections]) -> Path:
+    """Write ``{image_id: Detections}`` as a COCO results JSON (atomically); masks as RLE."""
+    from isus.eval.coco import _mask_api, _rle_str
+
+    mu = _mask_api()
+    out = []
+    for image_id, det in detections.items():
+        rles = None
+        if det.masks is not None:
+            if isinstance(det.masks, np.ndarray):
+                rles = [_rle_str(r) for r in
+                        mu.encode(np.asfortranarray(np.moveaxis(det.masks.astype(np.uint8), 0, -1)))] \
+                    if len(det.masks) else []
+            else:
+                rles = [_rle_str(r) for r in det.masks]
+        for k in range(len(det.scores)):
+            x0, y0, x1, y1 = (float(v) for v in det.boxes[k])
+            r = {"image_id": image_id, "category_id": int(det.labels[k]), "bbox": [x0, y0, x1 - x0, y1 - y0],
+                 "score": float(det.scores[k])}
+            if rles is not None:
+                r["segmentation"] = rles[k]
+            out.append(r)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_json(path, out)
+    return path

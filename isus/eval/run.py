@@ -1,0 +1,201 @@
+"""Evaluate a whole dataset against prediction files, in parallel processes."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from isus.datasets import PanopticDataset
+from isus.eval.coco import DEFAULT_PERCENTILES, Detections
+from isus.eval.evaluator import EvalResult, PanopticEvaluator
+from isus.eval.io import PanopticPredictions, PredictionFileError, _key
+from isus.eval.stats import CategoryTable, ImageStats, image_stats
+
+__all__ = ["evaluate_dataset", "Progress"]
+
+ProgressFn = Callable[[int, int], None]
+
+
+class Progress:
+    """Progress of a long loop on stderr: click's bar on a terminal, and a plain line every
+    5 % (at most every 2 s, at least every 60 s) when stderr goes to a log file."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label = total, label
+        self.t0 = self.t_last = time.perf_counter()
+        self.done = self.last_done = 0
+        self.tty = sys.stderr.isatty()
+        self.bar = None
+        if self.tty:
+            import click
+
+            self.bar = click.progressbar(length=total, label=label, show_eta=True, show_pos=True, file=sys.stderr)
+            self.bar.__enter__()
+
+    def __call__(self, done: int, total: int) -> None:
+        step, self.done = done - self.done, done
+        if self.bar is not None:
+            self.bar.update(step)
+            return
+        now = time.perf_counter()
+        due = done - self.last_done >= max(1, total // 20) and now - self.t_last >= 2
+        if due or now - self.t_last >= 60 or done == total:
+            rate = done / max(now - self.t0, 1e-9)
+            eta = (total - done) / rate if rate > 0 else float("nan")
+            print(f"{self.label}: {done}/{total} images ({100 * done / max(total, 1):.0f}%), {rate:.1f} img/s, "
+                  f"ETA {eta:.0f} s", file=sys.stderr, flush=True)
+            self.t_last, self.last_done = now, done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(ds, preds, instances, table) -> None:
+    _WORKER.update(ds=ds, preds=preds, instances=instances, table=table)
+
+
+def _task(i: int) -> tuple[int, ImageStats]:
+    return i, _one(_WORKER["ds"], _WORKER["preds"], _WORKER["instances"], _WORKER["table"], i)
+
+
+def _one(ds: PanopticDataset, preds: PanopticPredictions, instances: dict[str, Detections] | None,
+         table: CategoryTable, i: int) -> ImageStats:
+    info = ds.image_info(i)
+    gt = ds.load_panoptic(i)
+    pred = preds.load(info.image_id)
+    det = None
+    if instances is not None:
+        det = instances.get(_key(info.image_id), Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)))
+    return image_stats(gt, pred, table, instances=det, image=f"{info.file_name} (image_id {info.image_id!r})",
+                       ap=instances is not None)
+
+
+def _warm_up(table: CategoryTable) -> None:
+    """Compile the kernels in the parent, so forked workers inherit them."""
+    from isus.types import Panoptic, make_segments
+
+    p = Panoptic(np.ones((2, 2), np.int32), make_segments([1], [table.categories[0].id], [False]))
+    image_stats(p, p, table, ap=True)
+
+
+def evaluate_dataset(
+    ds: PanopticDataset,
+    predictions: PanopticPredictions | str,
+    instances: dict[str, Detections] | str | None = None,
+    *,
+    categories: Sequence | None = None,
+    workers: int = 1,
+    percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+    edges: Sequence[float] | None = None,
+    max_dets: int = 100,
+    progress: bool | ProgressFn = False,
+) -> EvalResult:
+    """Evaluate panoptic predictions (and optionally scored instances) against every image of ``ds``.
+
+    Parameters
+    ----------
+    ds
+        The ground truth, opened with :func:`isus.open_dataset`.
+    predictions
+        :class:`PanopticPredictions` or the path of its JSON (or folder).
+    instances
+        ``{image_id: Detections}`` or the path of a COCO results JSON, for box/mask AP.
+    categories
+        Evaluated categories (default: the dataset's).
+    workers
+        Processes evaluating images in parallel (1 = in this process).
+    percentiles, edges, max_dets
+        See :class:`PanopticEvaluator`.
+    progress
+        True for progress on stderr, or a callable ``progress(done, total)``.
+
+    Raises
+    ------
+    isus.IsusError
+        When a ground-truth image has no prediction or a prediction names no ground-truth image,
+        and for every malformed input (naming the image).
+    """
+    from isus.eval.io import read_instances
+
+    if not isinstance(predictions, PanopticPredictions):
+        predictions = PanopticPredictions(predictions)
+    if instances is not None and not isinstance(instances, dict):
+        instances = read_instances(instances)
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"evaluate_dataset(workers=) expects a positive int; got {workers!r}")
+    ev = PanopticEvaluator(categories if categories is not None else ds.categories, percentiles=percentiles,
+                           edges=edges, max_dets=max_dets)
+    gt_keys = [_key(ds.image_info(i).image_id) for i in range(len(ds))]
+    _check_coverage(gt_keys, set(predictions.image_ids()), predictions.json_path, "prediction")
+    if instances is not None:
+        extra = sorted(set(instances) - set(gt_keys))
+        if extra:
+            raise PredictionFileError(f"instances for image ids {extra[:5]} that the ground truth does not have "
+                                      f"({len(extra)} in all)")
+    bar = Progress(len(ds), "evaluating") if progress is True else None
+    report = bar if bar is not None else (progress if callable(progress) else None)
+    done: dict[int, ImageStats] = {}
+
+    def on_done(i: int, st: ImageStats) -> None:
+        done[i] = st
+        if report is not None:
+            report(len(done), len(ds))
+
+    try:
+        _run(ds, predictions, instances, ev.table, workers, on_done)
+    finally:
+        if bar is not None:
+            bar.close()
+    for i in range(len(ds)):  # image order, so that AP does not depend on scheduling
+        ev.add_stats(done[i])
+    return ev.result()
+
+
+def _check_coverage(gt_keys: list[str], pred_keys: set[str], where, what: str) -> None:
+    missing = [k for k in gt_keys if k not in pred_keys]
+    if missing:
+        raise PredictionFileError(f"no {what} for {len(missing)} of {len(gt_keys)} ground-truth images "
+                                  f"(first: image_id {missing[0]!r})", where)
+    extra = sorted(pred_keys - set(gt_keys))
+    if extra:
+        raise PredictionFileError(f"{len(extra)} {what}s for image ids the ground truth does not have "
+                                  f"(first: {extra[0]!r}); evaluate the matching split", where)
+
+
+def _run(ds, preds, instances, table, workers: int, on_done: Callable[[int, ImageStats], None]) -> None:
+    _warm_up(table)
+    n = len(ds)
+    if workers <= 1 or n <= 1:
+        for i in range(n):
+            on_done(i, _one(ds, preds, instances, table, i))
+        return
+    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                               initializer=_init_worker, initargs=(ds, preds, instances, table))
+    pending: set = set()
+    it = iter(range(n))
+    try:
+        while True:
+            while len(pending) < 2 * workers:
+                i = next(it, None)
+                if i is None:
+                    break
+                pending.add(pool.submit(_task, i))
+            if not pending:
+                break
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                on_done(*fut.result())
+    finally:
+        for fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,117 @@
+"""``isus eval``: the paper's metrics for predictions in COCO formats, and runs compared in one plot."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+import isus
+
+
+def parse_percentiles(ctx, param, value: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers such as 0,25,50,75,95,100; got {value!r}") from None
+    if len(vals) < 2 or any(b <= a for a, b in zip(vals, vals[1:])) or vals[0] < 0 or vals[-1] > 100:
+        raise click.BadParameter(f"expected at least two increasing percentiles within 0..100; got {value!r}")
+    return vals
+
+
+@click.command("eval")
+@click.argument("runs", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dataset", "name", type=click.Choice(["mvd", "cityscapes", "idd", "coco"]), default=None,
+              help="Dataset format of the ground truth.")
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Dataset root directory, as downloaded.")
+@click.option("--split", default=None, help="Split to evaluate (default: the reader's).")
+@click.option("--version", "version", default=None, help="MVD label version: v1.2 (default) or v2.0.")
+@click.option("--predictions", type=click.Path(exists=True, path_type=Path), default=None,
+              help="COCO panoptic predictions: the JSON, or a folder holding it (PNGs beside it or in the "
+                   "folder named like it).")
+@click.option("--instances", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="COCO results JSON of scored instances, for box/mask AP by size.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval"), show_default=True,
+              help="Output directory (eval.json, eval_by_size.png).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Parallel processes (default: all cores).")
+@click.option("--percentiles", callback=parse_percentiles, default="0,25,50,75,95,100", show_default=True,
+              help="Size-bucket edges as percentiles of the GT instance areas.")
+@click.option("--max-dets", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Detections per image that AP considers.")
+@click.option("--compare", is_flag=True, help="Compare the eval.json files given as arguments instead.")
+@click.option("--labels", default=None, help="With --compare: comma-separated run labels (default: folder names).")
+def eval_(runs, name, root, split, version, predictions, instances, out, workers, percentiles, max_dets, compare,
+          labels) -> None:
+    """Evaluate panoptic predictions at all scales: PQ, SQ, RQ, PQ†, PC, mIoU, box/mask AP by size.
+
+    Predictions are COCO panoptic (JSON + RGB PNGs, as panopticapi and detectron2 write them);
+    --instances is a COCO results JSON. Prints the Table-1 row and AP per size bucket (percent),
+    writes eval.json (fractions) and eval_by_size.png (the paper's Fig. 5).
+
+    Example:
+
+        isus eval --dataset mvd --root /data/mvd --split validation --predictions preds/ --instances dets.json --out ev
+
+        isus eval --compare crop/eval.json crop_cabb_isus/eval.json --out cmp
+    """
+    from isus.eval import EvalResult
+    from isus.eval.plots import format_buckets, format_compare, format_row, plot_by_size
+
+    out.mkdir(parents=True, exist_ok=True)
+    if compare:
+        if len(runs) < 1:
+            raise click.UsageError("--compare needs one or more eval.json files")
+        results = [_load_result(p) for p in runs]
+        names = labels.split(",") if labels else [p.parent.name or p.stem for p in runs]
+        if len(names) != len(results):
+            raise click.BadParameter(f"{len(names)} labels for {len(results)} runs", param_hint="--labels")
+        click.echo(format_compare(results, names))
+        written = [out / "compare.json"]
+        _write_json(written[0], {lab: r.to_dict() for lab, r in zip(names, results)})
+        if all(r.buckets for r in results):
+            written.append(plot_by_size(results, names, out / "compare_by_size.png"))
+        else:
+            click.echo("(no AP by size plot: some runs were evaluated without --instances)")
+        click.echo(f"wrote {', '.join(str(p) for p in written)}")
+        return
+    if runs:
+        raise click.UsageError(f"unexpected arguments {[str(r) for r in runs]} (eval.json files go with --compare)")
+    for flag, value in (("--dataset", name), ("--root", root), ("--predictions", predictions)):
+        if value is None:
+            raise click.UsageError(f"{flag} is required (or use --compare)")
+    kwargs = {"version": version} if version is not None else {}
+    ds = isus.open_dataset(name, root, split=split, **kwargs)
+    from isus.eval.run import evaluate_dataset
+
+    res = evaluate_dataset(ds, predictions, instances, workers=workers or os.cpu_count() or 1,
+                           percentiles=percentiles, max_dets=max_dets, progress=True)
+    click.echo(f"{name} {ds.split}: {res.images} images, {len(ds.categories)} categories (percent)")
+    click.echo(format_row(res, "this run"))
+    click.echo("")
+    click.echo(format_buckets(res))
+    written = [out / "eval.json"]
+    _write_json(written[0], res.to_dict())
+    if res.buckets:
+        written.append(plot_by_size([res], [predictions.name], out / "eval_by_size.png"))
+    click.echo(f"wrote {', '.join(str(p) for p in written)}")
+
+
+def _load_result(path: Path):
+    from isus.eval import EvalResult
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise click.ClickException(f"{path}: not a readable eval.json ({e})") from None
+    try:
+        return EvalResult.from_dict(data)
+    except (isus.IsusError, TypeError) as e:
+        raise click.ClickException(f"{path}: {e}") from None
+
+
+def _write_json(path: Path, data) -> None:
+    from isus.eval.io import _atomic_json
+
+    _atomic_json(path, data)
