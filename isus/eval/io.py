@@ -50,7 +50,8 @@ class PanopticPredictions:
     Parameters
     ----------
     path
-        The predictions JSON, or a directory holding exactly one ``*.json``.
+        The predictions JSON, or a directory holding it: its only ``*.json``, or the only one with
+        a folder of the same name beside it.
     png_dir
         Folder of the PNGs; default: the folder named like the JSON without ``.json`` if it
         exists (panopticapi's convention), else the JSON's own folder.
@@ -60,6 +61,8 @@ class PanopticPredictions:
         path = Path(path)
         if path.is_dir():
             found = sorted(path.glob("*.json"))
+            if len(found) > 1:  # e.g. beside instances.json: the one with its PNG folder next to it
+                found = [p for p in found if p.with_suffix("").is_dir()] or found
             if len(found) != 1:
                 raise PredictionFileError(
                     f"expected exactly one predictions JSON in the folder; found {len(found)}"
