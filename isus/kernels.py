@@ -38,6 +38,19 @@ def _run_end(dense, y, x):
 
 
 @_jit
+def _search(sorted_values, v):
+    """First position in ``sorted_values`` whose value is >= ``v`` (binary search)."""
+    lo, hi = 0, sorted_values.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if sorted_values[mid] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@_jit
 def dense_segments(ids, seg_ids):
     """Map segment ids to dense indices: ``seg_ids[k]`` -> ``k + 1``, anything else -> 0.
 
@@ -53,13 +66,7 @@ def dense_segments(ids, seg_ids):
         for x in range(w):
             v = ids[y, x]
             if v != last_v:
-                lo, hi = 0, n
-                while lo < hi:
-                    mid = (lo + hi) >> 1
-                    if seg_ids[mid] < v:
-                        lo = mid + 1
-                    else:
-                        hi = mid
+                lo = _search(seg_ids, v)
                 last_k = lo + 1 if lo < n and seg_ids[lo] == v else 0
                 last_v = v
             out[y, x] = last_k
@@ -221,13 +228,7 @@ def _dense_index(seg_ids, v):
     if v == 0:
         return 0
     n = seg_ids.shape[0]
-    lo, hi = 0, n
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if seg_ids[mid] < v:
-            lo = mid + 1
-        else:
-            hi = mid
+    lo = _search(seg_ids, v)
     return lo + 1 if lo < n and seg_ids[lo] == v else n + 1
 
 

@@ -1,15 +1,13 @@
 """Evaluate a whole dataset against prediction files, in parallel processes."""
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from isus._parallel import run_parallel
 from isus.datasets import PanopticDataset
 from isus.eval.coco import DEFAULT_PERCENTILES, Detections
 from isus.eval.evaluator import EvalResult, PanopticEvaluator
@@ -56,15 +54,8 @@ class Progress:
             self.bar.__exit__(None, None, None)
 
 
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(ds, preds, instances, table) -> None:
-    _WORKER.update(ds=ds, preds=preds, instances=instances, table=table)
-
-
-def _task(i: int) -> tuple[int, ImageStats]:
-    return i, _one(_WORKER["ds"], _WORKER["preds"], _WORKER["instances"], _WORKER["table"], i)
+def _task(state: tuple, i: int) -> ImageStats:
+    return _one(*state, i)
 
 
 def _one(ds: PanopticDataset, preds: PanopticPredictions, instances: dict[str, Detections] | None,
@@ -173,29 +164,4 @@ def _check_coverage(gt_keys: list[str], pred_keys: set[str], where, what: str) -
 
 def _run(ds, preds, instances, table, workers: int, on_done: Callable[[int, ImageStats], None]) -> None:
     _warm_up(table)
-    n = len(ds)
-    if workers <= 1 or n <= 1:
-        for i in range(n):
-            on_done(i, _one(ds, preds, instances, table, i))
-        return
-    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                               initializer=_init_worker, initargs=(ds, preds, instances, table))
-    pending: set = set()
-    it = iter(range(n))
-    try:
-        while True:
-            while len(pending) < 2 * workers:
-                i = next(it, None)
-                if i is None:
-                    break
-                pending.add(pool.submit(_task, i))
-            if not pending:
-                break
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                on_done(*fut.result())
-    finally:
-        for fut in pending:
-            fut.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+    run_parallel(_task, (ds, preds, instances, table), range(len(ds)), workers, on_done)

@@ -5,12 +5,10 @@ Orchestration only (workers, checkpoints, progress); the per-pixel work is in ``
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import shutil
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -21,6 +19,7 @@ import isus
 from isus.datasets.base import PanopticDataset
 from isus.errors import IsusError
 from isus import kernels
+from isus._parallel import run_parallel
 from isus.index.cache import write_cached
 from isus.index.index import CELL_COLUMNS, CLASS_COLUMNS, INSTANCE_COLUMNS, Index, _pack_strings, assemble
 from isus.index.store import SCHEMA_VERSION, IndexFileError
@@ -201,15 +200,8 @@ class _Checkpoint:
 
 
 # -- parallel scan ------------------------------------------------------------------------------
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(ds: PanopticDataset, params: BuildParams) -> None:
-    _WORKER["ds"], _WORKER["params"] = ds, params
-
-
-def _scan_task(i: int) -> tuple[int, dict]:
-    return i, scan_image(_WORKER["ds"], i, _WORKER["params"])
+def _scan_task(state: tuple[PanopticDataset, BuildParams], i: int) -> dict:
+    return scan_image(state[0], i, state[1])
 
 
 def _warm_up() -> None:
@@ -222,30 +214,7 @@ def _warm_up() -> None:
 
 def _run(ds, todo: Sequence[int], params: BuildParams, workers: int, on_done: Callable[[int, dict], None]) -> None:
     _warm_up()
-    if workers <= 1 or len(todo) <= 1:
-        for i in todo:
-            on_done(i, scan_image(ds, i, params))
-        return
-    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(ds, params))
-    pending: set = set()
-    it = iter(todo)
-    try:
-        while True:
-            while len(pending) < 2 * workers:
-                i = next(it, None)
-                if i is None:
-                    break
-                pending.add(pool.submit(_scan_task, i))
-            if not pending:
-                break
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                on_done(*fut.result())
-    finally:
-        for fut in pending:
-            fut.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+    run_parallel(_scan_task, (ds, params), todo, workers, on_done)
 
 
 class _Bar:

@@ -1,0 +1,56 @@
+"""Per-image work in a pool of processes: the one loop that index building and evaluation share."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Any, Callable, Iterable
+
+_STATE: dict[str, Any] = {}
+
+
+def _init(fn: Callable, state: Any) -> None:
+    _STATE["fn"], _STATE["state"] = fn, state
+
+
+def _call(item: Any) -> tuple[Any, Any]:
+    return item, _STATE["fn"](_STATE["state"], item)
+
+
+def run_parallel(fn: Callable[[Any, Any], Any], state: Any, items: Iterable, workers: int,
+                 on_done: Callable[[Any, Any], None]) -> None:
+    """Call ``fn(state, item)`` for every item, in this process when ``workers <= 1``, else in
+    ``workers`` forked processes (``state`` is sent to each once); ``on_done(item, result)``
+    runs in this process as results arrive, in completion order.
+
+    At most ``2 * workers`` items are in flight, so results never pile up in memory. An error in a
+    worker is raised here and cancels what is still queued.
+    """
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        for item in items:
+            on_done(item, fn(state, item))
+        return
+    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init, initargs=(fn, state))
+    pending: set = set()
+    it = iter(items)
+    try:
+        while True:
+            while len(pending) < 2 * workers:
+                item = next(it, _END)
+                if item is _END:
+                    break
+                pending.add(pool.submit(_call, item))
+            if not pending:
+                break
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                on_done(*fut.result())
+    finally:
+        for fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_END = object()
