@@ -1,6 +1,7 @@
 """``PanopticEvaluator``: PQ/SQ/RQ, PQ†, PC, mIoU and box/mask AP by size, in one streaming pass."""
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Sequence
@@ -78,6 +79,7 @@ class EvalResult:
         if not isinstance(data, dict):
             raise IsusError(f"an evaluation result must be a JSON object; got {type(data).__name__}")
         names = {f.name for f in fields(cls)}
+        data = copy.deepcopy(data)
         missing = [f.name for f in fields(cls) if f.name not in data and f.type == "float"]
         if missing:
             raise IsusError(f"evaluation result lacks the fields {missing}; is it an isus eval.json?")
@@ -85,6 +87,25 @@ class EvalResult:
         for f in fields(cls):
             if f.type == "float" and kw[f.name] is None:
                 kw[f.name] = float("nan")
+        # nested NaNs: to_dict wrote them as None wherever a float is always present
+        nan = lambda v: float("nan") if v is None else v  # noqa: E731
+        ap = kw.get("ap") or {}
+        evaluated = {k: isinstance(ap.get(k), dict) for k in ("box", "mask")}
+        for k in ("box", "mask"):
+            if evaluated[k]:
+                kw[f"ap_{k}"] = nan(kw.get(f"ap_{k}"))
+                ap[k] = {kk: nan(vv) for kk, vv in ap[k].items()}
+        buckets = kw.get("buckets") or {}
+        for k in ("edges", "box", "mask"):
+            if buckets.get(k) is not None:
+                buckets[k] = [nan(v) for v in buckets[k]]
+        for v in (kw.get("per_class") or {}).values():
+            for k in ("pq", "sq", "rq", "iou", "pc"):
+                if k in v:
+                    v[k] = nan(v[k])
+            for k in ("box", "mask"):
+                if evaluated[k] and v.get("isthing"):
+                    v[f"ap_{k}"] = nan(v.get(f"ap_{k}"))
         return cls(**kw)
 
     def row(self) -> dict[str, float | None]:
