@@ -9,8 +9,8 @@ stuff layer shifted, predictions spilling over void ground truth, hallucinated s
 Timed, single process, every image of the set (decode of both PNGs included in both):
   (a) panopticapi: ``pq_compute_single_core`` over the (gt, pred) pairs, then ``pq_average``
       for All / Things / Stuff;
-  (b) isus: ``ds.load_panoptic(i)`` (the COCO reader), the prediction PNG + JSON into an
-      ``isus.Panoptic`` exactly as the COCO reader decodes (``read_png`` + ``panoptic_from_rgb``),
+  (b) isus, as ``isus eval`` does it: ``ds.load_panoptic(i)`` (the COCO reader), the prediction
+      PNG + JSON by ``isus.eval.io.PanopticPredictions.load`` (PIL decode, RGB -> id, id checks),
       then ``PanopticEvaluator.add``; ``result()`` at the end.
 and, with the PNGs decoded beforehand (untimed), each method's computation alone:
   (a') panopticapi with ``Image.open`` patched to hand back the pre-decoded RGB arrays (its
@@ -21,10 +21,12 @@ the script exits with status 1 otherwise (a correctness check; timings are never
 
 Peak memory per image: the growth of the resident-set high-water mark (VmHWM, reset through
 /proc/self/clear_refs) while one image is evaluated, each method and image in a fresh process
-after its imports and JIT warm-up. It counts every allocation (numpy, PIL's decode buffers,
-numba), unlike tracemalloc.
+after its imports and JIT warm-up on a tiny input, with glibc's mmap threshold fixed at 128 KiB
+(so buffers freed earlier cannot be reused unseen). It counts every allocation (numpy, PIL's
+decode buffers, numba), unlike tracemalloc.
 
 Usage: python bench/eval.py [--images 24] [--size 4032x3024] [--repeats 3] [--data DIR] [--quick]
+                            [--mem-images 2] [--seed 0]
 (--data keeps the synthetic data between runs; --quick: 4 images of 1024x768.)
 """
 from __future__ import annotations
@@ -46,9 +48,9 @@ from PIL import Image
 
 import isus
 from isus import kernels
-from isus.datasets._io import id_to_rgb, read_png
-from isus.datasets.base import panoptic_from_rgb
+from isus.datasets._io import id_to_rgb
 from isus.eval import PanopticEvaluator
+from isus.eval.io import PanopticPredictions
 from isus.types import make_segments
 
 PRED_NAME = "panoptic_pred"
@@ -192,13 +194,11 @@ class Data:
         ids = [self.ds.image_info(i).image_id for i in range(len(self.ds))]
         self.pairs = [(by_id[k], pred[k]) for k in ids]
         self.categories = {c["id"]: c for c in gt_json["categories"]}
+        self.preds = PanopticPredictions(self.pred_json)
 
     def load_pred(self, i: int) -> isus.Panoptic:
-        """The prediction of image ``i``, decoded as isus's COCO reader decodes a panoptic PNG."""
-        ann = self.pairs[i][1]
-        png = Path(self.pred_folder) / ann["file_name"]
-        return panoptic_from_rgb(read_png(png, ("RGB",), "prediction PNG"), ann["segments_info"], self.ds, png,
-                                 self.pred_json)
+        """The prediction of image ``i``, read by isus's prediction reader (what ``isus eval`` runs)."""
+        return self.preds.load(self.ds.image_info(i).image_id)
 
 
 # -- the two evaluations -----------------------------------------------------------------------
@@ -381,6 +381,8 @@ def main() -> int:
     for name, suffix in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
         print(f"  {name:7s} " + "  ".join(f"{100 * papi[name][m]:6.2f}" for m in ("pq", "sq", "rq")) +
               "   isus " + "  ".join(f"{100 * getattr(res, m + suffix):6.2f}" for m in ("pq", "sq", "rq")))
+    s = ev.stats
+    print(f"  TP / FP / FN over all categories: {s.tp.sum()} / {s.fp.sum()} / {s.fn.sum()}")
     ok = diff <= 1e-9
     print(f"  max |panopticapi - isus| over PQ/SQ/RQ (All/Things/Stuff) and per-category SQ sums: {diff:.2e} "
           f"-> {'same' if ok else 'DIFFERENT'} (tolerance 1e-9); per-category TP/FP/FN "
@@ -402,9 +404,11 @@ def main() -> int:
                 t_isus.append(time.perf_counter() - t0)
                 phases.append(ph)
     # (a') / (b'): computation only, the PNGs decoded beforehand (untimed), image by image
-    c_papi, c_isus = np.zeros((args.repeats, n)), np.zeros((args.repeats, n))
+    c_papi, c_isus, dec = np.zeros((args.repeats, n)), np.zeros((args.repeats, n)), np.zeros(n)
     for i in range(n):
+        t0 = time.perf_counter()
         arrays = papi_arrays(data, i)
+        dec[i] = time.perf_counter() - t0
         gt, pred = data.ds.load_panoptic(i), data.load_pred(i)
         for r in range(args.repeats):
             with predecoded(arrays):
@@ -427,6 +431,8 @@ def main() -> int:
     ph = np.median(np.array(phases), axis=0)
     print(f"       isus phases (median): GT load_panoptic {ms(ph[0]):.1f} ms, prediction PNG+JSON {ms(ph[1]):.1f} ms, "
           f"evaluator.add {ms(ph[2]):.1f} ms")
+    print(f"       PNG decode alone (PIL, GT + prediction into numpy, once): {ms(dec.sum()):.1f} ms; the isus readers' "
+          f"work on top of it: {ms(ph[0] + ph[1] - dec.sum()):.1f} ms")
     print(f"  (a') panopticapi, PNGs pre-decoded {ms(cp.min()):8.1f} ms  {ms(np.median(cp)):8.1f} ms")
     print(f"  (b') isus evaluator.add only       {ms(ci.min()):8.1f} ms  {ms(np.median(ci)):8.1f} ms"
           f"   ({ms(ci.min()) / mpx:.2f} ms/Mpx)")
