@@ -10,7 +10,7 @@ import numpy as np
 
 __all__ = [
     "count_u16", "dense_segments", "scan_dense", "anchor_points", "rle_encode_rows", "rle_decode_window",
-    "pair_counts", "mask_rle_counts",
+    "pair_counts", "mask_rle_counts", "colors_to_ids", "segment_areas",
 ]
 
 _jit = numba.njit(nogil=True, cache=True)
@@ -331,3 +331,47 @@ def mask_rle_counts(dense, k, x0, y0, x1, y1):
     counts = np.empty(n, dtype=np.int64)
     _mask_runs(dense, k, x0, y0, x1, y1, counts, True)
     return counts
+
+
+@_jit
+def colors_to_ids(img, bgr):
+    """COCO panoptic colour encoding ``id = R + 256 G + 256^2 B`` of an ``(H, W, 3)`` uint8 image
+    (channels in B, G, R order when ``bgr``), as int32, without an int32 copy per channel."""
+    h, w = img.shape[0], img.shape[1]
+    out = np.empty((h, w), dtype=np.int32)
+    r, b = (2, 0) if bgr else (0, 2)
+    for y in range(h):
+        for x in range(w):
+            out[y, x] = np.int32(img[y, x, r]) + (np.int32(img[y, x, 1]) << 8) + (np.int32(img[y, x, b]) << 16)
+    return out
+
+
+@_jit
+def segment_areas(ids, seg_ids):
+    """Pixels of each id in the sorted ``seg_ids``, in one run-based pass over ``ids``.
+
+    Returns ``(areas, unknown, first_unknown)``: ``(n,)`` int64 counts, the number of pixels whose
+    non-zero id is not listed, and the first such id in raster order (0 when none).
+    """
+    n = seg_ids.shape[0]
+    areas = np.zeros(n, dtype=np.int64)
+    unknown = 0
+    first_unknown = 0
+    h, w = ids.shape
+    for y in range(h):
+        x = 0
+        while x < w:
+            v = ids[y, x]
+            e = x + 1
+            while e < w and ids[y, e] == v:
+                e += 1
+            if v != 0:
+                k = _search(seg_ids, v)
+                if k < n and seg_ids[k] == v:
+                    areas[k] += e - x
+                else:
+                    if unknown == 0:
+                        first_unknown = v
+                    unknown += e - x
+            x = e
+    return areas, unknown, first_unknown

@@ -55,3 +55,16 @@ def rle_decode_full(offsets, values, ends, width):
             out[y, x:ends[r]] = values[r]
             x = ends[r]
     return out
+
+
+def colors_to_ids(img, bgr):
+    img = img.astype(np.int64)
+    r, b = (img[..., 2], img[..., 0]) if bgr else (img[..., 0], img[..., 2])
+    return (r + 256 * img[..., 1] + 65536 * b).astype(np.int32)
+
+
+def segment_areas(ids, seg_ids):
+    areas = np.array([(ids == s).sum() for s in seg_ids], dtype=np.int64)
+    unknown_mask = (ids != 0) & ~np.isin(ids, seg_ids)
+    first = int(ids[unknown_mask][0]) if unknown_mask.any() else 0  # raster order
+    return areas, int(unknown_mask.sum()), first

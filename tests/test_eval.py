@@ -185,6 +185,25 @@ def test_mask_rle_counts_equals_pycocotools(data):
     assert rle["counts"] == ref.mask_rle(dense, k)["counts"]
 
 
+@settings(max_examples=200)
+@given(st.data())
+def test_colors_to_ids_and_segment_areas_equal_their_twins(data):
+    from tests import reference
+
+    h, w = data.draw(st.integers(0, 7)), data.draw(st.integers(0, 7))
+    img = data.draw(arrays(np.uint8, (h, w, 3), elements=st.sampled_from([0, 1, 7, 128, 255])))
+    for bgr in (False, True):
+        np.testing.assert_array_equal(kernels.colors_to_ids(img, bgr), reference.colors_to_ids(img, bgr))
+    ids = reference.colors_to_ids(img, False)
+    present = np.unique(ids[ids != 0])
+    listed = np.array(sorted(data.draw(st.sets(st.sampled_from(present.tolist() + [5, 2**24 - 1])))
+                             if present.size else [5]), dtype=np.int32)
+    got = kernels.segment_areas(ids, listed)
+    want = reference.segment_areas(ids, listed)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert (int(got[1]), int(got[2])) == want[1:]
+
+
 # ============================================================================================
 # PQ / SQ / RQ against panopticapi
 # ============================================================================================

@@ -107,6 +107,38 @@ def read_png(path: Path, modes: tuple[str, ...], what: str) -> np.ndarray:
     return arr
 
 
+def read_panoptic_png(path: Path, what: str) -> np.ndarray:
+    """Decode a COCO-style RGB panoptic PNG straight to ``(H, W)`` int32 segment ids.
+
+    PIL checks the mode from the header; OpenCV decodes (faster than PIL on large PNGs) and a
+    kernel turns colours into ids without int32 copies of the three channels.
+    """
+    import cv2
+
+    from isus import kernels
+
+    read_png_header(path, ("RGB",), what)
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DatasetError(f"cannot decode {what}", path)
+    return kernels.colors_to_ids(bgr, True)
+
+
+def read_png_header(path: Path, modes: tuple[str, ...], what: str) -> tuple[int, int]:
+    """Check a PNG's PIL mode from its header; returns ``(height, width)``."""
+    try:
+        with Image.open(path) as im:
+            if im.mode not in modes:
+                raise DatasetError(f"{what} has PIL mode {im.mode!r}; expected {' or '.join(map(repr, modes))}", path)
+            return im.height, im.width
+    except FileNotFoundError:
+        raise DatasetError(f"{what} not found", path) from None
+    except DatasetError:
+        raise
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DatasetError(f"cannot decode {what}: {e}", path) from None
+
+
 def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
     """COCO panoptic colour encoding: ``id = R + 256 G + 256^2 B`` (in int32, no uint8 overflow)."""
     rgb = rgb.astype(np.int32, copy=False)

@@ -173,6 +173,14 @@ class PanopticDataset:
         self._check_size(r, arr.shape, path)
         return arr
 
+    def _read_panoptic_png(self, r: Record, path: Path, what: str) -> np.ndarray:
+        """Decode an RGB panoptic PNG of record ``r`` to int32 ids, size-checked against the image."""
+        from isus.datasets._io import read_panoptic_png
+
+        ids = read_panoptic_png(path, what)
+        self._check_size(r, ids.shape, path)
+        return ids
+
     def _check_size(self, r: Record, shape: tuple[int, ...], path: Path) -> None:
         if r.height is None or r.width is None:
             r.height, r.width = shape[:2]
@@ -235,12 +243,12 @@ def panoptic_from_rgb(
 ) -> Panoptic:
     """Decode a COCO-style RGB panoptic PNG against its ``segments_info`` from the JSON.
 
-    Raises :class:`DatasetError` when the PNG holds an id the JSON does not list, the JSON lists
-    a segment absent from the PNG, or a segment names an unknown category.
+    ``rgb`` is the PNG's ``(H, W, 3)`` RGB array, or its ``(H, W)`` int32 ids already decoded
+    (:func:`isus.datasets._io.read_panoptic_png`). Raises :class:`DatasetError` when the PNG holds
+    an id the JSON does not list, the JSON lists a segment absent from the PNG, or a segment names
+    an unknown category.
     """
-    from isus.datasets._io import rgb_to_id
-
-    ids = rgb_to_id(rgb)
+    ids = rgb if rgb.ndim == 2 else kernels.colors_to_ids(np.ascontiguousarray(rgb), False)
     try:
         seg_ids = np.array([int(s["id"]) for s in segments_info], dtype=np.int64)
         cat_ids = np.array([int(s["category_id"]) for s in segments_info], dtype=np.int64)
@@ -250,23 +258,23 @@ def panoptic_from_rgb(
                            "each segment needs integer 'id' and 'category_id'", json_path) from None
     if len(np.unique(seg_ids)) != len(seg_ids):
         raise DatasetError(f"segments_info of {path.name} lists a segment id twice", json_path)
+    if (seg_ids == 0).any():
+        raise DatasetError(f"segments_info of {path.name} uses id 0, which means void", json_path)
     for c in np.unique(cat_ids):
         dataset._check_category(int(c), json_path, f"segments_info of {path.name}")
-    present = np.unique(ids)
-    present = present[present != 0]
-    missing_in_json = np.setdiff1d(present, seg_ids)
-    if missing_in_json.size:
+    order = np.argsort(seg_ids)
+    areas, unknown, _ = kernels.segment_areas(ids, seg_ids[order])
+    if unknown:
+        present = np.unique(ids[(ids != 0) & ~np.isin(ids, seg_ids)])  # error path only
         raise DatasetError(
-            f"the PNG holds segment ids {missing_in_json[:5].tolist()} that segments_info in "
+            f"the PNG holds segment ids {present[:5].tolist()} that segments_info in "
             f"{json_path.name} does not list", path)
-    missing_in_png = np.setdiff1d(seg_ids, present)
+    missing_in_png = seg_ids[order][areas == 0]
     if missing_in_png.size:
         raise DatasetError(
             f"segments_info in {json_path.name} lists segment ids {missing_in_png[:5].tolist()} "
             "that the PNG does not contain", path)
-    if (seg_ids == 0).any():
-        raise DatasetError(f"segments_info of {path.name} uses id 0, which means void", json_path)
-    return Panoptic(ids.astype(np.int32), make_segments(seg_ids, cat_ids, crowd))
+    return Panoptic(ids.astype(np.int32, copy=False), make_segments(seg_ids, cat_ids, crowd))
 
 
 # -- registry ---------------------------------------------------------------------------------

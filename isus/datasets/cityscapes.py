@@ -180,7 +180,7 @@ class _CityscapesLike(PanopticDataset):
     def _load_panoptic(self, r: Record) -> Panoptic:
         if self.source == "panoptic":
             png, segments_info = r.annotation
-            return panoptic_from_rgb(self._read_png(r, png, ("RGB",), "panoptic PNG"), segments_info, self, png, self._json_path)
+            return panoptic_from_rgb(self._read_panoptic_png(r, png, "panoptic PNG"), segments_info, self, png, self._json_path)
         if self.source == "polygons":
             data = read_json(r.annotation, "polygons JSON")
             try:

@@ -87,5 +87,5 @@ class CocoPanoptic(PanopticDataset):
 
     def _load_panoptic(self, r: Record) -> Panoptic:
         png, segments_info = r.annotation
-        rgb = self._read_png(r, png, ("RGB",), "panoptic PNG")
+        rgb = self._read_panoptic_png(r, png, "panoptic PNG")
         return panoptic_from_rgb(rgb, segments_info, self, png, self._json_path)

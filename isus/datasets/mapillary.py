@@ -135,7 +135,7 @@ class MapillaryVistas(PanopticDataset):
     def _load_panoptic(self, r: Record) -> Panoptic:
         if self.source == "panoptic":
             png, segments_info = r.annotation
-            return panoptic_from_rgb(self._read_png(r, png, ("RGB",), "MVD panoptic PNG"), segments_info, self, png, self._json_path)
+            return panoptic_from_rgb(self._read_panoptic_png(r, png, "MVD panoptic PNG"), segments_info, self, png, self._json_path)
         values = self._read_png(r, r.annotation, ("I;16", "I;16B", "I"), "MVD 16-bit instance PNG")
         crowd_of_label = np.array([not self._by_id[k].evaluate if k in self._by_id else False
                                    for k in range(256)])

@@ -105,7 +105,7 @@ class PanopticPredictions:
         unreadable, holds an id that ``segments_info`` does not list, or the JSON is malformed.
         Segments listed but absent from the PNG are dropped (they cannot affect any metric).
         """
-        from isus.datasets._io import read_png, rgb_to_id
+        from isus.datasets._io import read_panoptic_png
 
         a = self._by_id.get(_key(image_id))
         if a is None:
@@ -114,10 +114,9 @@ class PanopticPredictions:
         if not png.is_file():
             raise PredictionFileError(f"prediction PNG of image {image_id!r} not found", png)
         try:
-            rgb = read_png(png, ("RGB",), "prediction PNG")
+            ids = read_panoptic_png(png, "prediction PNG")
         except IsusError as e:
             raise PredictionFileError(str(e)) from None
-        ids = rgb_to_id(rgb).astype(np.int32)
         try:
             info = a["segments_info"]
             seg_ids = np.array([int(s["id"]) for s in info], dtype=np.int64)
@@ -130,14 +129,14 @@ class PanopticPredictions:
         if (seg_ids == 0).any():
             raise PredictionFileError(f"segments_info of image {image_id!r} uses id 0, which means void",
                                       self.json_path)
-        present = np.flatnonzero(kernels.count_u16(ids.astype(np.uint16))) if ids.max(initial=0) < 65536 else \
-            np.unique(ids)
-        present = present[present != 0]
-        unknown = np.setdiff1d(present, seg_ids)
-        if unknown.size:
-            raise PredictionFileError(f"the PNG holds segment ids {unknown[:5].tolist()} that segments_info in "
+        order = np.argsort(seg_ids)
+        seg_ids, cat_ids = seg_ids[order], cat_ids[order]
+        areas, unknown, _ = kernels.segment_areas(ids, seg_ids)
+        if unknown:
+            bad = np.unique(ids[(ids != 0) & ~np.isin(ids, seg_ids)])  # error path only
+            raise PredictionFileError(f"the PNG holds segment ids {bad[:5].tolist()} that segments_info in "
                                       f"{self.json_path.name} does not list", png)
-        keep = np.isin(seg_ids, present)
+        keep = areas > 0
         return Panoptic(ids, make_segments(seg_ids[keep], cat_ids[keep], np.zeros(int(keep.sum()), bool)))
 
 
