@@ -1,0 +1,346 @@
+"""Writing scenes in each real dataset's on-disk layout (MVD, Cityscapes, IDD, COCO), and the manifest
+that records how a synthetic dataset was made."""
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Callable, Iterable
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from isus import kernels
+from isus.datasets._io import id_to_rgb
+from isus.datasets.labels import CITYSCAPES_LABELS, IDD_LABELS, IDD_LEVEL3_CATEGORIES
+from isus.synth.scene import (_CLS, _MVD_GROUP, EGO_VEHICLE, SYNTH_CLASSES, VOID, Scene, make_scene, rasterize,
+                              render_image)
+
+__all__ = ["LAYOUTS", "MANIFEST", "write_dataset", "read_manifest", "default_split", "segment_boxes"]
+
+LAYOUTS = ("mvd", "cityscapes", "idd", "coco")
+#: File at the root of a synthetic dataset recording how it was made.
+MANIFEST = "isus_synth.json"
+
+
+def read_manifest(root: str | Path) -> dict | None:
+    """The manifest of a synthetic dataset written by :func:`write_dataset`, or None."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def default_split(layout: str) -> str:
+    """The split each reader opens by default."""
+    return {"mvd": "training"}.get(layout, "train")
+
+
+# -- layout writers ---------------------------------------------------------------------------
+def _save_png(path: Path, arr: np.ndarray, mode: str | None = None, palette: list[int] | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "I;16":
+        im = Image.fromarray(arr.astype(np.uint16))
+    elif mode == "P":
+        im = Image.fromarray(arr.astype(np.uint8), mode="L").convert("P")
+        im.putpalette(palette)
+    else:
+        im = Image.fromarray(arr)
+    im.save(path, optimize=False, compress_level=1)
+
+
+def _save_image(path: Path, rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    params = [cv2.IMWRITE_JPEG_QUALITY, 92] if path.suffix == ".jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    ok, buf = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise OSError(f"cannot encode {path}")
+    buf.tofile(path)
+
+
+def _write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+
+
+def segment_boxes(ids: np.ndarray, seg_ids: Iterable[int]) -> dict[int, tuple[int, list[int]]]:
+    """``{segment id: (area, [x, y, w, h])}`` in COCO's convention, from the index's scan kernels."""
+    seg_ids = np.array(sorted(seg_ids), dtype=np.int32)
+    dense = kernels.dense_segments(ids, seg_ids)
+    area, box, _, _ = kernels.scan_dense(dense, len(seg_ids), 1)
+    return {int(s): (int(a), [int(b[0]), int(b[1]), int(b[2] - b[0]), int(b[3] - b[1])])
+            for s, a, b in zip(seg_ids, area, box)}
+
+
+def _panoptic_ids(scene: Scene, rng: np.random.Generator) -> dict[int, int]:
+    """Random distinct RGB-encodable ids for each scene segment (as COCO's are colour-derived)."""
+    vals = rng.choice(np.arange(1, 1 << 24), size=len(scene.segments), replace=False)
+    return {s: int(v) for s, v in zip(sorted(scene.segments), vals)}
+
+
+def _segments_info(scene: Scene, enc: dict[int, int], category: Callable[[int, bool], int]) -> list[dict]:
+    boxes = segment_boxes(scene.ids, sorted(scene.segments))
+    info = []
+    for s in sorted(scene.segments):
+        c, crowd = scene.segments[s]
+        area, bbox = boxes[s]
+        info.append({"id": enc[s], "category_id": category(c, crowd), "area": area, "bbox": bbox,
+                     "iscrowd": int(crowd)})
+    return info
+
+
+def _lut(scene: Scene, enc: dict[int, int], void: int) -> np.ndarray:
+    lut = np.full(int(scene.ids.max()) + 1, void, dtype=np.int64)
+    for s, v in enc.items():
+        lut[s] = v
+    return lut
+
+
+class _MvdWriter:
+    def __init__(self, out: Path, split: str):
+        self.out, self.split = out, split
+        names = [c.mvd for c in SYNTH_CLASSES]
+        self.label = {k: names.index(c.mvd) for k, c in enumerate(SYNTH_CLASSES)}
+        labels = [{"name": c.mvd, "readable": c.key.title(), "instances": c.isthing, "evaluate": True,
+                   "color": list(c.color)} for c in SYNTH_CLASSES]
+        self.group = {}
+        for key, name in _MVD_GROUP.items():
+            self.group[_CLS[key]] = len(labels)
+            labels.append({"name": name, "readable": f"{key.title()} Group", "instances": True, "evaluate": False,
+                           "color": list(SYNTH_CLASSES[_CLS[key]].color)})
+        self.void = len(labels)
+        labels.append({"name": "void--unlabeled", "readable": "Unlabeled", "instances": False, "evaluate": False,
+                       "color": [0, 0, 0]})
+        self.labels = labels
+        self.palette = [v for lab in labels for v in lab["color"]]
+        self.panoptic = {"v1.2": [], "v2.0": []}
+        self.images = []
+
+    def label_of(self, c: int, crowd: bool) -> int:
+        return self.group[c] if crowd else self.label[c]
+
+    def write(self, index: int, scene: Scene, rgb: np.ndarray, rng: np.random.Generator) -> int | str:
+        key = base64.urlsafe_b64encode(rng.bytes(17)).decode()[:22]
+        if index == 0:
+            key = "__" + key[2:]  # real keys may start with "__"; make sure one does
+        sp = self.out / self.split
+        _save_image(sp / "images" / f"{key}.jpg", rgb)
+        counters: dict[int, int] = {}
+        packed = {}
+        for s in sorted(scene.segments):
+            c, crowd = scene.segments[s]
+            lab = self.label_of(c, crowd)
+            inst = counters.get(lab, 0)
+            if SYNTH_CLASSES[c].isthing and not crowd:
+                counters[lab] = inst + 1
+            else:
+                inst = 0
+            if inst > 255:
+                raise ValueError("MVD packs at most 256 instances per class and image")
+            packed[s] = lab * 256 + inst
+        lut = _lut(scene, packed, self.void * 256)
+        values = lut[scene.ids]
+        rgb_ids = _panoptic_ids(scene, rng)
+        for v in ("v1.2", "v2.0"):
+            _save_png(sp / v / "instances" / f"{key}.png", values, "I;16")
+            _save_png(sp / v / "labels" / f"{key}.png", values // 256, "P", self.palette)
+            _save_png(sp / v / "panoptic" / f"{key}.png", id_to_rgb(_lut(scene, rgb_ids, 0)[scene.ids]))
+            self.panoptic[v].append({"image_id": key, "file_name": f"{key}.png",
+                                     "segments_info": _segments_info(scene, rgb_ids, self.label_of)})
+        self.images.append({"id": key, "file_name": f"{key}.jpg", "height": scene.height, "width": scene.width})
+        return key
+
+    def finish(self) -> None:
+        for v, version, mapping in (("v1.2", 1.2, "public"), ("v2.0", "2.0", "mvd20")):
+            _write_json(self.out / f"config_{v}.json", {
+                "labels": self.labels, "version": version, "mapping": mapping,
+                "folder_structure": "{split}/{content}/{key:.{22}}.{ext}"})
+            cats = [{"id": k, "name": lab["readable"], "supercategory": lab["name"], "isthing": int(lab["instances"]),
+                     "color": lab["color"]} for k, lab in enumerate(self.labels) if k != self.void]
+            name = "panoptic_2018.json" if v == "v1.2" else "panoptic_2020.json"
+            _write_json(self.out / self.split / v / "panoptic" / name,
+                        {"images": self.images, "annotations": self.panoptic[v], "categories": cats})
+
+
+class _CityscapesLikeWriter:
+    """Cityscapes and IDD: images, polygons JSON, label/instance PNGs and the panoptic format."""
+
+    def __init__(self, out: Path, split: str, layout: str):
+        self.out, self.split, self.layout = out, split, layout
+        if layout == "cityscapes":
+            table = {l.name: l.id for l in CITYSCAPES_LABELS}
+            self.value = {k: table[c.cityscapes] for k, c in enumerate(SYNTH_CLASSES)}
+            self.void_value, self.ego_value = 0, 1
+            self.suffix = ("_gtFine_instanceIds.png", "_gtFine_labelIds.png")
+            cats = [(l.id, l.name, l.has_instances, l.color) for l in CITYSCAPES_LABELS if not l.ignore_in_eval]
+        else:
+            table = {l.name: l.level3_id for l in IDD_LABELS}
+            self.value = {k: table[c.idd] for k, c in enumerate(SYNTH_CLASSES)}
+            self.void_value = self.ego_value = 255
+            self.suffix = ("_gtFine_instancelevel3Ids.png", "_gtFine_labellevel3Ids.png")
+            cats = list(IDD_LEVEL3_CATEGORIES)
+        self.categories = [{"id": i, "name": n, "isthing": int(t), "color": list(col), "supercategory": n}
+                           for i, n, t, col in cats]
+        self.offset = 0 if layout == "cityscapes" else 1
+        self.images, self.annotations = [], []
+
+    def names(self, index: int) -> tuple[str, str, str]:
+        if self.layout == "cityscapes":
+            city = ("aachen", "bremen")[index % 2]
+            return city, f"{city}_{index:06d}_000019", f"{city}_{index:06d}_000019"
+        drive = str(index % 3)
+        img = f"{100000 + 7 * index:06d}"
+        return drive, img, f"{drive}_{img}"
+
+    def write(self, index: int, scene: Scene, rgb: np.ndarray, rng: np.random.Generator) -> int | str:
+        folder, stem, key = self.names(index)
+        _save_image(self.out / "leftImg8bit" / self.split / folder / f"{stem}_leftImg8bit.png", rgb)
+        gt = self.out / "gtFine" / self.split / folder
+        # Packed values exactly as the official rasteriser numbers them: class*1000 + k, with k
+        # counted per class value in drawing order (hidden instances use up a k too).
+        objects, values, drawn, counters = [], {}, [], {}
+        for p in scene.polygons:
+            if p.cls == VOID:
+                label, value = "unlabeled", self.void_value
+            elif p.cls == EGO_VEHICLE:
+                label, value = "ego vehicle", self.ego_value
+            else:
+                c = SYNTH_CLASSES[p.cls]
+                label = getattr(c, self.layout)
+                value = self.value[p.cls]
+                if p.iscrowd:
+                    label += "group"
+                elif c.isthing:
+                    k = counters.get(value, 0)
+                    counters[value] = k + 1
+                    value = value * 1000 + k
+            if p.segment:
+                values[p.segment] = value
+            drawn.append(value)
+            pts = p.points.tolist() if self.layout == "idd" else p.points.astype(int).tolist()
+            obj = {"label": label, "polygon": pts}
+            if self.layout == "idd":
+                obj.update({"id": len(objects), "deleted": 0, "draw": True, "user": "isus-synth", "verified": 0})
+            objects.append(obj)
+            if self.layout == "idd" and p.cls >= 0 and SYNTH_CLASSES[p.cls].isthing and rng.random() < 0.15:
+                # IDD keeps deleted objects in the file; a reader that draws them paints ghosts.
+                ghost = (p.points + rng.uniform(-20, 20, 2)).clip(0, [scene.width - 1, scene.height - 1])
+                objects.append({"label": "car", "polygon": ghost.tolist(), "id": len(objects), "deleted": 1,
+                                "draw": False, "user": "isus-synth", "verified": 0})
+        _write_json(gt / f"{stem}_gtFine_polygons.json",
+                    {"imgHeight": scene.height, "imgWidth": scene.width, "objects": objects})
+        packed = rasterize(scene.polygons, scene.height, scene.width, drawn, self.void_value)
+        _save_png(gt / f"{stem}{self.suffix[0]}", packed, "I;16")
+        labels = np.where(packed >= 1000, packed // 1000, packed)
+        _save_png(gt / f"{stem}{self.suffix[1]}", labels.astype(np.uint8))
+        # Panoptic: ids are the packed values (+1 for IDD, whose class 0 is road), like
+        # cityscapesScripts' createPanopticImgs.
+        enc = {s: values[s] + self.offset for s in scene.segments}
+        pan_dir = "cityscapes_panoptic_{}" if self.layout == "cityscapes" else "{}_panoptic"
+        pan_name = f"{key}_gtFine_panoptic.png" if self.layout == "cityscapes" else f"{key}_gtFine_panopticlevel3Ids.png"
+        _save_png(self.out / "gtFine" / pan_dir.format(self.split) / pan_name,
+                  id_to_rgb(_lut(scene, enc, 0)[scene.ids]))
+        self.images.append({"id": key, "file_name": f"{key}_leftImg8bit.png", "height": scene.height,
+                            "width": scene.width})
+        self.annotations.append({"image_id": key, "file_name": pan_name,
+                                 "segments_info": _segments_info(scene, enc, lambda c, crowd: self.value[c])})
+        return key
+
+    def finish(self) -> None:
+        name = f"cityscapes_panoptic_{self.split}.json" if self.layout == "cityscapes" else f"{self.split}_panoptic.json"
+        _write_json(self.out / "gtFine" / name,
+                    {"images": self.images, "annotations": self.annotations, "categories": self.categories})
+
+
+class _CocoWriter:
+    def __init__(self, out: Path, split: str):
+        self.out, self.split = out, split
+        self.categories = []
+        for k, c in enumerate(SYNTH_CLASSES):
+            self.categories.append({"id": c.coco[0], "name": c.coco[1], "isthing": int(c.isthing),
+                                    "color": list(c.color), "supercategory": c.key})
+        self.images, self.annotations = [], []
+
+    def write(self, index: int, scene: Scene, rgb: np.ndarray, rng: np.random.Generator) -> int | str:
+        image_id = 1000 + index
+        name = f"{image_id:012d}"
+        _save_image(self.out / f"{self.split}2017" / f"{name}.jpg", rgb)
+        enc = _panoptic_ids(scene, rng)
+        _save_png(self.out / "annotations" / f"panoptic_{self.split}2017" / f"{name}.png",
+                  id_to_rgb(_lut(scene, enc, 0)[scene.ids]))
+        self.images.append({"id": image_id, "file_name": f"{name}.jpg", "height": scene.height, "width": scene.width})
+        self.annotations.append({"image_id": image_id, "file_name": f"{name}.png",
+                                 "segments_info": _segments_info(scene, enc, lambda c, crowd: SYNTH_CLASSES[c].coco[0])})
+        return image_id
+
+    def finish(self) -> None:
+        _write_json(self.out / "annotations" / f"panoptic_{self.split}2017.json",
+                    {"info": {"description": "isus synthetic"}, "licenses": [], "images": self.images,
+                     "annotations": self.annotations, "categories": self.categories})
+
+
+def write_dataset(
+    out: str | Path,
+    layout: str = "mvd",
+    num_images: int = 8,
+    *,
+    size: tuple[int, int] = (640, 480),
+    seed: int = 0,
+    split: str | None = None,
+    progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
+) -> Path:
+    """Write a synthetic dataset in a real dataset's on-disk layout.
+
+    Parameters
+    ----------
+    out
+        Directory to create (it may exist but must not already hold a dataset).
+    layout
+        ``"mvd"`` (both v1.2 and v2.0 annotations), ``"cityscapes"``, ``"idd"`` or ``"coco"``.
+    num_images
+        Number of images.
+    size
+        ``(width, height)`` of every image; use ``(4032, 3024)`` for MVD-like sizes.
+    seed
+        Seed; image ``i`` is :func:`make_scene` ``(seed, i, ...)``.
+    split
+        Split folder name; defaults to what the reader opens by default.
+    progress
+        Optional wrapper around the image index iterable (e.g. a progress bar).
+
+    Returns
+    -------
+    Path
+        ``out``, ready for ``open_dataset(layout, out)``.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"write_dataset(layout=) expects one of {', '.join(LAYOUTS)}; got {layout!r}")
+    if not isinstance(num_images, int) or num_images < 1:
+        raise ValueError(f"write_dataset(num_images=) expects a positive int; got {num_images!r}")
+    width, height = size
+    if width < 32 or height < 32:
+        raise ValueError(f"write_dataset(size=) expects at least 32x32 pixels; got {width}x{height}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out}: directory is not empty; choose a new output directory")
+    out.mkdir(parents=True, exist_ok=True)
+    split = split or default_split(layout)
+    writer = (_MvdWriter(out, split) if layout == "mvd" else _CocoWriter(out, split) if layout == "coco"
+              else _CityscapesLikeWriter(out, split, layout))
+    indices: Iterable[int] = range(num_images)
+    if progress is not None:
+        indices = progress(indices)
+    written = []
+    for i in indices:
+        scene = make_scene(seed, i, height, width, integer_coords=layout == "cityscapes")
+        rng = np.random.default_rng([seed, i, 2])
+        written.append(writer.write(i, scene, render_image(scene, seed, i), rng))
+    writer.finish()
+    # Readers list images in path order; the manifest maps each image id back to its scene.
+    _write_json(out / MANIFEST, {"layout": layout, "num_images": num_images, "width": width, "height": height,
+                                 "seed": seed, "split": split, "image_ids": written,
+                                 "integer_coords": layout == "cityscapes"})
+    return out
