@@ -1,7 +1,6 @@
 """Shared fixtures: seeded RNG, small synthetic datasets in every layout, the real samples."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import pytest
 from hypothesis import settings
 
 import isus
-from isus.synth import MANIFEST, make_scene
 
 # No deadlines: the first example of a kernel test includes its JIT compilation. CI runs a
 # fixed example sequence, so a red CI always reproduces.
@@ -54,7 +52,4 @@ def synth_root(tmp_path_factory):
 
 def scene_of(root: Path, image_id):
     """The scene that the synthetic writer drew for ``image_id``."""
-    manifest = json.loads((root / MANIFEST).read_text())
-    index = manifest["image_ids"].index(image_id)
-    return make_scene(manifest["seed"], index, manifest["height"], manifest["width"],
-                      integer_coords=manifest["integer_coords"])
+    return isus.synth.scene_of(root, image_id)

@@ -108,8 +108,9 @@ def test_images_roundtrip(layout, synth_root):
         assert (info.width, info.height) == (w, h)
         img = ds.load_image(i)
         assert img.shape == (h, w, 3) and img.dtype == np.uint8
-        manifest = json.loads((root / "isus_synth.json").read_text())
-        index = manifest["image_ids"].index(info.image_id)
+        manifest = isus.synth.read_manifest(root)
+        split = manifest["splits"][ds.split]
+        index = split["first_index"] + split["image_ids"].index(info.image_id)
         ref = render_image(scene_of(root, info.image_id), manifest["seed"], index)
         diff = np.abs(img.astype(np.int16) - ref).mean()
         # PNG is lossless; JPEG (MVD, COCO) only roughly so.

@@ -15,9 +15,11 @@ dark outline.
 from __future__ import annotations
 
 from isus.synth.realdata import mvd_from_semantic
-from isus.synth.scene import SYNTH_CLASSES, Scene, SynthClass, make_scene, render_image
+from isus.synth.scene import PRESETS, SYNTH_CLASSES, Scene, SynthClass, make_scene, render_image
 from isus.synth.simulated import simulated_index
-from isus.synth.writers import LAYOUTS, MANIFEST, default_split, read_manifest, segment_boxes, write_dataset
+from isus.synth.writers import (LAYOUTS, MANIFEST, default_split, read_manifest, scene_of, segment_boxes,
+                                write_dataset)
 
 __all__ = ["LAYOUTS", "SynthClass", "SYNTH_CLASSES", "Scene", "make_scene", "render_image", "write_dataset",
-           "default_split", "read_manifest", "MANIFEST", "simulated_index", "mvd_from_semantic", "segment_boxes"]
+           "default_split", "read_manifest", "MANIFEST", "simulated_index", "mvd_from_semantic", "segment_boxes",
+           "scene_of", "PRESETS"]

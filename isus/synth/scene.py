@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 __all__ = ["SynthClass", "SYNTH_CLASSES", "Scene", "ScenePolygon", "make_scene", "rasterize", "render_image",
-           "VOID", "EGO_VEHICLE"]
+           "VOID", "EGO_VEHICLE", "PRESETS"]
 
 @dataclass(frozen=True)
 class SynthClass:
@@ -51,6 +51,8 @@ _THINGS = [k for k, c in enumerate(SYNTH_CLASSES) if c.isthing]
 #: Classes whose crowd regions a scene may contain (drawn as ``persongroup`` / ``cargroup``).
 _CROWD_CLASSES = (_CLS["person"], _CLS["car"])
 VOID, EGO_VEHICLE = -1, -2
+#: scale-study class frequencies over _THINGS (person, car, truck, bicycle)
+_SCALE_STUDY_CLASS_P = np.array([0.38, 0.32, 0.12, 0.18])
 _MVD_GROUP = {"person": "human--person--person-group", "car": "object--vehicle--vehicle-group"}
 
 
@@ -93,7 +95,13 @@ def _rect(x0, y0, x1, y1):
     return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
 
 
-def make_scene(seed: int, index: int, height: int, width: int, *, integer_coords: bool = False) -> Scene:
+#: Scene generators: ``default`` (long-tailed sizes, as in the paper's Fig. 2) and ``scale-study``
+#: (a share of very large trucks and cars, for the scale ablation of ``docs/evidence.md``).
+PRESETS = ("default", "scale-study")
+
+
+def make_scene(seed: int, index: int, height: int, width: int, *, integer_coords: bool = False,
+               preset: str = "default") -> Scene:
     """Generate the ground truth of image ``index`` of a synthetic dataset (deterministic).
 
     Parameters
@@ -104,7 +112,15 @@ def make_scene(seed: int, index: int, height: int, width: int, *, integer_coords
         Image size in pixels.
     integer_coords
         Round polygon vertices to integers (Cityscapes' polygons are integral, IDD's are not).
+    preset
+        ``"default"``: things' sqrt(area) Pareto-distributed from 4 px up, every image whose index
+        is 3 mod 7 without things. ``"scale-study"``: every image has things; trucks (about 12 %
+        of them) and one car in five are large, their sqrt(area) uniform in [0.55, 1.4] x the
+        image height, so that many exceed a training crop of half the image height; the other
+        things have sqrt(area) log-uniform in [6 px, 0.45 x height].
     """
+    if preset not in PRESETS:
+        raise ValueError(f"make_scene(preset=) expects one of {', '.join(PRESETS)}; got {preset!r}")
     rng = np.random.default_rng([seed, index])
     H, W = height, width
     polys: list[ScenePolygon] = []
@@ -143,11 +159,17 @@ def make_scene(seed: int, index: int, height: int, width: int, *, integer_coords
 
     # Things: sqrt(area) is Pareto-distributed (long tail), drawn from large to small so the
     # small ones stay visible; about one in ten is pushed onto an image border.
-    if index % 7 != 3:
+    if preset == "scale-study":
+        things = _scale_study_things(rng, H, W)
+    elif index % 7 != 3:
         n = int(rng.integers(4, 28) * max(1.0, np.sqrt(H * W / (640 * 480)) ** 0.8))
         sizes = np.minimum(4.0 * rng.uniform(1e-9, 1.0, n) ** (-1 / 0.8), 0.8 * max(H, W))
-        for s in np.sort(sizes)[::-1]:
-            c = int(rng.choice(_THINGS))
+        things = [(None, s) for s in np.sort(sizes)[::-1]]
+    else:
+        things = []
+    if things:
+        for c, s in things:
+            c = int(rng.choice(_THINGS)) if c is None else c
             a = SYNTH_CLASSES[c].aspect * rng.uniform(0.8, 1.25)
             w, h = s * np.sqrt(a), s / np.sqrt(a)
             cx, cy = rng.uniform(0, W), rng.uniform(horizon - 0.1 * H, H)
@@ -182,6 +204,18 @@ def make_scene(seed: int, index: int, height: int, width: int, *, integer_coords
     present = set(np.unique(ids).tolist()) - {0}
     segments = {p.segment: (p.cls, p.iscrowd) for p in polys if p.segment in present}
     return Scene(H, W, ids, segments, polys)
+
+
+def _scale_study_things(rng: np.random.Generator, H: int, W: int) -> list[tuple[int, float]]:
+    """(class, sqrt-area size) of the things of a ``scale-study`` scene, largest first."""
+    n = int(rng.integers(14, 30) * max(1.0, np.sqrt(H * W / (640 * 480)) ** 0.8))
+    cls = rng.choice(_THINGS, size=n, p=_SCALE_STUDY_CLASS_P)
+    small = np.exp(rng.uniform(np.log(6.0), np.log(0.45 * H), n))
+    large = rng.uniform(0.55, 1.4, n) * H
+    big = (cls == _CLS["truck"]) | ((cls == _CLS["car"]) & (rng.random(n) < 0.2))
+    sizes = np.where(big, large, small)
+    order = np.argsort(-sizes, kind="stable")
+    return [(int(cls[k]), float(sizes[k])) for k in order]
 
 
 def rasterize(polys: list[ScenePolygon], height: int, width: int, values: list[int], background: int) -> np.ndarray:

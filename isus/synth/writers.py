@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -14,10 +14,10 @@ from PIL import Image
 from isus import kernels
 from isus.datasets._io import id_to_rgb
 from isus.datasets.labels import CITYSCAPES_LABELS, IDD_LABELS, IDD_LEVEL3_CATEGORIES
-from isus.synth.scene import (_CLS, _MVD_GROUP, EGO_VEHICLE, SYNTH_CLASSES, VOID, Scene, make_scene, rasterize,
-                              render_image)
+from isus.synth.scene import (_CLS, _MVD_GROUP, EGO_VEHICLE, PRESETS, SYNTH_CLASSES, VOID, Scene, make_scene,
+                              rasterize, render_image)
 
-__all__ = ["LAYOUTS", "MANIFEST", "write_dataset", "read_manifest", "default_split", "segment_boxes"]
+__all__ = ["LAYOUTS", "MANIFEST", "write_dataset", "read_manifest", "scene_of", "default_split", "segment_boxes"]
 
 LAYOUTS = ("mvd", "cityscapes", "idd", "coco")
 #: File at the root of a synthetic dataset recording how it was made.
@@ -25,12 +25,37 @@ MANIFEST = "isus_synth.json"
 
 
 def read_manifest(root: str | Path) -> dict | None:
-    """The manifest of a synthetic dataset written by :func:`write_dataset`, or None."""
+    """The manifest of a synthetic dataset written by :func:`write_dataset`, or None.
+
+    ``{"layout", "width", "height", "seed", "preset", "integer_coords", "num_images" (all splits),
+    "splits": {split: {"first_index", "num_images", "image_ids"}}}``; manifests of isus 0.1
+    (one split) are read into the same shape.
+    """
     path = Path(root) / MANIFEST
     if not path.is_file():
         return None
     with open(path) as f:
-        return json.load(f)
+        man = json.load(f)
+    if "splits" not in man:  # isus 0.1: one split, scenes 0..n-1
+        man["splits"] = {man.pop("split"): {"first_index": 0, "num_images": man["num_images"],
+                                            "image_ids": man.pop("image_ids")}}
+        man.setdefault("preset", "default")
+    return man
+
+
+def scene_of(root: str | Path, image_id: int | str, split: str | None = None) -> Scene:
+    """The scene that :func:`write_dataset` drew for ``image_id`` (searched in every split by default)."""
+    man = read_manifest(root)
+    if man is None:
+        raise FileNotFoundError(f"{root}: no {MANIFEST}; not a synthetic dataset written by isus")
+    for name, sp in man["splits"].items():
+        if split is not None and name != split:
+            continue
+        if image_id in sp["image_ids"]:
+            index = sp["first_index"] + sp["image_ids"].index(image_id)
+            return make_scene(man["seed"], index, man["height"], man["width"], integer_coords=man["integer_coords"],
+                              preset=man.get("preset", "default"))
+    raise KeyError(f"{root}: no image {image_id!r} in the synthetic dataset's manifest")
 
 
 def default_split(layout: str) -> str:
@@ -285,11 +310,12 @@ class _CocoWriter:
 def write_dataset(
     out: str | Path,
     layout: str = "mvd",
-    num_images: int = 8,
+    num_images: int | Sequence[int] = 8,
     *,
     size: tuple[int, int] = (640, 480),
     seed: int = 0,
-    split: str | None = None,
+    split: str | Sequence[str] | None = None,
+    preset: str = "default",
     progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
 ) -> Path:
     """Write a synthetic dataset in a real dataset's on-disk layout.
@@ -297,50 +323,85 @@ def write_dataset(
     Parameters
     ----------
     out
-        Directory to create (it may exist but must not already hold a dataset).
+        Dataset root. New or empty, or a synthetic dataset written with the same layout, size,
+        seed and preset, to which new splits are added.
     layout
         ``"mvd"`` (both v1.2 and v2.0 annotations), ``"cityscapes"``, ``"idd"`` or ``"coco"``.
     num_images
-        Number of images.
+        Number of images, one number per split.
     size
         ``(width, height)`` of every image; use ``(4032, 3024)`` for MVD-like sizes.
     seed
-        Seed; image ``i`` is :func:`make_scene` ``(seed, i, ...)``.
+        Seed of the generator.
     split
-        Split folder name; defaults to what the reader opens by default.
+        Split name(s); defaults to what the reader opens by default. Splits draw disjoint scenes
+        from the same generator: scene ``first_index + i`` of ``seed``, where ``first_index``
+        continues after the scenes of the splits written before (recorded in the manifest).
+    preset
+        Scene generator, see :func:`isus.synth.make_scene` (``"default"``, ``"scale-study"``).
     progress
         Optional wrapper around the image index iterable (e.g. a progress bar).
 
     Returns
     -------
     Path
-        ``out``, ready for ``open_dataset(layout, out)``.
+        ``out``, ready for ``open_dataset(layout, out, split=...)``.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"write_dataset(layout=) expects one of {', '.join(LAYOUTS)}; got {layout!r}")
-    if not isinstance(num_images, int) or num_images < 1:
-        raise ValueError(f"write_dataset(num_images=) expects a positive int; got {num_images!r}")
+    splits = [split or default_split(layout)] if split is None or isinstance(split, str) else list(split)
+    counts = [num_images] if isinstance(num_images, (int, np.integer)) else list(num_images)
+    if len(counts) != len(splits) or any(not isinstance(n, (int, np.integer)) or n < 1 for n in counts):
+        raise ValueError(f"write_dataset(num_images=) expects one positive int per split ({', '.join(splits)}); "
+                         f"got {num_images!r}")
+    if len(set(splits)) != len(splits) or any(not sp or "/" in sp for sp in splits):
+        raise ValueError(f"write_dataset(split=) expects distinct split names; got {splits!r}")
+    if preset not in PRESETS:
+        raise ValueError(f"write_dataset(preset=) expects one of {', '.join(PRESETS)}; got {preset!r}")
     width, height = size
     if width < 32 or height < 32:
         raise ValueError(f"write_dataset(size=) expects at least 32x32 pixels; got {width}x{height}")
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out}: directory is not empty; choose a new output directory")
+    settings = {"layout": layout, "width": width, "height": height, "seed": seed, "preset": preset,
+                "integer_coords": layout == "cityscapes"}
+    man = read_manifest(out) if out.is_dir() else None
+    if man is None:
+        if out.exists() and any(out.iterdir()):
+            raise FileExistsError(f"{out}: directory is not empty and holds no synthetic dataset; choose a new "
+                                  "output directory")
+        man = {**settings, "num_images": 0, "splits": {}}
+    else:
+        other = {k: man.get(k) for k in settings if man.get(k) != settings[k]}
+        if other:
+            raise FileExistsError(f"{out}: holds a synthetic dataset written with other settings ({other}); new "
+                                  f"splits must use the same layout, size, seed and preset")
+        again = [sp for sp in splits if sp in man["splits"]]
+        if again:
+            raise FileExistsError(f"{out}: already holds the split {again[0]!r}; choose another split name or "
+                                  "another directory")
     out.mkdir(parents=True, exist_ok=True)
-    split = split or default_split(layout)
-    writer = (_MvdWriter(out, split) if layout == "mvd" else _CocoWriter(out, split) if layout == "coco"
-              else _CityscapesLikeWriter(out, split, layout))
-    indices: Iterable[int] = range(num_images)
-    if progress is not None:
-        indices = progress(indices)
-    written = []
-    for i in indices:
-        scene = make_scene(seed, i, height, width, integer_coords=layout == "cityscapes")
-        rng = np.random.default_rng([seed, i, 2])
-        written.append(writer.write(i, scene, render_image(scene, seed, i), rng))
-    writer.finish()
-    # Readers list images in path order; the manifest maps each image id back to its scene.
-    _write_json(out / MANIFEST, {"layout": layout, "num_images": num_images, "width": width, "height": height,
-                                 "seed": seed, "split": split, "image_ids": written,
-                                 "integer_coords": layout == "cityscapes"})
+    first = max((sp["first_index"] + sp["num_images"] for sp in man["splits"].values()), default=0)
+    for sp_name, n in zip(splits, counts):
+        writer = (_MvdWriter(out, sp_name) if layout == "mvd" else _CocoWriter(out, sp_name) if layout == "coco"
+                  else _CityscapesLikeWriter(out, sp_name, layout))
+        indices: Iterable[int] = range(first, first + int(n))
+        if progress is not None:
+            indices = progress(indices)
+        written = []
+        for i in indices:
+            scene = make_scene(seed, i, height, width, integer_coords=layout == "cityscapes", preset=preset)
+            rng = np.random.default_rng([seed, i, 2])
+            written.append(writer.write(i, scene, render_image(scene, seed, i), rng))
+        writer.finish()
+        # Readers list images in path order; the manifest maps each image id back to its scene.
+        man["splits"][sp_name] = {"first_index": first, "num_images": int(n), "image_ids": written}
+        man["num_images"] += int(n)
+        first += int(n)
+        _write_json_atomic(out / MANIFEST, man)
     return out
+
+
+def _write_json_atomic(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    _write_json(tmp, data)
+    tmp.replace(path)
