@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `examples` impor
 
 import isus  # noqa: E402
 from examples.panoptic.data import FullImagePolicy, LabelMap, to_model_inputs  # noqa: E402
-from examples.panoptic.evaluate import evaluate, write_results  # noqa: E402
+from examples.panoptic.evaluate import evaluate, report, write_results  # noqa: E402
 from examples.panoptic.model import build_panoptic_fpn  # noqa: E402
 from isus.torch import CropSampler, PanopticCropDataset, collate_crops  # noqa: E402
 
@@ -50,7 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     d.add_argument("--dataset", required=True, choices=["mvd", "cityscapes", "idd", "coco"])
     d.add_argument("--root", required=True, type=Path)
     d.add_argument("--split", default=None, help="training split (default: the reader's)")
-    d.add_argument("--val-split", default=None, help="evaluation split (default: the training split)")
+    d.add_argument("--val-split", default=None,
+                   help="evaluation split (default: the dataset's validation split when the root has one, "
+                        "else the training split)")
     d.add_argument("--version", default=None, help="MVD label version (v1.2 / v2.0)")
     d.add_argument("--index", required=True, type=Path, help="index of the training split (isus index build)")
     d.add_argument("--preset", choices=sorted(PRESET_BATCH), default=None,
@@ -84,7 +86,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="clip the gradient norm (not in the paper; steadies training from scratch)")
     o.add_argument("--seed", type=int, default=0)
     r = p.add_argument_group("run")
-    r.add_argument("--out", type=Path, required=True, help="checkpoints, log.jsonl, eval JSON")
+    r.add_argument("--out", type=Path, required=True, help="checkpoints, log.jsonl, eval.json, predictions/")
     r.add_argument("--checkpoint-every", type=int, default=500)
     r.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (exact sample stream)")
     r.add_argument("--log-every", type=int, default=20)
@@ -129,6 +131,27 @@ def sampler_config(args, index: isus.Index) -> isus.SamplerConfig:
     if args.shortest_side:
         changes["shortest_side"] = args.shortest_side
     return dataclasses.replace(cfg, **changes)
+
+
+#: The split each reader's dataset evaluates on, when the root has it.
+VALIDATION_SPLIT = {"mvd": "validation", "cityscapes": "val", "idd": "val", "coco": "val"}
+
+
+def open_eval_split(ds: isus.PanopticDataset, val_split: str | None, options: dict, rank: int) -> isus.PanopticDataset:
+    """``--val-split``, else the dataset's validation split when the root has one, else the
+    training split (said in one line: training images measure fit, not generalisation)."""
+    if val_split is not None:
+        return isus.open_dataset(ds.name, ds.root, split=val_split, **options)
+    candidate = VALIDATION_SPLIT.get(ds.name)
+    if candidate and candidate != ds.split:
+        try:
+            return isus.open_dataset(ds.name, ds.root, split=candidate, **options)
+        except isus.DatasetError:
+            pass
+    if rank == 0:
+        print(f"note: {ds.root} has no {candidate!r} split; evaluating on the training split {ds.split!r} "
+              "(pass --val-split)", flush=True)
+    return isus.open_dataset(ds.name, ds.root, split=ds.split, **options)
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -243,17 +266,24 @@ def main(argv=None) -> dict:
             if world > 1:
                 dist.barrier()
     results = {"steps": step, "train_seconds": time.perf_counter() - t_start}
+    written: list[Path] = []
     if not args.no_eval:
         options = {k: v for k, v in index.meta["dataset"].items()
                    if k not in ("name", "root", "split", "source", "has_instances", "num_images")}
         if args.version:
             options["version"] = args.version
-        val = isus.open_dataset(ds.name, ds.root, split=args.val_split or ds.split, **options)
-        results.update(evaluate(model, val, labels, shortest_side=cfg.shortest_side, device=device,
-                                max_images=args.eval_images, rank=rank, world=world))
+        val = open_eval_split(ds, args.val_split, options, rank)
+        t_eval = time.perf_counter()
+        res = evaluate(model, val, labels, shortest_side=cfg.shortest_side, device=device, out=args.out / "predictions",
+                       max_images=args.eval_images, rank=rank, world=world)
         if rank == 0:
-            print("evaluation: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                              for k, v in results.items()), flush=True)
+            # eval.json: isus.eval's EvalResult (fractions; `isus eval --compare` reads it) plus the run's keys
+            results = {**res.to_dict(), **results, "eval_seconds": time.perf_counter() - t_eval,
+                       "eval_split": val.split, "predictions": "predictions/panoptic.json",
+                       "instances": "predictions/instances.json"}
+            written = [args.out / "predictions" / "panoptic.json", args.out / "predictions" / "panoptic",
+                       args.out / "predictions" / "instances.json"]
+            written += report(res, val, args.out, args.out.name or "this run")
     if world > 1:
         # every rank must end with the same weights (DDP keeps them in step)
         flat = torch.cat([p.detach().double().flatten().cpu() for p in model.parameters()])
@@ -262,10 +292,12 @@ def main(argv=None) -> dict:
         results["params_in_sync"] = all(torch.equal(sums[0], t) for t in sums)
         if rank == 0:
             write_results(results, args.out / "eval.json")
+            print("wrote " + ", ".join(str(p) for p in [args.out / "eval.json", *written]), flush=True)
         dist.barrier()
         dist.destroy_process_group()
     elif rank == 0:
         write_results(results, args.out / "eval.json")
+        print("wrote " + ", ".join(str(p) for p in [args.out / "eval.json", *written]), flush=True)
     return results
 
 

@@ -40,10 +40,12 @@ def parse_percentiles(ctx, param, value: str) -> tuple[float, ...]:
               help="Size-bucket edges as percentiles of the GT instance areas.")
 @click.option("--max-dets", type=click.IntRange(min=1), default=100, show_default=True,
               help="Detections per image that AP considers.")
+@click.option("--only-predicted", is_flag=True,
+              help="Evaluate only the ground-truth images that have a prediction (default: every image needs one).")
 @click.option("--compare", is_flag=True, help="Compare the eval.json files given as arguments instead.")
 @click.option("--labels", default=None, help="With --compare: comma-separated run labels (default: folder names).")
-def eval_(runs, name, root, split, version, predictions, instances, out, workers, percentiles, max_dets, compare,
-          labels) -> None:
+def eval_(runs, name, root, split, version, predictions, instances, out, workers, percentiles, max_dets,
+          only_predicted, compare, labels) -> None:
     """Evaluate panoptic predictions at all scales: PQ, SQ, RQ, PQ†, PC, mIoU, box/mask AP by size.
 
     Predictions are COCO panoptic (JSON + RGB PNGs, as panopticapi and detectron2 write them);
@@ -86,8 +88,10 @@ def eval_(runs, name, root, split, version, predictions, instances, out, workers
     from isus.eval.run import evaluate_dataset
 
     res = evaluate_dataset(ds, predictions, instances, workers=workers or os.cpu_count() or 1,
-                           percentiles=percentiles, max_dets=max_dets, progress=True)
-    click.echo(f"{name} {ds.split}: {res.images} images, {len(ds.categories)} categories (percent)")
+                           percentiles=percentiles, max_dets=max_dets, only_predicted=only_predicted,
+                           progress=True)
+    part = f" (of {len(ds)}, --only-predicted)" if res.images < len(ds) else ""
+    click.echo(f"{name} {ds.split}: {res.images} images{part}, {len(ds.categories)} categories (percent)")
     click.echo(format_row(res, "this run"))
     click.echo("")
     click.echo(format_buckets(res))

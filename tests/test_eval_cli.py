@@ -117,6 +117,10 @@ def test_missing_and_extra_predictions_are_clean_errors(mvd, tmp_path):
     res = _eval(["--dataset", "mvd", "--root", mvd.root, "--predictions", pred, "--out", tmp_path / "ev"])
     assert res.exit_code == 1 and "no prediction for 1 of 6" in res.output
     assert repr(mvd.image_info(2).image_id) in res.output and "Traceback" not in res.output
+    res = _eval(["--dataset", "mvd", "--root", mvd.root, "--predictions", pred, "--out", tmp_path / "ev",
+                 "--only-predicted"])
+    assert res.exit_code == 0 and "5 images (of 6, --only-predicted)" in res.output, res.output
+    assert json.loads((tmp_path / "ev" / "eval.json").read_text())["images"] == 5
     pred, _ = _write_predictions(mvd, tmp_path / "full")
     data = json.loads(pred.read_text())
     data["annotations"].append({**data["annotations"][0], "image_id": "not-an-image"})

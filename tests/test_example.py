@@ -1,4 +1,5 @@
-"""examples/train_panoptic.py end to end under torchrun (2 processes, gloo) on synthetic data."""
+"""examples/train_panoptic.py end to end under torchrun (2 processes, gloo) on synthetic data, and
+torchmetrics' PanopticQuality against isus.eval on the same predictions."""
 from __future__ import annotations
 
 import json
@@ -7,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import isus
+from isus.eval import Detections, EvalResult, PanopticEvaluator, PanopticPredictions, read_instances
+from isus.types import make_segments
 
 pytest.importorskip("torchvision")
-pytest.importorskip("torchmetrics")
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_panoptic.py"
 SMALL = ["--backbone", "resnet18", "--norm", "group", "--crop", "128", "--batch-size", "2", "--workers", "0",
          "--rpn-pre-nms-top-n-train", "200", "--rpn-post-nms-top-n-train", "100", "--rpn-pre-nms-top-n-test", "200",
@@ -51,8 +54,136 @@ def test_torchrun_cabb_and_smooth_l1_checkpoint_resume_eval(data):
     assert all(math.isfinite(r["loss"]) and r["loss_box_reg"] >= 0 for r in log)
     result = json.loads((out / "eval.json").read_text())
     assert result["steps"] == 4 and result["params_in_sync"] is True
-    assert math.isfinite(result["PQ"]) and 0 <= result["PQ"] <= 1 and result["images"] == 2
+    assert math.isfinite(result["pq"]) and 0 <= result["pq"] <= 1 and result["images"] == 2
+    res = EvalResult.from_dict(result)  # eval.json is isus.eval's result (fractions) plus the run's keys
+    assert res.ap_box is not None and res.buckets["edges"]  # scored instances were evaluated
+    # the written files (COCO panoptic JSON + PNGs, COCO results JSON) give the same metrics
+    assert (out / "predictions" / "panoptic.json").exists() and (out / "eval_by_size.png").exists()
+    preds = PanopticPredictions(out / result["predictions"])
+    dets = read_instances(out / result["instances"])
+    ds = isus.open_dataset("mvd", root)
+    ev = PanopticEvaluator(ds.categories)
+    empty = Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), [])
+    for i in range(2):  # the two images rank 0 and rank 1 evaluated
+        image_id = ds.image_info(i).image_id
+        ev.add(ds.load_panoptic(i), preds.load(image_id), dets.get(str(image_id), empty))
+    again = ev.result().to_dict()
+    assert len(preds) == 2
+    for k in ("pq", "sq", "rq", "pq_th", "pq_st", "pq_dagger", "pc", "miou", "ap_box", "ap_mask", "buckets"):
+        assert again[k] == result[k], k  # lossless: PNG ids, float repr in JSON, the same RLEs
     # smooth-L1 steps
     out2 = tmp / "sl1"
     torchrun(*common, "--out", str(out2), "--steps", "2", "--box-loss", "smooth_l1", "--no-eval")
     assert json.loads((out2 / "eval.json").read_text())["params_in_sync"] is True
+
+
+def _void_free_prediction(gt: isus.Panoptic, categories, rng: np.random.Generator) -> isus.Panoptic:
+    """A prediction derived from ``gt`` by perturbation: instances shifted, relabelled, dropped, an
+    extra false-positive instance, a block of stuff relabelled, and every void or dropped pixel
+    given to a stuff class (so the prediction has no void). One segment per stuff class."""
+    thing_cats = [c.id for c in categories if c.isthing]
+    stuff_cats = [c.id for c in categories if not c.isthing]
+    h, w = gt.ids.shape
+    cat = gt.semantic(void=-1).astype(np.int64)
+    out_cat, out_inst = np.full_like(cat, -1), np.zeros_like(cat)
+    stuff = ~np.isin(cat, thing_cats) & (cat >= 0)
+    out_cat[stuff] = cat[stuff]
+    y0, x0 = rng.integers(0, h // 2), rng.integers(0, w // 2)  # a block of stuff relabelled
+    block = np.zeros_like(stuff)
+    block[y0:y0 + h // 3, x0:x0 + w // 3] = True
+    out_cat[block & stuff] = rng.choice(stuff_cats)
+    for s in gt.segments:
+        if s["category_id"] not in thing_cats:
+            continue
+        m = gt.ids == s["id"]
+        r = rng.random()
+        if r < 0.15:
+            continue  # dropped: a false negative
+        c = int(s["category_id"]) if r < 0.85 else int(rng.choice(thing_cats))  # relabelled: FN + FP
+        dy, dx = rng.integers(-4, 5, size=2)
+        m = np.roll(m, (dy, dx), axis=(0, 1))  # shifted: IoU from 1 down to below 0.5
+        out_cat[m], out_inst[m] = c, s["id"]
+    fy, fx = rng.integers(0, h - 12), rng.integers(0, w - 12)  # a false positive
+    out_cat[fy:fy + 12, fx:fx + 12], out_inst[fy:fy + 12, fx:fx + 12] = thing_cats[0], 10_000
+    out_cat[out_cat < 0] = rng.choice(stuff_cats)  # no void in the prediction
+    # segment ids: the instance number for things, 20000 + category for stuff (one segment each)
+    ids = np.where(out_inst > 0, out_inst, 20_000 + out_cat)
+    seg_ids, first = np.unique(ids, return_index=True)
+    return isus.Panoptic(ids.astype(np.int32), make_segments(seg_ids, out_cat.ravel()[first], np.zeros(len(seg_ids))))
+
+
+def _pairs(pan: isus.Panoptic, thing_cats) -> np.ndarray:
+    """torchmetrics' (H, W, 2) (category, instance) input; void is category -1."""
+    cat = pan.semantic(void=-1).astype(np.int64)
+    return np.stack([cat, np.where(np.isin(cat, thing_cats), pan.ids, 0)], axis=-1)
+
+
+def test_torchmetrics_panoptic_quality_agrees_with_isus_eval(synth_root):
+    """torchmetrics' ``PanopticQuality`` and ``isus.eval`` give the same PQ, SQ, RQ (overall and per
+    class) on perturbed predictions of synthetic images.
+
+    The two agree wherever their semantics coincide, which these inputs are built for:
+
+    - no crowd: torchmetrics has no ``iscrowd`` (panopticapi, and isus.eval, ignore unmatched
+      predictions lying mostly on crowd of their class); crowd segments are made void here;
+    - no void in the prediction: torchmetrics also subtracts the *predicted* void inside a
+      ground-truth segment from the IoU's union and ignores ground-truth segments that are mostly
+      predicted void, which panopticapi does not (the example's fusion does leave void, so its
+      torchmetrics PQ was not panopticapi's);
+    - one segment per stuff class: torchmetrics merges all instances of a stuff class.
+
+    Void in the ground truth is treated alike (ignored in the union; an unmatched prediction
+    mostly on it is not a false positive). Both average over the categories with TP + FP + FN > 0.
+    """
+    import torch
+
+    tm = pytest.importorskip("torchmetrics.detection")
+    ds = isus.open_dataset("mvd", synth_root("mvd"))
+    thing_cats = [c.id for c in ds.categories if c.isthing]
+    stuff_cats = [c.id for c in ds.categories if not c.isthing]
+    metric, by_class = (tm.PanopticQuality(things=set(thing_cats), stuffs=set(stuff_cats), return_sq_and_rq=True,
+                                           return_per_class=per) for per in (False, True))
+    ev = PanopticEvaluator(ds.categories)
+    rng = np.random.default_rng(0)
+    for _ in range(2):  # two perturbations of every image
+        for i in range(len(ds)):
+            gt = ds.load_panoptic(i)
+            crowd = gt.segments["id"][gt.segments["iscrowd"]]
+            ids = np.where(np.isin(gt.ids, crowd), 0, gt.ids).astype(np.int32)
+            gt = isus.Panoptic(ids, gt.segments[~gt.segments["iscrowd"]])
+            pred = _void_free_prediction(gt, ds.categories, rng)
+            assert (pred.ids != 0).all()
+            ev.add(gt, pred)
+            for m in (metric, by_class):
+                m.update(torch.from_numpy(_pairs(pred, thing_cats))[None], torch.from_numpy(_pairs(gt, thing_cats))[None])
+    res = ev.result()
+    # (C, 3) pq, sq, rq; things then stuff, each sorted by id. torchmetrics divides each IoU in float32
+    # (isus.eval in float64): the two differ by ~1e-8, hence 1e-6
+    per_class = by_class.compute().double()
+    order = sorted(thing_cats) + sorted(stuff_cats)
+    counted = [c for c in ds.categories if not math.isnan(res.per_class[c.name]["pq"])]
+    assert 0.2 < res.pq < 0.95 and len(counted) >= 8  # a test with matches, misses and false positives
+    assert sum(res.per_class[c.name]["fp"] for c in counted) > 0 and sum(res.per_class[c.name]["fn"] for c in counted) > 0
+    for c in counted:
+        k = order.index(c.id)
+        assert per_class[k, 0].item() == pytest.approx(res.per_class[c.name]["pq"], abs=1e-6), c.name
+        assert per_class[k, 1].item() == pytest.approx(res.per_class[c.name]["sq"], abs=1e-6), c.name
+        assert per_class[k, 2].item() == pytest.approx(res.per_class[c.name]["rq"], abs=1e-6), c.name
+    pq, sq, rq = metric.compute().double().tolist()  # torchmetrics' own averages
+    assert (pq, sq, rq) == pytest.approx((res.pq, res.sq, res.rq), abs=1e-6)
+
+
+def test_evaluation_split_defaults_to_the_roots_validation_split(tmp_path, capsys):
+    sys.path.insert(0, str(SCRIPT.parents[1]))
+    try:
+        from examples.train_panoptic import open_eval_split
+    finally:
+        sys.path.pop(0)
+    two = isus.synth.write_dataset(tmp_path / "two", "mvd", [2, 1], size=(96, 64), split=["training", "validation"])
+    one = isus.synth.write_dataset(tmp_path / "one", "mvd", 2, size=(96, 64))
+    train = isus.open_dataset("mvd", two)
+    assert open_eval_split(train, None, {}, 0).split == "validation"
+    assert len(open_eval_split(train, None, {}, 0)) == 1
+    assert open_eval_split(train, "training", {}, 0).split == "training"
+    assert open_eval_split(isus.open_dataset("mvd", one), None, {}, 0).split == "training"
+    assert "no 'validation' split" in capsys.readouterr().out

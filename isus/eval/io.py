@@ -160,8 +160,9 @@ class PanopticPredictionWriter:
         self._annotations: list[dict] = []
         self._seen: set[str] = set()
 
-    def add(self, image_id: Any, pred: Panoptic, file_name: str | None = None) -> None:
-        """Write the prediction of one image (segment ids must be < 2**24, the RGB encoding's range)."""
+    def add(self, image_id: Any, pred: Panoptic, file_name: str | None = None) -> dict:
+        """Write the PNG of one image's prediction and return its JSON record (``image_id``,
+        ``file_name``, ``segments_info``). Segment ids must be < 2**24, the RGB encoding's range."""
         import cv2
 
         from isus.datasets._io import id_to_rgb
@@ -188,14 +189,29 @@ class PanopticPredictionWriter:
             x0, y0, x1, y1 = (int(v) for v in box[k])
             info.append({"id": int(seg["id"][k]), "category_id": int(seg["category_id"][k]),
                          "iscrowd": int(seg["iscrowd"][k]), "area": int(area[k]), "bbox": [x0, y0, x1 - x0, y1 - y0]})
-        self._annotations.append({"image_id": image_id if isinstance(image_id, (int, str)) else key,
-                                  "file_name": file_name, "segments_info": info})
+        record = {"image_id": image_id if isinstance(image_id, (int, str)) else key, "file_name": file_name,
+                  "segments_info": info}
+        self._annotations.append(record)
         self._seen.add(key)
+        return record
 
-    def close(self, categories: Iterable | None = None) -> Path:
-        """Write the JSON (with ``categories`` when given, as :class:`~isus.Category` objects) and
-        return its path."""
-        data: dict[str, Any] = {"annotations": self._annotations}
+    @property
+    def records(self) -> list[dict]:
+        """The JSON records of the images added so far, in order."""
+        return list(self._annotations)
+
+    def close(self, categories: Iterable | None = None, records: Iterable[dict] | None = None) -> Path:
+        """Write the JSON and return its path.
+
+        Parameters
+        ----------
+        categories
+            :class:`~isus.Category` objects to list in the JSON (optional).
+        records
+            The records to write instead of this writer's own, e.g. those of several processes
+            that wrote their PNGs into the same folder, gathered and ordered by the caller.
+        """
+        data: dict[str, Any] = {"annotations": list(self._annotations if records is None else records)}
         if categories is not None:
             data["categories"] = [{"id": c.id, "name": c.name, "isthing": int(c.isthing), "color": list(c.color)}
                                   for c in categories]

@@ -88,6 +88,7 @@ def evaluate_dataset(
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     edges: Sequence[float] | None = None,
     max_dets: int = 100,
+    only_predicted: bool = False,
     progress: bool | ProgressFn = False,
 ) -> EvalResult:
     """Evaluate panoptic predictions (and optionally scored instances) against every image of ``ds``.
@@ -106,6 +107,10 @@ def evaluate_dataset(
         Processes evaluating images in parallel (1 = in this process).
     percentiles, edges, max_dets
         See :class:`PanopticEvaluator`.
+    only_predicted
+        Evaluate only the ground-truth images that have a prediction (e.g. a run evaluated on part
+        of a split) instead of requiring one for every image; the size buckets then come from
+        those images.
     progress
         True for progress on stderr, or a callable ``progress(done, total)``.
 
@@ -125,28 +130,33 @@ def evaluate_dataset(
         raise ValueError(f"evaluate_dataset(workers=) expects a positive int; got {workers!r}")
     ev = PanopticEvaluator(categories if categories is not None else ds.categories, percentiles=percentiles,
                            edges=edges, max_dets=max_dets)
-    gt_keys = [_key(ds.image_info(i).image_id) for i in range(len(ds))]
-    _check_coverage(gt_keys, set(predictions.image_ids()), predictions.json_path, "prediction")
+    all_keys = [_key(ds.image_info(i).image_id) for i in range(len(ds))]
+    pred_keys = set(predictions.image_ids())
+    todo = [i for i, k in enumerate(all_keys) if k in pred_keys] if only_predicted else list(range(len(ds)))
+    if not todo:
+        raise PredictionFileError("no prediction names an image of the ground truth", predictions.json_path)
+    gt_keys = [all_keys[i] for i in todo]
+    _check_coverage(gt_keys, pred_keys, predictions.json_path, "prediction")
     if instances is not None:
         extra = sorted(set(instances) - set(gt_keys))
         if extra:
             raise PredictionFileError(f"instances for image ids {extra[:5]} that the ground truth does not have "
                                       f"({len(extra)} in all)")
-    bar = Progress(len(ds), "evaluating") if progress is True else None
+    bar = Progress(len(todo), "evaluating") if progress is True else None
     report = bar if bar is not None else (progress if callable(progress) else None)
     done: dict[int, ImageStats] = {}
 
     def on_done(i: int, st: ImageStats) -> None:
         done[i] = st
         if report is not None:
-            report(len(done), len(ds))
+            report(len(done), len(todo))
 
     try:
-        _run(ds, predictions, instances, ev.table, workers, on_done)
+        _run(ds, predictions, instances, ev.table, todo, workers, on_done)
     finally:
         if bar is not None:
             bar.close()
-    for i in range(len(ds)):  # image order, so that AP does not depend on scheduling
+    for i in todo:  # image order, so that AP does not depend on scheduling
         ev.add_stats(done[i])
     return ev.result()
 
@@ -162,6 +172,7 @@ def _check_coverage(gt_keys: list[str], pred_keys: set[str], where, what: str) -
                                   f"(first: {extra[0]!r}); evaluate the matching split", where)
 
 
-def _run(ds, preds, instances, table, workers: int, on_done: Callable[[int, ImageStats], None]) -> None:
+def _run(ds, preds, instances, table, todo: Sequence[int], workers: int,
+         on_done: Callable[[int, ImageStats], None]) -> None:
     _warm_up(table)
-    run_parallel(_task, (ds, preds, instances, table), range(len(ds)), workers, on_done)
+    run_parallel(_task, (ds, preds, instances, table), todo, workers, on_done)
