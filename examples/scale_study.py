@@ -1,0 +1,301 @@
+"""The paper's ablation (FULL / CROP / CROP+CABB / CROP+ISUS / CROP+CABB+ISUS) on a synthetic scale
+benchmark, several paired seeds, results per object size. Design and results: docs/evidence.md.
+
+Each run is ``examples/train_panoptic.py`` (no second training loop) in its own folder
+``OUT/<config>/seed<k>/`` (checkpoint, log.jsonl, train.log, eval.json, predictions/). Finished runs
+(an ``eval.json``) are skipped; an interrupted run resumes from its checkpoint. ``--report`` builds
+the summary from whatever runs exist.
+
+    python examples/scale_study.py --out runs/scale-study                 # the whole study (hours; resumable)
+    nohup python examples/scale_study.py --out runs/scale-study > study.log 2>&1 &
+    python examples/scale_study.py --out runs/scale-study --report        # table, results.json, plots
+    python examples/scale_study.py --out /tmp/smoke --scale smoke --configs CROP,CROP+CABB --seeds 0
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import isus  # noqa: E402
+
+TRAIN = ROOT / "examples" / "train_panoptic.py"
+
+#: The paper's configurations (Sec. 4): how each samples and regresses boxes.
+CONFIGS: dict[str, dict[str, str]] = {
+    "FULL": {"sampling": "full", "box_loss": "smooth_l1"},
+    "CROP": {"sampling": "cus", "box_loss": "smooth_l1"},
+    "CROP+CABB": {"sampling": "cus", "box_loss": "cabb"},
+    "CROP+ISUS": {"sampling": "isus", "box_loss": "smooth_l1"},
+    "CROP+CABB+ISUS": {"sampling": "isus", "box_loss": "cabb"},
+}
+BASELINE = "CROP"
+METRICS = ("pq", "pq_th", "pq_st", "pq_dagger", "pc", "pc_th", "ap_box", "ap_mask")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Data and budget of one study size."""
+
+    size: tuple[int, int]  # (width, height) of the synthetic images
+    images: tuple[int, int]  # training, validation
+    crop: int
+    batch: int  # crops per step (crop configurations)
+    full_batch: int  # whole images per step (FULL)
+    steps: int
+    lr: float
+    warmup: int
+    backbone: str
+    workers: int
+    data_seed: int = 0
+    extra: tuple[str, ...] = field(default=())  # further train_panoptic.py arguments
+
+    def train_args(self) -> list[str]:
+        return ["--crop", str(self.crop), "--steps", str(self.steps), "--lr", str(self.lr), "--warmup",
+                str(self.warmup), "--backbone", self.backbone, "--workers", str(self.workers), *self.extra]
+
+
+_CPU_MODEL = ("--norm", "group", "--clip-grad", "10", "--rpn-pre-nms-top-n-train", "600",
+              "--rpn-post-nms-top-n-train", "300", "--rpn-pre-nms-top-n-test", "600", "--rpn-post-nms-top-n-test",
+              "300", "--box-batch-size-per-image", "128", "--checkpoint-every", "100", "--log-every", "20")
+
+SCALES: dict[str, Scale] = {
+    # the default study, sized for a 2-core CPU machine (docs/evidence.md: ~12-15 min per run)
+    "cpu": Scale(size=(640, 480), images=(200, 50), crop=256, batch=2, full_batch=1, steps=500, lr=0.01, warmup=50,
+                 backbone="resnet18", workers=2, extra=_CPU_MODEL),
+    # for the test suite: seconds per run
+    "smoke": Scale(size=(128, 96), images=(4, 2), crop=64, batch=2, full_batch=1, steps=2, lr=0.01, warmup=1,
+                   backbone="resnet18", workers=0,
+                   extra=("--norm", "group", "--rpn-pre-nms-top-n-train", "100", "--rpn-post-nms-top-n-train", "50",
+                          "--rpn-pre-nms-top-n-test", "100", "--rpn-post-nms-top-n-test", "50",
+                          "--rpn-batch-size-per-image", "32", "--box-batch-size-per-image", "32",
+                          "--checkpoint-every", "1", "--log-every", "1")),
+    # the same study at the paper's MVD sizes, for a GPU node (App. D: 1024 crops, 4 per GPU, s0 = image)
+    "paper": Scale(size=(4032, 3024), images=(2000, 500), crop=1024, batch=4, full_batch=1, steps=30000, lr=0.02,
+                   warmup=200, backbone="resnet50", workers=12,
+                   extra=("--norm", "group", "--amp", "--checkpoint-every", "1000", "--log-every", "50")),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="study folder: OUT/<config>/seed<k>/, OUT/report/")
+    p.add_argument("--scale", choices=sorted(SCALES), default="cpu", help="data size and budget (default: cpu)")
+    p.add_argument("--data", type=Path, default=None, help="synthetic dataset root (default: OUT/data)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; seed k gives every configuration the "
+                                                    "same initial weights and crop stream (default: 0,1,2)")
+    p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, of {', '.join(CONFIGS)}")
+    p.add_argument("--report", action="store_true", help="only build the report from the runs that exist")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    args = p.parse_args(argv)
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.configs = args.configs.split(",")
+    unknown = [c for c in args.configs if c not in CONFIGS]
+    if unknown:
+        p.error(f"--configs: unknown {unknown}; choose from {', '.join(CONFIGS)}")
+    return args
+
+
+# -- data -------------------------------------------------------------------------------------
+def prepare_data(data: Path, scale: Scale) -> Path:
+    """Write the scale-study dataset (training + validation) and the training index, once."""
+    root = data / "mvd"
+    index = data / "mvd-training.isusidx"
+    man = isus.synth.read_manifest(root)
+    want = {"preset": "scale-study", "width": scale.size[0], "height": scale.size[1], "seed": scale.data_seed}
+    if man is not None:
+        have = {k: man.get(k) for k in want}
+        counts = tuple(man["splits"].get(s, {}).get("num_images") for s in ("training", "validation"))
+        if have != want or counts != scale.images:
+            raise SystemExit(f"{root} holds another synthetic dataset ({have}, images {counts}); want {want}, "
+                             f"images {scale.images}: pass another --data")
+    else:
+        print(f"writing the scale-study data to {root} ...", flush=True)
+        isus.synth.write_dataset(root, "mvd", list(scale.images), size=scale.size, seed=scale.data_seed,
+                                 split=["training", "validation"], preset="scale-study")
+    if not index.exists():
+        print(f"indexing {root} ...", flush=True)
+        ds = isus.open_dataset("mvd", root, split="training")
+        isus.build_index(ds, workers=min(2, os.cpu_count() or 1)).save(index)
+    return root
+
+
+# -- runs -------------------------------------------------------------------------------------
+def run_dir(out: Path, config: str, seed: int) -> Path:
+    return out / config / f"seed{seed}"
+
+
+def command(root: Path, index: Path, run: Path, config: str, seed: int, scale: Scale) -> list[str]:
+    c = CONFIGS[config]
+    batch = scale.full_batch if c["sampling"] == "full" else scale.batch
+    cmd = [sys.executable, str(TRAIN), "--dataset", "mvd", "--root", str(root), "--index", str(index),
+           "--val-split", "validation", "--sampling", c["sampling"], "--box-loss", c["box_loss"],
+           "--batch-size", str(batch), "--seed", str(seed), "--out", str(run), *scale.train_args()]
+    if (run / "checkpoint.pt").exists():
+        cmd.append("--resume")
+    return cmd
+
+
+def run_all(args, scale: Scale) -> None:
+    root = prepare_data(args.data, scale)
+    index = args.data / "mvd-training.isusidx"
+    todo = [(c, s) for s in args.seeds for c in args.configs]  # seed-major: every config gets seed 0 first
+    for k, (config, seed) in enumerate(todo):
+        run = run_dir(args.out, config, seed)
+        if (run / "eval.json").exists():
+            print(f"[{k + 1}/{len(todo)}] {config} seed {seed}: done, skipped", flush=True)
+            continue
+        cmd = command(root, index, run, config, seed, scale)
+        print(f"[{k + 1}/{len(todo)}] {config} seed {seed}: {' '.join(cmd)}", flush=True)
+        if args.dry_run:
+            continue
+        run.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        with open(run / "train.log", "a") as log:
+            res = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        took = time.perf_counter() - t0
+        if res.returncode != 0:
+            raise SystemExit(f"{config} seed {seed} failed (exit {res.returncode}) after {took:.0f} s; see "
+                             f"{run / 'train.log'}; rerun the same command to resume it")
+        ev = json.loads((run / "eval.json").read_text())
+        ap = "-" if ev.get("ap_box") is None else f"{100 * ev['ap_box']:.1f}"
+        print(f"    finished in {took / 60:.1f} min: PQ {100 * ev['pq']:.1f}, AP_box {ap}", flush=True)
+
+
+# -- report -----------------------------------------------------------------------------------
+#: two-sided 95 % quantiles of Student's t, by degrees of freedom
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t95(df: int) -> float:
+    if df in _T95:
+        return _T95[df]
+    keys = sorted(_T95)
+    return _T95[max(k for k in keys if k <= df)] if df < 30 else 1.96
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return float("nan"), float("nan")
+    m = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else float("nan")
+    return m, sd
+
+
+def paired_ci(a: list[float], b: list[float]) -> tuple[float, float, int]:
+    """Mean of ``a - b`` over paired seeds and the half-width of its 95 % confidence interval."""
+    d = [x - y for x, y in zip(a, b) if x is not None and y is not None and not math.isnan(x) and not math.isnan(y)]
+    if not d:
+        return float("nan"), float("nan"), 0
+    m, sd = mean_std(d)
+    return m, (t95(len(d) - 1) * sd / math.sqrt(len(d)) if len(d) > 1 else float("nan")), len(d)
+
+
+def collect(out: Path) -> dict:
+    """Every finished run: its eval.json metrics, steps and wall time."""
+    runs: dict[str, dict[int, dict]] = {}
+    for config in CONFIGS:
+        for ev_path in sorted((out / config).glob("seed*/eval.json")):
+            seed = int(ev_path.parent.name[4:])
+            runs.setdefault(config, {})[seed] = json.loads(ev_path.read_text())
+    return runs
+
+
+def report(out: Path) -> dict:
+    from isus.eval import EvalResult
+    from isus.eval.plots import format_compare, plot_by_size
+
+    runs = collect(out)
+    if not runs:
+        raise SystemExit(f"{out}: no finished run (no */seed*/eval.json)")
+    rep = out / "report"
+    rep.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"runs": {}, "mean": {}, "paired_vs_" + BASELINE: {}}
+    for config, by_seed in runs.items():
+        summary["runs"][config] = {str(s): {**{m: ev.get(m) for m in METRICS}, "buckets": ev.get("buckets"),
+                                            "steps": ev.get("steps"), "train_seconds": ev.get("train_seconds"),
+                                            "eval_seconds": ev.get("eval_seconds")}
+                                   for s, ev in sorted(by_seed.items())}
+        summary["mean"][config] = {m: dict(zip(("mean", "std"), mean_std([ev.get(m) for ev in by_seed.values()])))
+                                   for m in METRICS}
+        summary["mean"][config]["seeds"] = sorted(by_seed)
+    base = runs.get(BASELINE, {})
+    for config, by_seed in runs.items():
+        if config == BASELINE or not base:
+            continue
+        seeds = sorted(set(by_seed) & set(base))
+        summary["paired_vs_" + BASELINE][config] = {
+            m: dict(zip(("diff", "ci95", "n"), paired_ci([by_seed[s].get(m) for s in seeds],
+                                                         [base[s].get(m) for s in seeds])))
+            for m in METRICS}
+    lines = [f"{'config':16s}{'seeds':>6s}" + "".join(f"{m:>14s}" for m in METRICS)]
+    for config in CONFIGS:
+        if config not in summary["mean"]:
+            continue
+        row = summary["mean"][config]
+        lines.append(f"{config:16s}{len(row['seeds']):6d}" + "".join(
+            f"{_pm(row[m]['mean'], row[m]['std']):>14s}" for m in METRICS))
+    lines.append("")
+    lines.append(f"paired difference to {BASELINE} (mean over seeds ± 95 % CI half-width, percent points)")
+    for config, diffs in summary["paired_vs_" + BASELINE].items():
+        lines.append(f"{config:16s}{diffs[METRICS[0]]['n']:6d}" + "".join(
+            f"{_pm(diffs[m]['diff'], diffs[m]['ci95'], sign=True):>14s}" for m in METRICS))
+    # Fig. 5: mean over seeds of AP per size bucket, one bar per configuration
+    means, labels = [], []
+    for config in CONFIGS:
+        evs = list(runs.get(config, {}).values())
+        if not evs or not all(ev.get("buckets") for ev in evs):
+            continue
+        res = EvalResult.from_dict({k: v for k, v in evs[0].items() if k in EvalResult.__dataclass_fields__})
+        for kind in ("box", "mask"):
+            per = [ev["buckets"].get(kind) or [] for ev in evs]
+            res.buckets[kind] = [mean_std([p[k] for p in per if k < len(p)])[0] for k in range(len(per[0]))]
+        means.append(res)
+        labels.append(f"{config} (n={len(evs)})")
+        (rep / f"{config}_mean_eval.json").write_text(json.dumps(res.to_dict(), indent=1))
+    table = "\n".join(lines)
+    if means:
+        table += "\n\n" + format_compare(means, labels)
+        try:
+            plot_by_size(means, labels, rep / "ap_by_size.png",
+                         title="AP by instance size, mean over seeds (scale-study synthetic benchmark)")
+        except isus.IsusError as e:
+            table += f"\n(no plot: {e})"
+    (rep / "results.json").write_text(json.dumps(summary, indent=1))
+    (rep / "table.txt").write_text(table + "\n")
+    print(table)
+    print(f"wrote {rep / 'results.json'}, {rep / 'table.txt'}" + (f", {rep / 'ap_by_size.png'}" if means else ""))
+    return summary
+
+
+def _pm(m: float, s: float, sign: bool = False) -> str:
+    if m is None or math.isnan(m):
+        return "-"
+    head = f"{100 * m:+.1f}" if sign else f"{100 * m:.1f}"
+    return head if s is None or math.isnan(s) else f"{head}±{100 * s:.1f}"
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    scale = SCALES[args.scale]
+    args.data = args.data or args.out / "data"
+    if not args.report:
+        run_all(args, scale)
+    if not args.dry_run:
+        report(args.out)
+
+
+if __name__ == "__main__":
+    main()
