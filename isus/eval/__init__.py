@@ -10,8 +10,8 @@ from isus.eval.evaluator import EvalResult, PanopticEvaluator
 from isus.eval.io import (PanopticPredictions, PanopticPredictionWriter, PredictionFileError, read_instances,
                           write_instances)
 from isus.eval.run import evaluate_dataset
-from isus.eval.stats import CategoryTable, ImageStats, image_stats
+from isus.eval.stats import CategoryTable, EvalInputError, ImageStats, image_stats
 
 __all__ = ["PanopticEvaluator", "EvalResult", "Detections", "ImageStats", "CategoryTable", "image_stats",
            "bucket_edges", "DEFAULT_PERCENTILES", "PanopticPredictions", "PanopticPredictionWriter",
-           "PredictionFileError", "read_instances", "write_instances", "evaluate_dataset"]
+           "PredictionFileError", "EvalInputError", "read_instances", "write_instances", "evaluate_dataset"]

@@ -8,7 +8,7 @@ process; nothing per-pixel is kept.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,7 +16,10 @@ from isus import kernels
 from isus.errors import IsusError
 from isus.types import Category, Panoptic
 
-__all__ = ["ImageStats", "CategoryTable", "image_stats"]
+if TYPE_CHECKING:
+    from isus.eval.coco import Detections
+
+__all__ = ["ImageStats", "CategoryTable", "image_stats", "EvalInputError"]
 
 #: Above this many (gt, pred) pairs the pair matrix is counted sparsely instead of densely.
 _DENSE_PAIRS_MAX = 1 << 23
@@ -269,7 +272,3 @@ def on_crowd_any(inter: np.ndarray, crowd: np.ndarray) -> np.ndarray:
 def _unknown(p: Panoptic) -> list[int]:
     present = np.unique(p.ids)
     return np.setdiff1d(present[present != 0], p.segments["id"])[:5].tolist()
-
-
-def stats_categories(categories: Sequence[Category]) -> CategoryTable:
-    return CategoryTable(tuple(categories))
