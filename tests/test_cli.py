@@ -24,7 +24,7 @@ def test_synth_writes_an_openable_dataset(layout, tmp_path):
     assert res.exit_code == 0, res.output
     ds = isus.open_dataset(layout, out)
     assert len(ds) == 2 and ds.image_info(0).width == 96 and ds.image_info(0).height == 64
-    assert f"wrote 2 images of split" in res.output and f"in the {layout} layout" in res.output
+    assert "wrote 2 images of split" in res.output and f"in the {layout} layout" in res.output
 
 
 def test_synth_errors_are_clean(tmp_path):
