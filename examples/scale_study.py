@@ -71,7 +71,7 @@ _CPU_MODEL = ("--norm", "group", "--clip-grad", "10", "--rpn-pre-nms-top-n-train
 
 SCALES: dict[str, Scale] = {
     # the default study, sized for a 2-core CPU machine (docs/evidence.md: ~12-15 min per run)
-    "cpu": Scale(size=(640, 480), images=(200, 50), crop=256, batch=2, full_batch=1, steps=500, lr=0.01, warmup=50,
+    "cpu": Scale(size=(640, 480), images=(200, 50), crop=256, batch=2, full_batch=1, steps=700, lr=0.01, warmup=100,
                  backbone="resnet18", workers=2, extra=_CPU_MODEL),
     # for the test suite: seconds per run
     "smoke": Scale(size=(128, 96), images=(4, 2), crop=64, batch=2, full_batch=1, steps=2, lr=0.01, warmup=1,
