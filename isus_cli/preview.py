@@ -7,16 +7,17 @@ import click
 
 import isus
 from isus.preview import render_preview
+from isus_cli._options import OutDir
 
 
 @click.command()
 @click.argument("index_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output directory.")
+@click.option("--out", type=OutDir(), required=True, help="Output directory.")
 @click.option("-n", "num", type=click.IntRange(1, 64), default=16, show_default=True, help="Number of crops.")
 @click.option("--preset", type=click.Choice(["mvd", "cityscapes", "idd"]), default=None,
               help="Sampler preset (default: 512x512 ISUS crops without s0).")
 @click.option("--mode", type=click.Choice(["isus", "cus"]), default="isus", show_default=True, help="Sampling mode.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
 def preview(index_file: Path, out: Path, num: int, preset: str | None, mode: str, seed: int) -> None:
     """Draw sampled crops with masks, visible boxes, original boxes and truncated sides.
 

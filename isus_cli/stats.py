@@ -9,6 +9,7 @@ import click
 
 import isus
 from isus.stats import compute_stats, write_plots
+from isus_cli._options import OutDir
 from isus_cli._progress import progress
 
 
@@ -30,13 +31,13 @@ def level_table(stats: dict) -> str:
 
 @click.command()
 @click.argument("index_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output directory.")
+@click.option("--out", type=OutDir(), required=True, help="Output directory.")
 @click.option("--preset", type=click.Choice(["mvd", "cityscapes", "idd"]), default=None,
               help="Sampler preset (crop size, s0, scale ranges); default: 1024x1024 crops, no s0.")
 @click.option("--crop", type=click.IntRange(min=16), default=None, help="Square crop size (overrides the preset's).")
 @click.option("--samples", type=click.IntRange(min=1), default=20000, show_default=True,
               help="Simulated crops per mode (CUS and ISUS).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
 @click.option("--per-class", is_flag=True, help="Also per-class scale histograms and level counts.")
 def stats(index_file: Path, out: Path, preset: str | None, crop: int | None, samples: int, seed: int,
           per_class: bool) -> None:

@@ -6,6 +6,8 @@ from pathlib import Path
 import click
 
 import isus
+from isus.synth.writers import check_size, check_split_name
+from isus_cli._options import OutDir
 from isus_cli._progress import progress
 
 
@@ -14,7 +16,25 @@ def parse_size(ctx, param, value: str) -> tuple[int, int]:
         w, h = (int(v) for v in value.lower().split("x"))
     except ValueError:
         raise click.BadParameter(f"expected WIDTHxHEIGHT such as 640x480; got {value!r}") from None
+    try:
+        check_size(w, h)  # before anything is allocated
+    except ValueError as e:
+        raise click.BadParameter(str(e).replace("write_dataset(size=) ", "")) from None
     return w, h
+
+
+def parse_splits(ctx, param, value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = value.split(",")
+    for name in names:
+        try:
+            check_split_name(name)
+        except ValueError as e:
+            raise click.BadParameter(str(e).replace("write_dataset(split=) ", "")) from None
+    if len(set(names)) != len(names):
+        raise click.BadParameter(f"expected distinct split names; got {value!r}")
+    return names
 
 
 def parse_counts(ctx, param, value: str) -> list[int]:
@@ -30,20 +50,20 @@ def parse_counts(ctx, param, value: str) -> list[int]:
 @click.command()
 @click.option("--layout", type=click.Choice(isus.synth.LAYOUTS), default="mvd", show_default=True,
               help="On-disk layout to write.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--out", type=OutDir(), required=True,
               help="Output directory (must be new or empty).")
 @click.option("--images", "num_images", default="8", show_default=True, callback=parse_counts,
               help="Number of images; one number per split with --splits (e.g. 200,50).")
 @click.option("--size", default="640x480", show_default=True, callback=parse_size,
               help="Image size WIDTHxHEIGHT (MVD-like: 4032x3024).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-@click.option("--splits", "--split", "splits", default=None,
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
+@click.option("--splits", "--split", "splits", default=None, callback=parse_splits,
               help="Split name, or several comma-separated (default: the reader's default split). A root that "
                    "holds a synthetic dataset gets the new splits added.")
 @click.option("--preset", type=click.Choice(isus.synth.PRESETS), default="default", show_default=True,
               help="Scene generator: default (long-tailed sizes) or scale-study (many objects larger than a "
                    "crop; see docs/evidence.md).")
-def synth(layout: str, out: Path, num_images: list[int], size: tuple[int, int], seed: int, splits: str | None,
+def synth(layout: str, out: Path, num_images: list[int], size: tuple[int, int], seed: int, splits: list[str] | None,
           preset: str) -> None:
     """Write a synthetic panoptic dataset in the exact layout of MVD, Cityscapes, IDD or COCO.
 
@@ -53,7 +73,7 @@ def synth(layout: str, out: Path, num_images: list[int], size: tuple[int, int], 
 
         isus synth --layout mvd --out /tmp/mvd --splits training,validation --images 200,50 --preset scale-study
     """
-    names = splits.split(",") if splits else [isus.synth.default_split(layout)]
+    names = splits or [isus.synth.default_split(layout)]
     if len(num_images) == 1 and len(names) > 1:
         raise click.BadParameter(f"give one number of images per split ({len(names)} splits)", param_hint="--images")
     if len(num_images) != len(names):

@@ -73,6 +73,30 @@ def _validate(
     return w  # type: ignore[return-value]
 
 
+def _check_finite_geometry(fn: str, anchors: Tensor, boxes: Tensor, crop: Tensor) -> None:
+    # check=None on CPU tensors: no device to synchronise with. A non-finite anchor, box or crop
+    # has no meaningful target. A sum is finite when every entry is (and is several times
+    # cheaper than isfinite().all()); only when it is not -- a NaN/inf, or an overflow -- is each
+    # tensor tested exactly.
+    if math.isfinite(float(anchors.sum()) + float(boxes.sum()) + float(crop.sum())):
+        return
+    for name, t in (("anchors", anchors), ("boxes", boxes), ("crop_boxes", crop)):
+        if not bool(torch.isfinite(t).all()):
+            bad = (~torch.isfinite(t.reshape(-1, 4))).any(dim=1).nonzero().reshape(-1)[:5].tolist()
+            raise ValueError(f"{fn}({name}=) expects finite values; got non-finite entries in rows {bad} "
+                             "(pass check=False to skip this test: such boxes then get NaN targets)")
+
+
+def _run_checks(fn: str, check: bool | None, pred: Tensor, anchors: Tensor, boxes: Tensor, crop: Tensor) -> None:
+    if check is None:
+        if pred.device.type == "cpu":
+            _check_finite_geometry(fn, anchors, boxes, crop)
+    elif check is True:
+        _check_values(fn, pred, anchors, boxes, crop)
+    elif check is not False:
+        raise ValueError(f"{fn}(check=) expects None, True or False; got {check!r}")
+
+
 def _check_values(fn: str, pred: Tensor, anchors: Tensor, boxes: Tensor, crop: Tensor) -> None:
     # Only with check=True: every test below synchronises with the device.
     for name, t in (("pred_deltas", pred), ("anchors", anchors), ("boxes", boxes), ("crop_boxes", crop)):
@@ -105,7 +129,7 @@ def cabb_targets(
     weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
     beta: float = 1.0,
     *,
-    check: bool = False,
+    check: bool | None = None,
     steps: tuple[int, int] | None = None,
 ) -> Tensor:
     """Encoded CABB targets: the member of the crop-aware box set closest to the prediction.
@@ -131,22 +155,25 @@ def cabb_targets(
         ``(wx, wy, ww, wh)``; RPN uses ``(1, 1, 1, 1)``, torchvision's box head ``(10, 10, 5, 5)``.
     beta : float
         Smooth-L1 parameter (> 0).
-    check : bool
-        Also validate values (finite, positive anchor/crop sizes); this synchronises with the
-        device, so it is off by default.
+    check : bool or None
+        Which values to validate. ``None`` (default): on CPU tensors, that anchors, boxes and
+        crop boxes are finite (a ``ValueError`` names the argument); on other devices nothing,
+        since every test synchronises with the device -- there a non-finite anchor, box or crop
+        gives NaN in that box's target (and loss), never a made-up finite number. ``True``: also
+        on accelerators, plus finite predictions and positive anchor/crop sizes. ``False``: none.
     steps : (int, int), optional
         Bisection and Newton steps per monotone segment (defaults depend on the dtype).
 
     Returns
     -------
     Tensor, shape (N, 4)
-        Encoded targets, finite, without gradient. Untruncated boxes get exactly the standard
-        encoding. Non-finite predictions are replaced by 0 (NaN) or clipped (inf) before
-        solving, so the targets stay finite and feasible.
+        Encoded targets without gradient, finite whenever anchors, boxes and crops are.
+        Untruncated boxes get exactly the standard encoding. Non-finite predictions are
+        replaced by 0 (NaN) or clipped (inf) before solving, so the targets stay finite and
+        feasible.
     """
     w = _validate("cabb_targets", pred_deltas, anchors, boxes, truncated, crop_boxes, weights, beta, steps)
-    if check:
-        _check_values("cabb_targets", pred_deltas, anchors, boxes, crop_boxes)
+    _run_checks("cabb_targets", check, pred_deltas, anchors, boxes, crop_boxes)
     with torch.no_grad():
         return _cabb_targets(pred_deltas.detach(), anchors, boxes, truncated, crop_boxes, w, float(beta), steps)
 
@@ -310,7 +337,7 @@ def cabb_loss(
     beta: float = 1.0,
     reduction: str = "sum",
     *,
-    check: bool = False,
+    check: bool | None = None,
     steps: tuple[int, int] | None = None,
 ) -> Tensor:
     """Crop-aware bounding box loss ``L_CABB(pred) = min_{Delta in rho_A(G, C)} L_BB(pred; Delta)``.
@@ -331,14 +358,14 @@ def cabb_loss(
     Returns
     -------
     Tensor
-        The loss; NaN only where ``pred_deltas`` itself is NaN (as for ``smooth_l1_loss``),
-        with a bounded gradient otherwise (targets are always finite).
+        The loss; NaN only where ``pred_deltas`` itself is NaN (as for ``smooth_l1_loss``) or,
+        when the value check is skipped (``check=False``, or ``None`` off the CPU), where an
+        anchor, box or crop is non-finite; with a bounded gradient otherwise.
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"cabb_loss(reduction=) expects one of {_REDUCTIONS}; got {reduction!r}")
     w = _validate("cabb_loss", pred_deltas, anchors, boxes, truncated, crop_boxes, weights, beta, steps)
-    if check:
-        _check_values("cabb_loss", pred_deltas, anchors, boxes, crop_boxes)
+    _run_checks("cabb_loss", check, pred_deltas, anchors, boxes, crop_boxes)
     with torch.no_grad():
         target = _cabb_targets(pred_deltas.detach(), anchors, boxes, truncated, crop_boxes, w, float(beta), steps)
     if reduction == "mean" and pred_deltas.shape[0] == 0:

@@ -42,8 +42,9 @@ def image_size(path: Path) -> tuple[int, int]:
             w, h = im.size
     except FileNotFoundError:
         raise DatasetError("image file not found", path) from None
-    except OSError as e:
-        raise DatasetError(f"cannot read image header: {e}", path) from None
+    except (OSError, SyntaxError, ValueError) as e:
+        empty = " (the file is empty, 0 bytes)" if path.is_file() and path.stat().st_size == 0 else ""
+        raise DatasetError(f"cannot read image header{empty}: {e}", path) from None
     return h, w
 
 
@@ -62,6 +63,10 @@ def decode_image(path: Path, reduce: int = 1, bgr: bool = False) -> np.ndarray:
         buf = np.fromfile(path, dtype=np.uint8)
     except FileNotFoundError:
         raise DatasetError("image file not found", path) from None
+    except OSError as e:
+        raise DatasetError(f"cannot read image file: {e}", path) from None
+    if buf.size == 0:  # (OpenCV asserts on an empty buffer instead of returning None)
+        raise DatasetError("image file is empty (0 bytes)", path)
     # libjpeg fills a truncated JPEG with grey and only warns, so check the end-of-image
     # marker ourselves (a few writers pad after it, hence the search in the tail).
     if buf[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in buf[-64:].tobytes():
@@ -69,7 +74,10 @@ def decode_image(path: Path, reduce: int = 1, bgr: bool = False) -> np.ndarray:
     is_jpeg = buf[:2].tobytes() == b"\xff\xd8"
     # Only JPEG has a cheap reduced decode; OpenCV's reduced flags on other formats round the
     # size down, while libjpeg rounds up, so those are resized here to the same (ceil) size.
-    img = cv2.imdecode(buf, (flag if is_jpeg else cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION)
+    try:
+        img = cv2.imdecode(buf, (flag if is_jpeg else cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error as e:
+        raise DatasetError(f"cannot decode image: {str(e).strip().splitlines()[-1]}", path) from None
     if img is None:
         raise DatasetError("cannot decode image (corrupt, truncated or not an image)", path)
     if reduce > 1 and not is_jpeg:
@@ -118,7 +126,10 @@ def read_panoptic_png(path: Path, what: str) -> np.ndarray:
     from isus import kernels
 
     read_png_header(path, ("RGB",), what)
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error as e:
+        raise DatasetError(f"cannot decode {what}: {str(e).strip().splitlines()[-1]}", path) from None
     if bgr is None:
         raise DatasetError(f"cannot decode {what}", path)
     return kernels.colors_to_ids(bgr, True)

@@ -203,6 +203,27 @@ class PanopticDataset:
             ) from None
 
 
+def check_pairs(records: list[Record], annotations: list[Path], image_of: Callable[[Path], Path]) -> None:
+    """Every record's annotation file exists, and every annotation file found has its image.
+
+    ``annotations`` are the annotation files found on disk (one listing, not a stat per image);
+    ``image_of(annotation)`` is where the image of an orphan annotation was expected. Images are
+    listed from disk, so without this a deleted image would make the dataset one image shorter
+    without a word.
+    """
+    expected = {r.annotation for r in records}
+    found = set(annotations)
+    missing = [r for r in records if r.annotation not in found]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DatasetError(f"annotation of image {missing[0].image_path.name} not found{more}", missing[0].annotation)
+    orphans = sorted(p for p in found if p not in expected)
+    if orphans:
+        more = f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""
+        raise DatasetError(f"annotation has no image: {image_of(orphans[0])} not found{more} (was the image "
+                           "deleted? nothing is skipped silently)", orphans[0])
+
+
 def _relative(path: Path, root: Path) -> str:
     try:
         return path.relative_to(root).as_posix()

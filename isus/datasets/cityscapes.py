@@ -1,6 +1,7 @@
 """Cityscapes and IDD readers: both use the ``leftImg8bit/`` + ``gtFine/`` layout."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,8 @@ from PIL import Image, ImageDraw
 
 from isus.datasets._io import read_json, require_dir
 from isus.datasets._panoptic_json import categories_from_json, load_panoptic_json, match_records
-from isus.datasets.base import PanopticDataset, Record, panoptic_from_packed, panoptic_from_rgb, register_dataset
+from isus.datasets.base import (PanopticDataset, Record, check_pairs, panoptic_from_packed, panoptic_from_rgb,
+                                register_dataset)
 from isus.datasets.labels import CITYSCAPES_LABELS, IDD_LABELS, IDD_LEVEL3_CATEGORIES
 from isus.errors import DatasetError
 from isus.types import Category, Panoptic
@@ -66,7 +68,8 @@ def rasterize_polygons(objects: list, height: int, width: int, scheme: LabelSche
 
     Follows the official converters (cityscapesScripts ``json2instanceImg``, AutoNUE's copy):
     objects are drawn in list order with PIL's polygon fill, later ones over earlier ones;
-    ``deleted`` objects and polygons of fewer than two points are skipped; a label ending in
+    ``deleted`` objects and polygons of fewer than two points are skipped (a polygon that is not
+    a list of finite ``[x, y]`` pairs is a :class:`DatasetError` naming the object); a label ending in
     ``group`` is the crowd form of its base label; thing instances get ``class*1000 + k`` with
     ``k`` counted from 0 per class value.
     """
@@ -78,10 +81,12 @@ def rasterize_polygons(objects: list, height: int, width: int, scheme: LabelSche
             raise DatasetError(f"objects[{k}] needs 'label' and 'polygon'", path)
         if obj.get("deleted", 0):
             continue
-        poly = obj["polygon"]
-        if len(poly) < 2:
+        points = _polygon_points(obj["polygon"], k, path)
+        if len(points) < 2:
             continue
         label, group = obj["label"], False
+        if not isinstance(label, str):
+            raise DatasetError(f"objects[{k}] has label {label!r}; expected a string", path)
         if label not in scheme.polygon_labels and label.endswith("group"):
             label, group = label[: -len("group")], True
         if label not in scheme.polygon_labels:
@@ -93,11 +98,28 @@ def rasterize_polygons(objects: list, height: int, width: int, scheme: LabelSche
             n = counters.get(value, 0)
             counters[value] = n + 1
             value = value * 1000 + n
-        try:
-            draw.polygon([(float(x), float(y)) for x, y in poly], fill=value)
-        except (TypeError, ValueError):
-            raise DatasetError(f"objects[{k}] polygon is not a list of [x, y] pairs", path) from None
+        draw.polygon(points, fill=value)
     return np.asarray(img, dtype=np.int32)
+
+
+def _polygon_points(poly: object, k: int, path: Path) -> list[tuple[float, float]]:
+    """``objects[k]["polygon"]`` as ``(x, y)`` floats; anything but a list of finite ``[x, y]``
+    number pairs is a :class:`DatasetError` (a string such as ``"x"`` would otherwise be drawn
+    as nothing, or skipped as "fewer than two points", and the object silently lost)."""
+    if not isinstance(poly, list):
+        raise DatasetError(f"objects[{k}] polygon is {type(poly).__name__} {poly!r:.40}; expected a list of "
+                           "[x, y] pairs", path)
+    points = []
+    for j, pt in enumerate(poly):
+        if (not isinstance(pt, (list, tuple)) or len(pt) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pt)):
+            raise DatasetError(f"objects[{k}] polygon point {j} is {pt!r:.40}; expected an [x, y] pair of "
+                               "numbers", path)
+        x, y = float(pt[0]), float(pt[1])
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise DatasetError(f"objects[{k}] polygon point {j} is {pt!r}; expected finite coordinates", path)
+        points.append((x, y))
+    return points
 
 
 class _CityscapesLike(PanopticDataset):
@@ -157,6 +179,9 @@ class _CityscapesLike(PanopticDataset):
             suffix = {"instances": s.instance_suffix, "labels": s.label_suffix,
                       "polygons": "_gtFine_polygons.json"}[source]
             records = [Record(key, p, Path(f"{stem}{suffix}")) for key, p, stem in frames]
+            image_suffix = images[0].suffix
+            check_pairs(records, list((gt_root / split).glob(f"*/*{suffix}")),
+                        lambda ann: img_root / ann.parent.name / f"{ann.name[: -len(suffix)]}_leftImg8bit{image_suffix}")
         super().__init__(root, split, cats, records, source=source, has_instances=source != "labels")
         ids = np.array([c.id for c in self.categories])
         self._is_category = np.zeros(max(256, ids.max() + 1), dtype=bool)

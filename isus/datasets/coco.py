@@ -82,6 +82,7 @@ class CocoPanoptic(PanopticDataset):
             for a in data["annotations"]:
                 stem = Path(a["file_name"]).stem
                 records.append(Record(a["image_id"], img_dir / f"{stem}.jpg", (pan_dir / a["file_name"], a["segments_info"])))
+        _check_images_exist(records, img_dir, ann_path)
         self._json_path = ann_path
         super().__init__(root, split, cats, records, source="panoptic")
 
@@ -89,3 +90,15 @@ class CocoPanoptic(PanopticDataset):
         png, segments_info = r.annotation
         rgb = self._read_panoptic_png(r, png, "panoptic PNG")
         return panoptic_from_rgb(rgb, segments_info, self, png, self._json_path)
+
+
+def _check_images_exist(records: list[Record], img_dir: Path, ann_path: Path) -> None:
+    """Every image the JSON lists is on disk (one directory listing; a stat only for file names
+    with a sub-folder), so a deleted image is reported when the dataset is opened."""
+    listed = {p.name for p in img_dir.iterdir()}
+    for r in records:
+        there = r.image_path.name in listed if r.image_path.parent == img_dir else r.image_path.is_file()
+        if not there:
+            raise DatasetError(f"image file not found (image {r.image_id!r} of {ann_path.name}; was it deleted? "
+                               "nothing is skipped silently)", r.image_path)
+

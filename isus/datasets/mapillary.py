@@ -7,7 +7,8 @@ import numpy as np
 
 from isus.datasets._io import read_json, require_dir
 from isus.datasets._panoptic_json import load_panoptic_json, match_records
-from isus.datasets.base import PanopticDataset, Record, panoptic_from_packed, panoptic_from_rgb, register_dataset
+from isus.datasets.base import (PanopticDataset, Record, check_pairs, panoptic_from_packed, panoptic_from_rgb,
+                                register_dataset)
 from isus.errors import DatasetError
 from isus.types import Category, Panoptic
 
@@ -130,6 +131,8 @@ class MapillaryVistas(PanopticDataset):
         else:
             ann_dir = require_dir(inst_dir if source == "instances" else lab_dir, f"MVD {source} directory")
             records = [Record(key, p, ann_dir / f"{key}.png") for key, p in self._images_by_key.items()]
+            check_pairs(records, [p for p in ann_dir.iterdir() if p.suffix.lower() == ".png"],
+                        lambda ann: img_dir / f"{ann.stem}.jpg")
         super().__init__(root, split, cats, records, source=source, has_instances=source != "labels")
 
     def _load_panoptic(self, r: Record) -> Panoptic:

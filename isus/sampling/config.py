@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import Iterable, Sequence
+
+import numpy as np
 
 from isus.sampling.levels import FPNLevels, LevelRule
 
@@ -19,6 +21,23 @@ def _range(name: str, value) -> tuple[float, float]:
     if not 0 < lo <= hi:
         raise ValueError(f"SamplerConfig({name}=) expects 0 < low <= high; got {value!r}")
     return lo, hi
+
+
+def _classes(value) -> tuple[int, ...]:
+    """Category ids as a tuple of ints; an empty list or a non-integer id is an argument error
+    (rather than an index "without categories" later)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ValueError(f"SamplerConfig(classes=) expects None or a non-empty list of category ids; got {value!r}")
+    items = list(value)
+    if not items:
+        raise ValueError("SamplerConfig(classes=) expects None (every evaluated class) or a non-empty list of "
+                         "category ids; got an empty list")
+    bad = [c for c in items if isinstance(c, bool) or not isinstance(c, (int, np.integer))]
+    if bad:
+        raise ValueError(f"SamplerConfig(classes=) expects integer category ids; got {bad[0]!r} in {value!r}")
+    if len(set(items)) != len(items):
+        raise ValueError(f"SamplerConfig(classes=) lists a category id twice; got {value!r}")
+    return tuple(int(c) for c in items)
 
 
 @dataclass(frozen=True)
@@ -72,7 +91,7 @@ class SamplerConfig:
         if not isinstance(self.levels, LevelRule):
             raise ValueError(f"SamplerConfig(levels=) expects a LevelRule (e.g. FPNLevels()); got {self.levels!r}")
         if self.classes is not None:
-            object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
+            object.__setattr__(self, "classes", _classes(self.classes))
 
     @classmethod
     def preset(cls, dataset: str, **overrides) -> "SamplerConfig":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -22,6 +23,46 @@ __all__ = ["LAYOUTS", "MANIFEST", "write_dataset", "read_manifest", "scene_of", 
 LAYOUTS = ("mvd", "cityscapes", "idd", "coco")
 #: File at the root of a synthetic dataset recording how it was made.
 MANIFEST = "isus_synth.json"
+
+
+#: Largest image written: what PIL opens without a decompression-bomb warning (which the readers,
+#: and tests run with warnings as errors, would trip on).
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+#: Peak memory while one image is generated and written (measured ~77 bytes/pixel with numpy's
+#: allocations alone; the codecs add their buffers).
+BYTES_PER_PIXEL = 96
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_size(width: int, height: int) -> None:
+    """Refuse an image size that is too small, that the readers would not open, or that cannot fit
+    in this machine's memory -- before anything is allocated."""
+    if width < 32 or height < 32:
+        raise ValueError(f"write_dataset(size=) expects at least 32x32 pixels; got {width}x{height}")
+    pixels = width * height
+    if pixels > MAX_PIXELS:
+        raise ValueError(f"write_dataset(size=) {width}x{height} is {pixels:,} pixels per image; at most "
+                         f"{MAX_PIXELS:,} are supported (PIL's decompression-bomb limit; MVD's largest images "
+                         "have about 20 million)")
+    total = _physical_memory()
+    if total is not None and pixels * BYTES_PER_PIXEL > total:
+        raise ValueError(f"write_dataset(size=) {width}x{height} needs about "
+                         f"{pixels * BYTES_PER_PIXEL / 2**30:.1f} GiB to write one image; this machine has "
+                         f"{total / 2**30:.1f} GiB")
+
+
+def check_split_name(split: object) -> None:
+    """A split is one plain folder name: it must not lead outside the output directory."""
+    if (not isinstance(split, str) or not split.strip() or split in (".", "..") or "/" in split or "\\" in split
+            or os.sep in split or Path(split).is_absolute()):
+        raise ValueError(f"write_dataset(split=) expects plain folder names (no '/', '.' or '..': a split must "
+                         f"stay inside the output directory); got {split!r}")
 
 
 def read_manifest(root: str | Path) -> dict | None:
@@ -354,13 +395,19 @@ def write_dataset(
     if len(counts) != len(splits) or any(not isinstance(n, (int, np.integer)) or n < 1 for n in counts):
         raise ValueError(f"write_dataset(num_images=) expects one positive int per split ({', '.join(splits)}); "
                          f"got {num_images!r}")
-    if len(set(splits)) != len(splits) or any(not sp or "/" in sp for sp in splits):
+    for sp in splits:
+        check_split_name(sp)
+    if len(set(splits)) != len(splits):
         raise ValueError(f"write_dataset(split=) expects distinct split names; got {splits!r}")
     if preset not in PRESETS:
         raise ValueError(f"write_dataset(preset=) expects one of {', '.join(PRESETS)}; got {preset!r}")
-    width, height = size
-    if width < 32 or height < 32:
-        raise ValueError(f"write_dataset(size=) expects at least 32x32 pixels; got {width}x{height}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"write_dataset(seed=) expects a non-negative int; got {seed!r}")
+    try:
+        width, height = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"write_dataset(size=) expects (width, height); got {size!r}") from None
+    check_size(width, height)
     out = Path(out)
     settings = {"layout": layout, "width": width, "height": height, "seed": seed, "preset": preset,
                 "integer_coords": layout == "cityscapes"}

@@ -1,22 +1,62 @@
 """``CropSampler``: CUS/ISUS crops as a deterministic, distributed-aware, resumable Sampler."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from typing import Any, Iterator
 
 import numpy as np
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from isus.errors import IsusError
 from isus.index.index import Index
 from isus.sampling.config import SamplerConfig
 from isus.sampling.policy import CropBatch, SamplingPolicy
 from isus.types import CropSpec
 
-__all__ = ["CropSampler"]
+__all__ = ["CropSampler", "SamplerStateError"]
 
 #: Samples per independently seeded block of an epoch's stream.
 BLOCK = 4096
-_STATE_VERSION = 1
+#: 2: the state carries the sampler configuration and the index fingerprint.
+_STATE_VERSION = 2
+_REQUIRED = ("version", "seed", "epoch", "position", "rank", "world_size")
+
+
+class SamplerStateError(IsusError, ValueError):
+    """A state given to :meth:`CropSampler.load_state_dict` is incomplete or comes from another
+    configuration, index, seed or world: resuming from it would draw a different stream.
+    (Also a ``ValueError``, which it was before it had its own class.)"""
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    # An object without its own repr shows its address, which differs in every process.
+    return f"{type(value).__module__}.{type(value).__qualname__}" if " at 0x" in text else text
+
+
+def config_description(config: SamplerConfig, policy: SamplingPolicy) -> dict[str, str]:
+    """What the stream depends on besides seed, epoch and index: every field of the config and
+    the policy's class, as strings (compared field by field when a state is loaded)."""
+    out = {f.name: _describe(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    out["policy"] = f"{type(policy).__module__}.{type(policy).__qualname__}"
+    return out
+
+
+def index_fingerprint(index: Index) -> dict[str, Any]:
+    """A content digest of the index (its arrays, categories and image range; not where it or
+    its dataset are stored, so a copied or moved index matches) and, for messages, its size."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps([index.meta.get("categories"), index.meta.get("image_range")], sort_keys=True).encode())
+    arrays = index.arrays()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.reshape(-1).view(np.uint8).data)
+    ds = index.meta.get("dataset", {})
+    return {"digest": "blake2b:" + h.hexdigest(), "dataset": ds.get("name"), "num_images": ds.get("num_images")}
 
 
 class CropSampler(Sampler[CropSpec]):
@@ -64,12 +104,15 @@ class CropSampler(Sampler[CropSpec]):
         self.epoch = 0
         self._position = 0  # samples of this rank already yielded in the current epoch
         self._block: tuple[int, CropBatch] | None = None
+        self._index_fp: dict[str, Any] | None = None  # computed on first use (hashes the arrays)
 
     def __len__(self) -> int:
         return -(-self.num_samples // self.world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch's stream (call before iterating, as with ``DistributedSampler``)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise ValueError(f"CropSampler.set_epoch(epoch=) expects a non-negative int; got {epoch!r}")
         if epoch != self.epoch:
             self.epoch, self._position, self._block = int(epoch), 0, None
 
@@ -93,24 +136,84 @@ class CropSampler(Sampler[CropSpec]):
         self._position = 0
         self._block = None
 
+    def index_fingerprint(self) -> dict[str, Any]:
+        """:func:`index_fingerprint` of this sampler's index (computed once: it reads every array)."""
+        if self._index_fp is None:
+            self._index_fp = index_fingerprint(self.index)
+        return self._index_fp
+
     def state_dict(self, num_consumed: int | None = None) -> dict[str, Any]:
         """Where the stream is. A DataLoader pulls indices ahead of training; pass how many
         samples this rank actually consumed (e.g. ``batches_done * batch_size``) to resume
-        exactly after them; by default, the number yielded so far."""
+        exactly after them; by default, the number yielded so far.
+
+        Besides the position, the state records what the stream depends on -- the seed, the
+        world, the sampler configuration (``config``) and a fingerprint of the index (``index``) --
+        so that :meth:`load_state_dict` can refuse a state from another run."""
         position = self._position if num_consumed is None else int(num_consumed)
         return {"version": _STATE_VERSION, "seed": self.seed, "epoch": self.epoch, "position": position,
-                "num_samples": self.num_samples, "rank": self.rank, "world_size": self.world_size}
+                "num_samples": self.num_samples, "rank": self.rank, "world_size": self.world_size,
+                "config": config_description(self.config, self.policy), "index": dict(self.index_fingerprint())}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue a stream saved by :meth:`state_dict` (same seed and world; ``num_samples``
-        may differ, e.g. to extend a run: the stream itself does not depend on it)."""
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"CropSampler state of version {state.get('version')!r}; expected {_STATE_VERSION}")
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        """Continue a stream saved by :meth:`state_dict`.
+
+        The state must come from the same seed, world size and rank, sampler configuration and
+        index (same content); otherwise the resumed run would silently draw another stream, so
+        :class:`SamplerStateError` says what differs. ``num_samples`` may differ (e.g. to extend
+        a run: the stream does not depend on it), and ``rank``/``position`` may be replaced by the
+        caller (``{**state, "rank": rank, "position": consumed}``).
+
+        Parameters
+        ----------
+        strict
+            ``False`` skips the configuration and index comparison (and accepts a version-1 state,
+            which has neither): a deliberate override, e.g. to continue a run on a rebuilt index
+            after fixing a few annotations, knowing the stream continues differently from there.
+            Seed and world are checked either way.
+        """
+        if not isinstance(state, dict):
+            raise SamplerStateError(f"CropSampler.load_state_dict(state=) expects the dict from state_dict(); "
+                                    f"got {type(state).__name__}")
+        version = state.get("version")
+        if version != _STATE_VERSION and not (version == 1 and not strict):
+            hint = (" (saved by an older isus, without the configuration and index fingerprint: pass strict=False "
+                    "to load it if it comes from this configuration and index)") if version == 1 else ""
+            raise SamplerStateError(f"CropSampler state of version {version!r}; expected {_STATE_VERSION}{hint}")
+        required = _REQUIRED + (("config", "index") if strict else ())
+        for key in required:
+            if key not in state:
+                raise SamplerStateError(f"CropSampler state lacks {key!r}: an incomplete state (expected the keys "
+                                        f"{', '.join(required)} from state_dict())")
         # num_samples may change (a longer run): sample j depends only on (seed, epoch, j)
         for key in ("seed", "world_size", "rank"):
             if state[key] != getattr(self, key):
-                raise ValueError(f"CropSampler state has {key}={state[key]!r}, this sampler {getattr(self, key)!r}: "
-                                 "the stream would differ")
-        if not 0 <= state["position"] <= len(self):
-            raise ValueError(f"CropSampler state position {state['position']} is outside 0..{len(self)}")
-        self.epoch, self._position, self._block = int(state["epoch"]), int(state["position"]), None
+                raise SamplerStateError(f"CropSampler state has {key}={state[key]!r}, this sampler "
+                                        f"{getattr(self, key)!r}: the stream would differ")
+        if strict:
+            self._check_origin(state)
+        epoch, position = state["epoch"], state["position"]
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise SamplerStateError(f"CropSampler state has epoch={epoch!r}; expected a non-negative int")
+        if isinstance(position, bool) or not isinstance(position, (int, np.integer)) or not 0 <= position <= len(self):
+            raise SamplerStateError(f"CropSampler state position {position!r} is outside 0..{len(self)}")
+        self.epoch, self._position, self._block = int(epoch), int(position), None
+
+    def _check_origin(self, state: dict[str, Any]) -> None:
+        saved, now = state["config"], config_description(self.config, self.policy)
+        if not isinstance(saved, dict):
+            raise SamplerStateError(f"CropSampler state has config={saved!r}; expected the dict from state_dict()")
+        diff = [f"{k}: saved {saved.get(k, '(absent)')}, now {now.get(k, '(absent)')}"
+                for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+        if diff:
+            raise SamplerStateError("CropSampler state was saved with another sampler configuration ("
+                                    + "; ".join(diff) + "): the resumed stream would differ. Resume with the "
+                                    "saved configuration, or pass strict=False to continue deliberately.")
+        saved_ix, now_ix = state["index"], self.index_fingerprint()
+        if not isinstance(saved_ix, dict) or saved_ix.get("digest") != now_ix["digest"]:
+            def show(fp):
+                return (f"{fp.get('digest')} ({fp.get('dataset')}, {fp.get('num_images')} images)"
+                        if isinstance(fp, dict) else repr(fp))
+            raise SamplerStateError(f"CropSampler state was saved for another index: saved {show(saved_ix)}, this "
+                                    f"sampler's index {show(now_ix)}; the resumed stream would differ. Use the index "
+                                    "the run started with, or pass strict=False to continue deliberately.")
