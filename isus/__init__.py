@@ -8,7 +8,7 @@ from isus import synth
 from isus.datasets import PanopticDataset, dataset_names, open_dataset, register_dataset
 from isus.crop import CropConfig, CropEngine, CropSample, crop_sample
 from isus.errors import DatasetError, InstancesUnavailableError, IsusError
-from isus.index import Index, IndexFileError, Instances, build_index, merge_indexes
+from isus.index import Index, IndexFileError, IndexMismatchError, Instances, build_index, merge_indexes
 from isus.sampling import CropBatch, FPNLevels, LevelRule, SamplerConfig, SamplingPolicy
 from isus.summary import DatasetSummary, summarize
 from isus.types import SEGMENT_DTYPE, Category, CropSpec, ImageInfo, Panoptic
@@ -34,6 +34,7 @@ __all__ = [
     "Index",
     "Instances",
     "IndexFileError",
+    "IndexMismatchError",
     "build_index",
     "merge_indexes",
     "CropSpec",

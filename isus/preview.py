@@ -27,7 +27,7 @@ def render_preview(index: Index, out: str | Path, n: int = 16, *, config: Sample
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    ds = index.open_dataset()
+    ds = index.open_dataset(verify=False)  # the crop engine verifies it against the index
     config = config or SamplerConfig(crop_size=(512, 512))
     batch = SamplingPolicy(index, config).draw(np.random.default_rng(seed), n)
     engine = CropEngine(ds, index)

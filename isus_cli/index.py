@@ -57,8 +57,9 @@ def build(name, root, split, version, source, out, workers, resume, shard, cache
           checkpoint_every) -> None:
     """Scan every annotation once and write the index sampling needs.
 
-    An interrupted build (Ctrl-C, kill) leaves nothing at --out; its progress is kept in
-    OUT.partial/ and `--resume` continues from there. Under torchrun, each rank builds its
+    An interrupted build (Ctrl-C, kill) leaves nothing at --out -- an index already there, and
+    the cache entries it refers to, stay as they were; its progress is kept in OUT.partial/ and
+    `--resume` continues from there. Under torchrun, each rank builds its
     shard and rank 0 merges them.
 
     Example:
@@ -87,10 +88,12 @@ def build(name, root, split, version, source, out, workers, resume, shard, cache
         raise click.ClickException(f"interrupted: nothing was written to {out}; the images scanned so far are kept "
                                    f"in {partial}/, re-run with --resume to continue") from None
     out.parent.mkdir(parents=True, exist_ok=True)
-    index_.save(out)
+    index_.save(out)  # the commit: until here the previous index at OUT and its cache entries are untouched
     remove_checkpoint(partial)
     dt = time.perf_counter() - t0
     index_ = Index.load(out)
+    if shard is None:
+        index_.prune_cache()  # entries of the replaced index (shards share the cache: merged later)
     click.echo(f"indexed {index_.num_images} images in {dt:.1f} s ({index_.num_images / dt:.1f} img/s); "
                f"index {format_bytes(out.stat().st_size)}"
                + (f", annotation cache {format_bytes(index_.meta['cache_bytes'])} in {cache_dir}" if cache_dir else ""))
@@ -121,5 +124,31 @@ def merge(parts, out: Path) -> None:
     """
     merged = merge_indexes(parts)
     merged.save(out)
+    merged = Index.load(out)
+    merged.prune_cache()
     click.echo(f"merged {len(parts)} parts into {out}")
-    click.echo(Index.load(out).describe())
+    click.echo(merged.describe())
+
+
+@index.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="The dataset's root, when it moved since the build (default: the recorded one).")
+@click.option("--all/--sample", "all_images", default=True, show_default=True,
+              help="Check every image's files, or only the sample checked whenever the index is opened.")
+def verify(file: Path, root: Path | None, all_images: bool) -> None:
+    """Check an index against its dataset: identity, file names, sizes and content samples.
+
+    Exits with an error naming the first image that differs.
+
+    Example:
+
+        isus index verify mvd-training.isusidx --root /mnt/new/mvd
+    """
+    t0 = time.perf_counter()
+    index_ = Index.load(file, root=root)
+    ds = index_.open_dataset(verify=False)
+    index_.verify_dataset(ds, images="all" if all_images else "sample")
+    n = index_.num_images if all_images else "a sample of the"
+    click.echo(f"{file}: matches the dataset at {ds.root} ({n} images checked in "
+               f"{time.perf_counter() - t0:.2f} s)")

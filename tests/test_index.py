@@ -273,7 +273,8 @@ def saved_index(mvd_index, tmp_path):
     return path
 
 
-@pytest.mark.parametrize("version,match", [(2, "newer than this isus supports"), (0, "older than this isus")])
+@pytest.mark.parametrize("version,match", [(isus.index.SCHEMA_VERSION + 1, "newer than this isus supports"),
+                                           (0, "older than this isus")])
 def test_schema_version_is_checked_first(saved_index, version, match):
     data = bytearray(saved_index.read_bytes())
     data[8:12] = version.to_bytes(4, "little")

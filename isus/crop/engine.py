@@ -134,14 +134,24 @@ class CropEngine:
         annotation is decoded and boxes are computed from it.
     config
         A :class:`CropConfig`.
+    verify
+        Check that ``index`` was built from ``ds``: on construction the dataset's identity, every
+        file name and a sample of images' file sizes and content samples
+        (:meth:`Index.verify_dataset`); then each image's files the first time it is cropped.
+        Raises :class:`~isus.IndexMismatchError` naming the first image that differs.
     """
 
-    def __init__(self, ds: PanopticDataset, index: Index | None = None, config: CropConfig = CropConfig()) -> None:
+    def __init__(self, ds: PanopticDataset, index: Index | None = None, config: CropConfig = CropConfig(),
+                 verify: bool = True) -> None:
         self.ds, self.index, self.config = ds, index, config
         self._train_id = {c.id: k for k, c in enumerate(ds.categories)}
         self._isthing = {c.id: c.isthing for c in ds.categories}
+        self._verify = verify and index is not None
+        self._verified: set[int] = set()
         if index is not None:
-            if [c.id for c in index.categories] != [c.id for c in ds.categories] or index.meta["dataset"]["num_images"] != len(ds):
+            if verify:
+                index.verify_dataset(ds)
+            elif [c.id for c in index.categories] != [c.id for c in ds.categories] or index.meta["dataset"]["num_images"] != len(ds):
                 raise ValueError("CropEngine(index=) was not built from this dataset (categories or image count differ)")
             inst = index.instances
             self._by_image = np.argsort(inst.image, kind="stable")
@@ -203,6 +213,10 @@ class CropEngine:
     # -- the sample -------------------------------------------------------------------------------
     def __call__(self, spec: CropSpec) -> CropSample:
         cfg = self.config
+        if self._verify and spec.image not in self._verified:
+            # First use of this image here: its files must still be those the index was built from.
+            self.index.verify_image(self.ds, spec.image, names=False)
+            self._verified.add(spec.image)
         size = crop_size(spec)
         cw, ch = size
         image = self._image(spec, size)

@@ -20,8 +20,10 @@ from isus.datasets.base import PanopticDataset
 from isus.errors import IsusError
 from isus import kernels
 from isus._parallel import run_parallel
-from isus.index.cache import write_cached
-from isus.index.index import CELL_COLUMNS, CLASS_COLUMNS, INSTANCE_COLUMNS, Index, _pack_strings, assemble
+from isus.index.cache import DIGEST_BYTES, write_cached
+from isus.index.fingerprint import SAMPLE_BYTES, image_fingerprint
+from isus.index.index import (CELL_COLUMNS, CLASS_COLUMNS, IMAGE_STRINGS, INSTANCE_COLUMNS, Index, _pack_strings,
+                              assemble, image_strings)
 from isus.index.store import SCHEMA_VERSION, IndexFileError
 from isus.types import make_segments
 
@@ -95,10 +97,12 @@ def scan_image(ds: PanopticDataset, i: int, params: BuildParams) -> dict[str, An
     order = np.lexsort((-area[present_idx], cls_of_seg))
     first = np.r_[True, cls_of_seg[order][1:] != cls_of_seg[order][:-1]]
     largest[cls_of_seg[order][first]] = present_idx[order][first]
-    cache_bytes = 0
+    cache_bytes, cache_digest = 0, ""
     if params.cache_dir is not None:
-        cache_bytes = write_cached(Path(params.cache_dir), i, str(info.image_id), dense, seg)
+        cache_bytes, cache_digest = write_cached(Path(params.cache_dir), i, str(info.image_id), dense, seg)
     return {
+        **image_fingerprint(ds, i),
+        "cache_digest": cache_digest,
         "image_id": str(info.image_id),
         "file_name": info.file_name,
         "height": info.height,
@@ -147,8 +151,20 @@ def _concat(scans: dict[int, dict], anchors: int) -> tuple[dict[str, np.ndarray]
     images = {"image_height": np.array([scans[i]["height"] for i in order], np.int32),
               "image_width": np.array([scans[i]["width"] for i in order], np.int32)}
     images["image_id_blob"], images["image_id_offsets"] = _pack_strings(ids)
-    images["file_name_blob"], images["file_name_offsets"] = _pack_strings([scans[i]["file_name"] for i in order])
+    for key in IMAGE_STRINGS[1:]:
+        images[f"{key}_blob"], images[f"{key}_offsets"] = _pack_strings([scans[i][key] for i in order])
+    for name, key, dtype in FINGERPRINT_ARRAYS:
+        images[name] = np.array([scans[i][key] for i in order], dtype).reshape(-1)
+    images["cache_digest"] = np.array([list(bytes.fromhex(scans[i]["cache_digest"]) or bytes(DIGEST_BYTES))
+                                       for i in order], np.uint8).reshape(-1, DIGEST_BYTES)
     return images, rows, int_ids
+
+
+#: Per-image fingerprint arrays: (array, scan key, dtype); see ``isus.index.fingerprint``.
+FINGERPRINT_ARRAYS = (("fp_image_size", "image_size", np.int64), ("fp_image_sample", "image_sample", np.uint64),
+                      ("fp_ann_size", "ann_size", np.int64), ("fp_ann_sample", "ann_sample", np.uint64))
+_INFO = ("image_id", "file_name", "height", "width", "cache_bytes", "cache_digest", "ann_name", "image_size",
+         "image_sample", "ann_size", "ann_sample")
 
 
 # -- checkpoints --------------------------------------------------------------------------------
@@ -175,14 +191,22 @@ class _Checkpoint:
         self._n = len(list(directory.glob("chunk_*.npz")))
 
     def load(self) -> dict[int, dict]:
+        import zipfile
+        import zlib
+
         scans: dict[int, dict] = {}
         for path in sorted(self.dir.glob("chunk_*.npz")):
-            with np.load(path) as z:
-                meta = json.loads(str(z["meta"]))
-                for k, i in enumerate(meta["images"]):
-                    scan = {c: z[f"{k}/{c}"] for c in _EMPTY}
-                    scan.update(meta["info"][k])
-                    scans[int(i)] = scan
+            try:
+                with open(path, "rb") as fh, np.load(fh) as z:
+                    meta = json.loads(str(z["meta"]))
+                    for k, i in enumerate(meta["images"]):
+                        scan = {c: z[f"{k}/{c}"] for c in _EMPTY}
+                        scan.update({f: meta["info"][k][f] for f in _INFO})
+                        scans[int(i)] = scan
+            except (OSError, EOFError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile,
+                    zlib.error, json.JSONDecodeError) as e:
+                raise IndexFileError(f"build checkpoint is corrupt or truncated ({type(e).__name__}); delete "
+                                     f"{self.dir} to start the build over", path) from None
         return scans
 
     def save(self, scans: dict[int, dict]) -> None:
@@ -190,11 +214,13 @@ class _Checkpoint:
             return
         order = sorted(scans)
         arrays = {f"{k}/{c}": scans[i][c] for k, i in enumerate(order) for c in _EMPTY}
-        info = [{f: scans[i][f] for f in ("image_id", "file_name", "height", "width", "cache_bytes")} for i in order]
+        info = [{f: scans[i][f] for f in _INFO} for i in order]
         path = self.dir / f"chunk_{self._n:06d}.npz"
         tmp = self.dir / f".chunk_{self._n:06d}.tmp"
         with open(tmp, "wb") as f:
             np.savez(f, meta=np.array(json.dumps({"images": order, "info": info})), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
         self._n += 1
 
@@ -334,6 +360,8 @@ def _meta(ds: PanopticDataset, params: BuildParams, image_range: tuple[int, int]
         "categories": [{"id": c.id, "name": c.name, "isthing": c.isthing, "color": list(c.color),
                         "evaluate": c.evaluate} for c in ds.categories],
         "image_range": list(image_range),
+        "fingerprint": {"sample_bytes": SAMPLE_BYTES, "hash": "blake2b-64(size, first and last sample_bytes, "
+                        "segments_info)"},
     }
 
 
@@ -363,22 +391,24 @@ def merge_indexes(parts: Iterable[str | Path | Index]) -> Index:
     if expected != total:
         raise IndexFileError(f"cannot merge: the parts cover images 0..{expected - 1} of {total}; "
                              f"shards {expected}.. are missing", loaded[-1].path)
-    images: dict[str, list] = {"image_height": [], "image_width": []}
-    ids, names = [], []
+    fixed = ("image_height", "image_width", "cache_digest") + tuple(name for name, _, _ in FINGERPRINT_ARRAYS)
+    images: dict[str, list] = {k: [] for k in fixed}
+    strings: dict[str, list] = {k: [] for k in IMAGE_STRINGS}
     rows: dict[str, list] = {c: [] for c in INSTANCE_COLUMNS + CLASS_COLUMNS + CELL_COLUMNS}
     for ix in loaded:
         a = ix.arrays()
-        start, stop = ix.image_range
-        for k in ("image_height", "image_width"):
+        for k in fixed:
             images[k].append(a[k])
-        ids += [str(ix.image_info(i).image_id) for i in range(start, stop)]
-        names += [ix.image_info(i).file_name for i in range(start, stop)]
+        for k, values in image_strings(a).items():
+            strings[k] += values
         for c in rows:
             rows[c].append(a[c])
     merged = {k: np.concatenate(v) for k, v in images.items()}
-    merged["image_id_blob"], merged["image_id_offsets"] = _pack_strings(ids)
-    merged["file_name_blob"], merged["file_name_offsets"] = _pack_strings(names)
+    for k, values in strings.items():
+        merged[f"{k}_blob"], merged[f"{k}_offsets"] = _pack_strings(values)
     meta = dict(first.meta)
+    if first.cache_dir is not None:  # parts store it relative to themselves; the merged index is saved elsewhere
+        meta["params"] = {**meta["params"], "cache_dir": str(first.cache_dir.resolve())}
     meta["image_range"] = [0, total]
     meta["int_image_ids"] = all(ix.meta["int_image_ids"] for ix in loaded)
     meta["cache_bytes"] = int(sum(ix.meta["cache_bytes"] for ix in loaded))

@@ -5,31 +5,102 @@ The map is stored as dense segment indices (0 = void), run-length encoded per ro
 only the bands it covers and expands only the runs overlapping its columns -- instead of
 decoding a whole 16-bit PNG (the most expensive part of loading an MVD sample).
 
-One file per image (``{index:07d}.npz``), written atomically, so interrupted and sharded builds
-need no special handling.
+Entries are named by their content, ``{index:07d}-{digest}.ann``, and the index records each
+image's digest. A rebuild therefore writes its entries *beside* those of the index it replaces
+(identical content gets the identical name and bytes), so an interrupted rebuild never changes
+what the surviving index reads; superseded entries are removed only after the new index is
+committed (:func:`prune_cache`).
+
+Entry layout (little-endian)::
+
+    magic      8 bytes  b"ISUSANN\\0"
+    version    u32      ENTRY_VERSION
+    reserved   u32      0
+    header_len u64
+    header     JSON     {"image_id", "height", "width", "segments", "bands", "band_rows"}
+    tables     segments (SEGMENT_DTYPE), band_offsets (i8, bands+1), band_runs (i8), band_crc (u4)
+    payload    the zlib-compressed bands
+
+The digest (blake2b, 16 bytes) covers the header and the tables; each band's CRC-32 covers its
+compressed bytes and is checked before it is decompressed. So a read verifies everything it uses
+at the cost of hashing a few KiB.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
+import struct
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from isus.errors import DatasetError
 from isus import kernels
-from isus.types import ImageInfo, Panoptic, make_segments
+from isus.index.store import IndexFileError
+from isus.types import SEGMENT_DTYPE, ImageInfo, Panoptic, make_segments
 
 BAND_ROWS = 64
 ZLIB_LEVEL = 1
+ENTRY_VERSION = 1
+DIGEST_BYTES = 16
+_MAGIC = b"ISUSANN\0"
+_PREFIX = struct.Struct("<8sIIQ")
+_ENTRY_RE = re.compile(r"^(\d{7})-([0-9a-f]{32})\.ann$")
+_LEGACY_RE = re.compile(r"^\d{7}\.npz$|^\..*\.tmp-\d+$")
+_SEG = SEGMENT_DTYPE.newbyteorder("<")
 
 
-def cache_path(cache_dir: Path, i: int) -> Path:
-    return Path(cache_dir) / f"{i:07d}.npz"
+class CacheEntry(NamedTuple):
+    """The decoded parts of a cache entry (see the module docstring)."""
+
+    image_id: str
+    height: int
+    width: int
+    segments: np.ndarray
+    band_offsets: np.ndarray
+    band_runs: np.ndarray
+    band_crc: np.ndarray
+    payload: bytes
 
 
-def write_cached(cache_dir: Path, i: int, image_id: str, dense: np.ndarray, segments: np.ndarray) -> int:
-    """Store image ``i``'s dense segment map; returns the file size in bytes."""
+def entry_name(i: int, digest: str) -> str:
+    return f"{i:07d}-{digest}.ann"
+
+
+def _encode(e: CacheEntry) -> tuple[bytes, bytes, str]:
+    """``(prefix + header, tables, digest hex)``."""
+    header = json.dumps({"image_id": str(e.image_id), "height": int(e.height), "width": int(e.width),
+                         "segments": len(e.segments), "bands": len(e.band_runs), "band_rows": BAND_ROWS},
+                        sort_keys=True).encode()
+    tables = (np.ascontiguousarray(e.segments, _SEG).tobytes() + np.asarray(e.band_offsets, "<i8").tobytes()
+              + np.asarray(e.band_runs, "<i8").tobytes() + np.asarray(e.band_crc, "<u4").tobytes())
+    digest = hashlib.blake2b(header + tables, digest_size=DIGEST_BYTES).hexdigest()
+    return _PREFIX.pack(_MAGIC, ENTRY_VERSION, 0, len(header)) + header, tables, digest
+
+
+def write_entry(path: str | Path, entry: CacheEntry) -> str:
+    """Write ``entry`` to ``path`` atomically (temp file, fsync, rename); returns its digest."""
+    path = Path(path)
+    head, tables, digest = _encode(entry)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(head)
+            f.write(tables)
+            f.write(entry.payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return digest
+
+
+def encode_entry(image_id: str, dense: np.ndarray, segments: np.ndarray) -> CacheEntry:
     h, w = dense.shape
     offsets, values, ends = kernels.rle_encode_rows(dense)
     blobs, runs = [], []
@@ -42,34 +113,82 @@ def write_cached(cache_dir: Path, i: int, image_id: str, dense: np.ndarray, segm
         runs.append(b - a)
     band_offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
     band_offsets[1:] = np.cumsum([len(b) for b in blobs])
-    path = cache_path(cache_dir, i)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, shape=np.array([h, w], np.int64), segments=segments, band_offsets=band_offsets,
-                     band_runs=np.array(runs, np.int64), payload=np.frombuffer(b"".join(blobs), np.uint8),
-                     image_id=np.array(str(image_id)))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path.stat().st_size
+    crc = np.array([zlib.crc32(b) for b in blobs], np.uint32)
+    return CacheEntry(str(image_id), h, w, np.asarray(segments, SEGMENT_DTYPE), band_offsets,
+                      np.array(runs, np.int64), crc, b"".join(blobs))
 
 
-def read_cached(cache_dir: Path, i: int, window: tuple[int, int, int, int] | None, info: ImageInfo) -> Panoptic:
-    """Decode image ``i`` (or a window ``(x0, y0, x1, y1)`` of it) from the cache."""
-    path = cache_path(cache_dir, i)
+def write_cached(cache_dir: Path, i: int, image_id: str, dense: np.ndarray, segments: np.ndarray) -> tuple[int, str]:
+    """Store image ``i``'s dense segment map as a content-named entry; returns ``(bytes, digest)``."""
+    entry = encode_entry(image_id, dense, segments)
+    digest = _encode(entry)[2]
+    path = Path(cache_dir) / entry_name(i, digest)
+    write_entry(path, entry)
+    return path.stat().st_size, digest
+
+
+def read_entry(path: str | Path, digest: str | None = None) -> CacheEntry:
+    """Read and check a cache entry; ``digest``: the one the index expects.
+
+    Raises :class:`IndexFileError` naming the file when it is missing, not an entry, truncated or
+    fails its checksum (band CRCs are checked when the bands are decompressed, by :func:`read_cached`).
+    """
+    path = Path(path)
     try:
-        z = np.load(path)
+        data = path.read_bytes()
     except FileNotFoundError:
-        raise DatasetError(f"annotation cache has no entry for image {i}", path) from None
-    with z:
-        h, w = (int(v) for v in z["shape"])
-        if str(z["image_id"]) != str(info.image_id) or (h, w) != (info.height, info.width):
-            raise DatasetError(f"annotation cache entry is for image {str(z['image_id'])!r} ({w}x{h}), not "
-                               f"{info.image_id!r} ({info.width}x{info.height}): the cache is stale, rebuild the index", path)
-        segments = z["segments"]
-        band_offsets, band_runs, payload = z["band_offsets"], z["band_runs"], z["payload"]
+        raise IndexFileError("annotation cache entry not found (the cache was moved, pruned or deleted; "
+                             "rebuild the index)", path) from None
+    if len(data) < _PREFIX.size or data[:8] != _MAGIC:
+        raise IndexFileError("not an isus annotation cache entry (bad magic bytes)", path)
+    _, version, _, hlen = _PREFIX.unpack_from(data)
+    if version != ENTRY_VERSION:
+        raise IndexFileError(f"annotation cache entry version {version}; this isus reads {ENTRY_VERSION}: "
+                             "rebuild the index", path)
+    try:
+        header = json.loads(data[_PREFIX.size:_PREFIX.size + hlen])
+        nseg, nb = int(header["segments"]), int(header["bands"])
+        if header["band_rows"] != BAND_ROWS:
+            raise ValueError("band_rows")
+        t0 = _PREFIX.size + hlen
+        t1 = t0 + nseg * _SEG.itemsize + 8 * (nb + 1) + 8 * nb + 4 * nb
+        if len(data) < t1:
+            raise EOFError
+        found = hashlib.blake2b(data[_PREFIX.size:t0] + data[t0:t1], digest_size=DIGEST_BYTES).hexdigest()
+        if digest is not None and found != digest:
+            raise IndexFileError(f"annotation cache entry checksum mismatch (content hashes to {found}, the index "
+                                 f"expects {digest}): the entry is corrupt or belongs to another build; rebuild "
+                                 "the index", path)
+        pos = t0
+        segments = np.frombuffer(data, _SEG, nseg, pos).astype(SEGMENT_DTYPE)
+        pos += nseg * _SEG.itemsize
+        band_offsets = np.frombuffer(data, "<i8", nb + 1, pos).astype(np.int64)
+        pos += 8 * (nb + 1)
+        band_runs = np.frombuffer(data, "<i8", nb, pos).astype(np.int64)
+        pos += 8 * nb
+        band_crc = np.frombuffer(data, "<u4", nb, pos).astype(np.uint32)
+        payload = data[t1:]
+        if len(payload) != band_offsets[-1]:
+            raise EOFError
+        return CacheEntry(str(header["image_id"]), int(header["height"]), int(header["width"]), segments,
+                          band_offsets, band_runs, band_crc, payload)
+    except IndexFileError:
+        raise
+    except EOFError:
+        raise IndexFileError("annotation cache entry is truncated", path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+        raise IndexFileError(f"annotation cache entry is corrupt ({type(e).__name__})", path) from None
+
+
+def read_cached(path: Path, window: tuple[int, int, int, int] | None, info: ImageInfo,
+                digest: str | None = None) -> Panoptic:
+    """Decode the entry at ``path`` (or a window ``(x0, y0, x1, y1)`` of it), checking it
+    against ``digest`` and ``info``."""
+    e = read_entry(path, digest)
+    h, w = e.height, e.width
+    if e.image_id != str(info.image_id) or (h, w) != (info.height, info.width):
+        raise IndexFileError(f"annotation cache entry is for image {e.image_id!r} ({w}x{h}), not "
+                             f"{info.image_id!r} ({info.width}x{info.height}): the cache is stale, rebuild the index", path)
     x0, y0, x1, y1 = (0, 0, w, h) if window is None else (int(v) for v in window)
     if x1 <= x0 or y1 <= y0:
         raise ValueError(f"load_annotation(window=) expects x0 < x1 and y0 < y1; got {window}")
@@ -79,15 +198,39 @@ def read_cached(cache_dir: Path, i: int, window: tuple[int, int, int, int] | Non
         for b in range(max(y0, 0) // BAND_ROWS, (min(y1, h) - 1) // BAND_ROWS + 1 if min(y1, h) > max(y0, 0) else 0):
             by0 = b * BAND_ROWS
             rows = min(BAND_ROWS, h - by0)
-            raw = zlib.decompress(payload[band_offsets[b]:band_offsets[b + 1]].tobytes())
-            n = int(band_runs[b])
-            offs = np.frombuffer(raw, "<i4", rows + 1).astype(np.int64)
-            vals = np.frombuffer(raw, "<u2", n, offset=4 * (rows + 1))
-            ends = np.frombuffer(raw, "<i4", n, offset=4 * (rows + 1) + 2 * n)
+            blob = e.payload[e.band_offsets[b]:e.band_offsets[b + 1]]
+            n = int(e.band_runs[b])
+            if zlib.crc32(blob) != int(e.band_crc[b]):
+                raise IndexFileError(f"annotation cache entry checksum mismatch in band {b} (rows {by0}.."
+                                     f"{by0 + rows - 1}): the entry is corrupt; rebuild the index", path)
+            try:
+                raw = zlib.decompress(blob)
+                offs = np.frombuffer(raw, "<i4", rows + 1).astype(np.int64)
+                vals = np.frombuffer(raw, "<u2", n, offset=4 * (rows + 1))
+                ends = np.frombuffer(raw, "<i4", n, offset=4 * (rows + 1) + 2 * n)
+            except (zlib.error, ValueError):
+                raise IndexFileError(f"annotation cache entry is corrupt in band {b}", path) from None
             ya, yb = max(y0, by0), min(y1, by0 + rows)
             out[ya - y0:yb - y0, cx0 - x0:cx1 - x0] = kernels.rle_decode_window(
                 offs, vals, ends, ya - by0, yb - by0, cx0, cx1, 0)
+    segments = e.segments
     lut = np.concatenate([[0], segments["id"]]).astype(np.int32)
     present = np.flatnonzero(np.bincount(out.ravel(), minlength=len(lut))[1:])
     seg = segments[present]
     return Panoptic(lut[out], make_segments(seg["id"], seg["category_id"], seg["iscrowd"]))
+
+
+def prune_cache(cache_dir: str | Path, keep: set[str]) -> int:
+    """Delete cache entries (and leftovers of killed writers) whose names are not in ``keep``.
+
+    Call it only after the index referring to ``keep`` was committed; returns the number removed.
+    """
+    removed = 0
+    d = Path(cache_dir)
+    if not d.is_dir():
+        return 0
+    for p in d.iterdir():
+        if p.name not in keep and (_ENTRY_RE.match(p.name) or _LEGACY_RE.match(p.name)) and p.is_file():
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed

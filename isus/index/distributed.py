@@ -36,9 +36,11 @@ def build_index_distributed(ds: PanopticDataset, out: str | Path, *, workers: in
     result = None
     if rank == 0:
         parts = [out.with_name(f"{out.name}.part{r}of{world}") for r in range(world)]
-        merge_indexes(parts).save(out)
+        merged = merge_indexes(parts)
+        merged.save(out)
         for p in parts:
             p.unlink()
         result = Index.load(out)
+        result.prune_cache()
     dist.barrier()
     return result

@@ -2,13 +2,14 @@
 without decoding an annotation."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from isus.index.store import IndexFileError, read_arrays, write_arrays
+from isus.index.store import IndexFileError, IndexMismatchError, read_arrays, read_header, write_arrays
 from isus.types import Category, ImageInfo
 
 __all__ = ["Index", "Instances"]
@@ -18,6 +19,8 @@ INSTANCE_COLUMNS = ("inst_image", "inst_segment", "inst_category", "inst_crowd",
                     "inst_centroid", "inst_anchors")
 CLASS_COLUMNS = ("cls_image", "cls_category", "cls_pixels", "cls_ncells", "cls_anchors")
 CELL_COLUMNS = ("cell_index", "cell_pixels")
+#: Per-image strings, stored as ``{name}_blob`` / ``{name}_offsets``.
+IMAGE_STRINGS = ("image_id", "file_name", "ann_name")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,16 @@ def _pack_strings(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
 def _unpack_string(blob: np.ndarray, offsets: np.ndarray, i: int) -> str:
     return blob[offsets[i]:offsets[i + 1]].tobytes().decode()
+
+
+def _unpack_all(blob: np.ndarray, offsets: np.ndarray) -> list[str]:
+    data = blob.tobytes()
+    return [data[a:b].decode() for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+
+
+def image_strings(arrays: dict[str, np.ndarray]) -> dict[str, list[str]]:
+    """The per-image string columns of an index's arrays, unpacked."""
+    return {k: _unpack_all(arrays[f"{k}_blob"], arrays[f"{k}_offsets"]) for k in IMAGE_STRINGS}
 
 
 def csr_gather(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -116,7 +129,11 @@ class Index:
     """A dataset index, built by :func:`isus.build_index` or loaded with :meth:`Index.load`.
 
     All arrays are read-only; loaded ones are memory-mapped, so every DataLoader worker shares
-    one copy in the page cache (pickling an index sends only its path).
+    one copy in the page cache (pickling an index sends only its path, and unpickling checks that
+    the file there is still the one that was loaded).
+
+    The index records a fingerprint of every image's files; :meth:`verify_dataset` checks a
+    dataset against it (the crop engine does so on construction and per image on first use).
 
     Attributes
     ----------
@@ -129,8 +146,12 @@ class Index:
     """
 
     def __init__(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path | None = None,
-                 checksum: str | None = None) -> None:
+                 checksum: str | None = None, root: str | Path | None = None) -> None:
         self.meta = meta
+        #: Dataset root overriding the recorded one (``Index.load(..., root=)``), for a moved dataset.
+        self.root = None if root is None else Path(root)
+        self._file_id: tuple[int, int, int] | None = None
+        self._names: dict[str, list[str]] | None = None
         self._a = arrays
         for a in arrays.values():
             if a.flags.writeable:
@@ -145,12 +166,24 @@ class Index:
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> str:
-        """Write the index atomically (temp file + rename) and return its checksum."""
-        self.checksum = write_arrays(path, self.meta, self._a)
+        """Write the index atomically (temp file + fsync + rename) and return its checksum.
+
+        The annotation cache directory is recorded relative to the index file, so an index moved
+        together with its cache keeps working. Afterwards the index refers to ``path``.
+        """
+        path = Path(path)
+        meta = self.meta
+        cache = self.cache_dir
+        if cache is not None:
+            rel = os.path.relpath(Path(cache).resolve(), path.resolve().parent)
+            meta = {**meta, "params": {**meta["params"], "cache_dir": Path(rel).as_posix()}}
+        self.checksum = write_arrays(path, meta, self._a)
+        self.meta, self.path = meta, path
+        self._file_id = _file_id(os.stat(path))
         return self.checksum
 
     @classmethod
-    def load(cls, path: str | Path, verify: bool = True) -> "Index":
+    def load(cls, path: str | Path, verify: bool = True, root: str | Path | None = None) -> "Index":
         """Memory-map an index file.
 
         Parameters
@@ -158,17 +191,24 @@ class Index:
         verify
             Check the checksum (reads the whole file once). Raises :class:`IndexFileError` on a
             mismatch, a schema version other than this isus's, or a truncated file.
+        root
+            The dataset's root now, when it moved since the build: :meth:`open_dataset` opens it
+            there. Verification compares relative file names, sizes and content samples, which a
+            copied or moved dataset still matches.
         """
         meta, arrays, checksum = read_arrays(path, verify=verify)
         if meta.get("kind") != "index":
             raise IndexFileError(f"file holds a {meta.get('kind')!r}, not an index", path)
-        return cls(meta, arrays, Path(path), checksum)
+        index = cls(meta, arrays, Path(path), checksum, root)
+        index._file_id = _file_id(os.stat(path))
+        return index
 
     def __reduce__(self):
         if self.path is None:
-            return (Index, (self.meta, {k: np.array(v) for k, v in self._a.items()}, None, self.checksum))
-        # Workers re-map the same file instead of receiving a copy of the arrays.
-        return (_load_unverified, (str(self.path),))
+            return (Index, (self.meta, {k: np.array(v) for k, v in self._a.items()}, None, self.checksum, self.root))
+        # Workers re-map the same file instead of receiving a copy of the arrays, after checking
+        # that it is still the same file.
+        return (_reopen, (str(self.path), self.checksum, self._file_id, None if self.root is None else str(self.root)))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The raw arrays (read-only), by name."""
@@ -270,27 +310,144 @@ class Index:
             lo, hi = lo + int(np.searchsorted(imgs, image)), lo + int(np.searchsorted(imgs, image, side="right"))
         return self.instances[lo:hi]
 
-    def open_dataset(self):
-        """Reopen the dataset this index was built from (same reader, root, split and options)."""
+    def open_dataset(self, root: str | Path | None = None, verify: bool = True):
+        """Reopen the dataset this index was built from (same reader, split and options) at
+        ``root``, else the root given to :meth:`load`, else the recorded one; with ``verify``,
+        check it against the index (:meth:`verify_dataset`, a sample of images)."""
         from isus.datasets.base import open_dataset
 
         args = {k: v for k, v in self.meta["dataset"].items()
                 if k not in ("name", "root", "source", "has_instances", "num_images")}
-        ds = open_dataset(self.meta["dataset"]["name"], self.meta["dataset"]["root"], **args)
+        root = root if root is not None else self.root if self.root is not None else self.meta["dataset"]["root"]
+        ds = open_dataset(self.meta["dataset"]["name"], root, **args)
         if len(ds) != self.meta["dataset"]["num_images"]:
-            raise IndexFileError(f"the dataset at {ds.root} now has {len(ds)} images; the index was built "
-                                 f"from {self.meta['dataset']['num_images']}: rebuild it", self.path)
+            raise IndexMismatchError(f"the dataset at {ds.root} now has {len(ds)} images; the index was built "
+                                     f"from {self.meta['dataset']['num_images']}: rebuild it", self.path,
+                                     field="number of images")
+        if verify:
+            self.verify_dataset(ds)
         return ds
+
+    # -- verification against a dataset ---------------------------------------------------------
+    def _mismatch(self, i: int | None, field: str, ours, theirs, ds) -> IndexMismatchError:
+        where = "the dataset" if i is None else f"image {i} ({self._names_of('file_name')[i - self.image_range[0]]})"
+        return IndexMismatchError(
+            f"{where}: {field} differs from what the index was built from (index: {ours}, dataset at {ds.root}: "
+            f"{theirs}). The index belongs to another dataset, or the files changed since the build: rebuild "
+            "the index, or open the dataset it was built from", self.path, image=i, field=field)
+
+    def _names_of(self, key: str) -> list[str]:
+        if self._names is None:
+            self._names = image_strings(self._a)
+        return self._names[key]
+
+    def verify_dataset(self, ds, images: str | Iterable[int] = "sample") -> None:
+        """Check that ``ds`` is the dataset this index was built from.
+
+        Always compares the dataset's identity (format, split, annotation source, categories,
+        number of images) and every image's and annotation's file name (relative to the root;
+        no file is touched). Then the files' sizes and content samples (see
+        ``isus.index.fingerprint``) of ``images``: ``"sample"`` (a fixed, evenly spread set of
+        :data:`~isus.index.fingerprint.OPEN_SAMPLE` images), ``"all"``, or an iterable of image indices.
+
+        Raises
+        ------
+        IndexMismatchError
+            Naming the first image (and the field) that differs.
+        """
+        from isus.index.fingerprint import OPEN_SAMPLE, file_names
+
+        if "fp_image_size" not in self._a:
+            raise IndexFileError("this index records no dataset fingerprint (a simulated index?); it cannot "
+                                 "be used with a dataset", self.path)
+        d = self.meta["dataset"]
+        for field, ours, theirs in (("dataset format", d["name"], ds.name), ("split", d.get("split"), ds.split),
+                                    ("annotation source", d["source"], ds.source),
+                                    ("number of images", d["num_images"], len(ds))):
+            if ours != theirs:
+                raise self._mismatch(None, field, ours, theirs, ds)
+        ours = [(c.id, c.name, c.isthing) for c in self.categories]
+        theirs = [(c.id, c.name, c.isthing) for c in ds.categories]
+        if ours != theirs:
+            diff = next((k for k, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+            raise self._mismatch(None, "categories", ours[diff:diff + 1] or "none", theirs[diff:diff + 1] or "none", ds)
+        start, stop = self.image_range
+        names, anns = self._names_of("file_name"), self._names_of("ann_name")
+        for k, i in enumerate(range(start, stop)):
+            img, ann = file_names(ds, i)
+            if img != names[k]:
+                raise self._mismatch(i, "image file name", names[k], img, ds)
+            if ann != anns[k]:
+                raise self._mismatch(i, "annotation file name", anns[k], ann, ds)
+        if isinstance(images, str):
+            if images == "all":
+                todo: Iterable[int] = range(start, stop)
+            elif images == "sample":
+                n = min(OPEN_SAMPLE, stop - start)
+                todo = sorted(set(np.linspace(start, stop - 1, n).round().astype(int).tolist())) if n else []
+            else:
+                raise ValueError(f"verify_dataset(images=) expects 'sample', 'all' or image indices; got {images!r}")
+        else:
+            todo = images
+        for i in todo:
+            self.verify_image(ds, int(i), names=False)
+
+    def verify_image(self, ds, i: int, names: bool = True) -> None:
+        """Check image ``i``'s files in ``ds`` against the index's fingerprint (two small reads
+        per file); raises :class:`IndexMismatchError` naming the image and the field."""
+        from isus.index.fingerprint import FIELDS, file_names, image_fingerprint
+
+        start, stop = self.image_range
+        if not start <= i < stop:
+            raise IndexError(f"image {i} is not in this index (images {start}..{stop - 1})")
+        k = i - start
+        if names:
+            img, ann = file_names(ds, i)
+            for field, ours, theirs in (("image file name", self._names_of("file_name")[k], img),
+                                        ("annotation file name", self._names_of("ann_name")[k], ann)):
+                if ours != theirs:
+                    raise self._mismatch(i, field, ours, theirs, ds)
+        fp = image_fingerprint(ds, i)
+        for array, key, field in FIELDS:
+            ours = int(self._a[array][k])
+            if ours != fp[key]:
+                if key.endswith("size") and fp[key] == -1:
+                    raise self._mismatch(i, field, ours, "file missing", ds)
+                show = (lambda v: v) if key.endswith("size") else (lambda v: f"{v:016x}")
+                raise self._mismatch(i, field, show(ours), show(fp[key]), ds)
 
     # -- annotation cache -------------------------------------------------------------------------
     @property
     def cache_dir(self) -> Path | None:
-        """Directory of the annotation cache, if the index was built with one."""
+        """Directory of the annotation cache, if the index was built with one (recorded relative
+        to the index file)."""
         d = self.meta["params"].get("cache_dir")
         if d is None:
             return None
         d = Path(d)
         return d if d.is_absolute() or self.path is None else self.path.parent / d
+
+    def cache_path(self, i: int) -> Path:
+        """The annotation cache entry of image ``i`` (named by its content digest)."""
+        from isus.index.cache import entry_name
+
+        if self.cache_dir is None:
+            raise IndexFileError("this index was built without an annotation cache "
+                                 "(build with cache_annotations=True / --cache-annotations)", self.path)
+        start, stop = self.image_range
+        if not start <= i < stop:
+            raise IndexError(f"image {i} is not in this index (images {start}..{stop - 1})")
+        return self.cache_dir / entry_name(i, self._a["cache_digest"][i - start].tobytes().hex())
+
+    def prune_cache(self) -> int:
+        """Delete the cache entries in :attr:`cache_dir` this index does not refer to (left by
+        the build it replaced, or by an interrupted one). Call it once this index is committed;
+        returns how many files were removed. Never call it while another index shares the directory."""
+        from isus.index.cache import prune_cache
+
+        if self.cache_dir is None:
+            return 0
+        return prune_cache(self.cache_dir, {self.cache_path(i).name for i in range(*self.image_range)})
 
     def load_annotation(self, i: int, window: tuple[int, int, int, int] | None = None):
         """Panoptic annotation of image ``i`` from the annotation cache, optionally only the
@@ -298,10 +455,8 @@ class Index:
         image are void)."""
         from isus.index.cache import read_cached
 
-        if self.cache_dir is None:
-            raise IndexFileError("this index was built without an annotation cache "
-                                 "(build with cache_annotations=True / --cache-annotations)", self.path)
-        return read_cached(self.cache_dir, i, window, self.image_info(i))
+        path = self.cache_path(i)
+        return read_cached(path, window, self.image_info(i), self._a["cache_digest"][i - self.image_range[0]].tobytes().hex())
 
     def describe(self) -> str:
         """Multi-line report: counts, instances per class, size histogram, build parameters."""
@@ -313,7 +468,8 @@ class Index:
         per_class = np.bincount(self.category_ranks(inst.category_id[things]), minlength=len(self.categories))
         start, stop = self.image_range
         lines = [
-            f"dataset      {ds['name']} split={ds.get('split')!r} ({ds['source']} annotations) at {ds['root']}",
+            f"dataset      {ds['name']} split={ds.get('split')!r} ({ds['source']} annotations) at {ds['root']}"
+            + (f" (re-pointed to {self.root})" if self.root is not None else ""),
             f"images       {self.num_images}" + ("" if (start, stop) == (0, ds["num_images"])
                                                   else f" (shard: images {start}..{stop - 1} of {ds['num_images']})"),
             f"classes      {len(self.categories)} ({sum(c.isthing for c in self.categories)} thing), "
@@ -324,7 +480,7 @@ class Index:
             lines.append("per class    " + ", ".join(f"{c.name} {n}" for c, n in zip(self.categories, per_class) if n))
             lines.append("instance size, sqrt(area) in px:")
             lines += histogram_lines(scale_histogram(inst.scale[things]))
-        cache = f"{p['cache_dir']} ({format_bytes(self.meta.get('cache_bytes', 0))})" if p["cache_dir"] else "none"
+        cache = f"{self.cache_dir} ({format_bytes(self.meta.get('cache_bytes', 0))})" if p["cache_dir"] else "none"
         lines.append(f"build        grid {p['grid']}x{p['grid']}, {p['anchors']} anchors per instance, "
                      f"annotation cache: {cache}")
         lines.append(f"file         {self.path} (schema {self.meta['schema']}, {self.checksum})")
@@ -336,5 +492,20 @@ class Index:
                 f"instances={len(self.instances)}, path={str(self.path) if self.path else None!r})")
 
 
-def _load_unverified(path: str) -> Index:
-    return Index.load(path, verify=False)
+def _file_id(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_size, st.st_ino, st.st_mtime_ns
+
+
+def _reopen(path: str, checksum: str | None, file_id: tuple[int, int, int] | None, root: str | None) -> Index:
+    """Unpickle an index by re-mapping its file, verifying it is the file that was pickled.
+
+    The header's checksum must equal the pickled one (else the file was replaced). When the file's
+    size, inode and mtime are also unchanged that is enough; otherwise (the file was rewritten)
+    the whole file is re-hashed, so content changed under an unchanged header is caught too.
+    """
+    found, st = read_header(path)
+    if found != checksum:
+        raise IndexFileError(f"the index file was replaced since this Index was loaded (checksum {checksum}, "
+                             f"the file now has {found}); reload it", path)
+    same = file_id is not None and _file_id(st) == tuple(file_id)
+    return Index.load(path, verify=not same, root=root)

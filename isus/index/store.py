@@ -27,10 +27,12 @@ import numpy as np
 
 from isus.errors import IsusError
 
-__all__ = ["SCHEMA_VERSION", "IndexFileError", "write_arrays", "read_arrays"]
+__all__ = ["SCHEMA_VERSION", "IndexFileError", "IndexMismatchError", "write_arrays", "read_arrays", "read_header"]
 
 MAGIC = b"ISUSIDX\0"
-SCHEMA_VERSION = 1
+#: 2: per-image fingerprints of the dataset files, content-named checksummed cache entries,
+#: cache directory relative to the index file. Schema-1 files must be rebuilt.
+SCHEMA_VERSION = 2
 _PREFIX = struct.Struct("<8sIIQ")
 _ALIGN = 64
 
@@ -41,6 +43,23 @@ class IndexFileError(IsusError):
     def __init__(self, message: str, path: str | Path | None = None) -> None:
         self.path = None if path is None else Path(path)
         super().__init__(f"{path}: {message}" if path is not None else message)
+
+
+class IndexMismatchError(IndexFileError):
+    """An index is used with a dataset (or a file) other than the one it was built from.
+
+    Attributes
+    ----------
+    image
+        Global index of the first image that differs (None for a dataset-level difference).
+    field
+        What differs, e.g. ``"image file size"``, ``"annotation content"``, ``"split"``.
+    """
+
+    def __init__(self, message: str, path: str | Path | None = None, *, image: int | None = None,
+                 field: str | None = None) -> None:
+        self.image, self.field = image, field
+        super().__init__(message, path)
 
 
 def _le(a: np.ndarray) -> np.ndarray:
@@ -110,36 +129,66 @@ def read_arrays(path: str | Path, verify: bool = True) -> tuple[dict[str, Any], 
     except FileNotFoundError:
         raise IndexFileError("index file not found", path) from None
     with f:
-        prefix = f.read(_PREFIX.size)
-        if len(prefix) < _PREFIX.size or prefix[:8] != MAGIC:
-            raise IndexFileError("not an isus index file (bad magic bytes)", path)
-        _, version, _, header_len = _PREFIX.unpack(prefix)
-        if version > SCHEMA_VERSION:
-            raise IndexFileError(f"index schema version {version} is newer than this isus supports "
-                                 f"({SCHEMA_VERSION}); upgrade isus", path)
-        if version < SCHEMA_VERSION:
-            raise IndexFileError(f"index schema version {version} is older than this isus's "
-                                 f"({SCHEMA_VERSION}); rebuild it with `isus index build`", path)
-        try:
-            header = json.loads(f.read(header_len))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise IndexFileError("index header is corrupt", path) from None
+        header, header_len = _read_header(f, path)
         size = os.fstat(f.fileno()).st_size
         data_start = -(-(_PREFIX.size + header_len) // _ALIGN) * _ALIGN
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
     arrays = {}
-    for name, spec in header["arrays"].items():
-        dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
-        start = data_start + spec["offset"]
-        nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
-        if start + nbytes > size:
-            raise IndexFileError(f"index file is truncated (array {name!r} ends at byte "
-                                 f"{start + nbytes}, the file has {size})", path)
-        arr = np.frombuffer(mm, dtype=dtype, count=nbytes // dtype.itemsize, offset=start) if nbytes else np.empty(0, dtype)
-        arrays[name] = arr.reshape(shape)
+    try:
+        table = header["arrays"]
+        meta = header["meta"]
+        for name, spec in table.items():
+            dtype, shape = np.dtype(spec["dtype"]), tuple(int(n) for n in spec["shape"])
+            start = data_start + int(spec["offset"])
+            nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+            if start + nbytes > size:
+                raise IndexFileError(f"index file is truncated (array {name!r} ends at byte "
+                                     f"{start + nbytes}, the file has {size})", path)
+            arr = (np.frombuffer(mm, dtype=dtype, count=nbytes // dtype.itemsize, offset=start) if nbytes
+                   else np.empty(0, dtype))
+            arrays[name] = arr.reshape(shape)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise IndexFileError(f"index header is corrupt ({type(e).__name__}: {e})", path) from None
     if verify:
         expected = _digest(header, arrays)
         if expected != header.get("checksum"):
             raise IndexFileError(f"checksum mismatch (file says {header.get('checksum')}, content hashes to "
                                  f"{expected}): the file is corrupt or was modified; rebuild it", path)
-    return header["meta"], arrays, header["checksum"]
+    return meta, arrays, header.get("checksum")
+
+
+def _read_header(f, path: Path) -> tuple[dict, int]:
+    prefix = f.read(_PREFIX.size)
+    if len(prefix) < _PREFIX.size or prefix[:8] != MAGIC:
+        raise IndexFileError("not an isus index file (bad magic bytes)", path)
+    _, version, _, header_len = _PREFIX.unpack(prefix)
+    if version > SCHEMA_VERSION:
+        raise IndexFileError(f"index schema version {version} is newer than this isus supports "
+                             f"({SCHEMA_VERSION}); upgrade isus", path)
+    if version < SCHEMA_VERSION:
+        raise IndexFileError(f"index schema version {version} is older than this isus's "
+                             f"({SCHEMA_VERSION}; schema 2 added dataset fingerprints and checksummed "
+                             "cache entries): rebuild it with `isus index build`", path)
+    blob = f.read(header_len)
+    if len(blob) < header_len:
+        raise IndexFileError(f"index file is truncated (the header needs {header_len} bytes)", path)
+    try:
+        header = json.loads(blob)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise IndexFileError("index header is corrupt", path) from None
+    if not isinstance(header, dict):
+        raise IndexFileError("index header is corrupt", path)
+    return header, header_len
+
+
+def read_header(path: str | Path) -> tuple[str | None, os.stat_result]:
+    """The checksum an index file's header records and the file's ``stat`` (cheap: reads the
+    header only). Raises :class:`IndexFileError` like :func:`read_arrays`."""
+    path = Path(path)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise IndexFileError("index file not found", path) from None
+    with f:
+        header, _ = _read_header(f, path)
+        return header.get("checksum"), os.fstat(f.fileno())

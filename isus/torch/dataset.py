@@ -49,11 +49,18 @@ class PanopticCropDataset(Dataset):
     ----------
     ds, index, config
         As for :class:`~isus.crop.CropEngine`. The engine is built lazily in each worker.
+    verify
+        Check here that ``index`` was built from ``ds`` (identity, file names, a sample of the
+        files' sizes and content samples; :class:`~isus.IndexMismatchError` otherwise), and in
+        each worker every image's files the first time it is cropped.
     """
 
-    def __init__(self, ds: PanopticDataset, index: Index | None = None, config: CropConfig = CropConfig()) -> None:
-        self.ds, self.index, self.config = ds, index, config
+    def __init__(self, ds: PanopticDataset, index: Index | None = None, config: CropConfig = CropConfig(),
+                 verify: bool = True) -> None:
+        self.ds, self.index, self.config, self.verify = ds, index, config, verify
         self._engine: CropEngine | None = None
+        if index is not None and verify:
+            index.verify_dataset(ds)  # fail in the main process, before any worker starts
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -67,7 +74,7 @@ class PanopticCropDataset(Dataset):
         if not isinstance(spec, CropSpec):
             raise TypeError(f"PanopticCropDataset is indexed by CropSpec (use isus.torch.CropSampler); got {type(spec).__name__}")
         if self._engine is None:
-            self._engine = CropEngine(self.ds, self.index, self.config)
+            self._engine = CropEngine(self.ds, self.index, self.config, verify=self.verify)
         return sample_to_tensors(self._engine(spec))
 
 
