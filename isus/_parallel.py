@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import signal
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterable
@@ -9,7 +11,26 @@ from typing import Any, Callable, Iterable
 _STATE: dict[str, Any] = {}
 
 
-def _init(fn: Callable, state: Any) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel SIGKILL this worker when its parent dies (even by SIGKILL, which
+    leaves the pool no chance to stop it), so no orphaned worker keeps running."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl (an unusual libc): the pool's own shutdown remains
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _init(fn: Callable, state: Any, parent: int | None = None) -> None:
+    if parent is not None:
+        _die_with_parent(parent)
     _STATE["fn"], _STATE["state"] = fn, state
 
 
@@ -32,7 +53,8 @@ def run_parallel(fn: Callable[[Any, Any], Any], state: Any, items: Iterable, wor
             on_done(item, fn(state, item))
         return
     ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init, initargs=(fn, state))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init,
+                               initargs=(fn, state, os.getpid()))
     pending: set = set()
     it = iter(items)
     try:

@@ -6,7 +6,9 @@ from pathlib import Path
 import click
 
 import isus
+from isus._fsio import naming
 from isus_cli._progress import progress
+from isus_cli.index import save_index
 from isus_cli.stats import level_table, run_stats
 from isus_cli.synth import parse_size
 
@@ -50,13 +52,15 @@ def demo(out: Path, num_images: int, size: tuple[int, int], seed: int) -> None:
     index_path = out / "mvd-training.isusidx"
     click.echo(f"3/5 building its index (with the annotation cache) in {index_path}")
     index = isus.build_index(ds, progress=True, cache_dir=out / "mvd-training.isusidx.cache")
-    index.save(index_path)
+    save_index(index, index_path)
     index = isus.Index.load(index_path)
     click.echo(index.describe())
     click.echo("")
     from isus.preview import render_preview
 
-    crops = render_preview(index, out / "crops_isus.png", 8, config=isus.SamplerConfig(crop_size=(512, 512)), seed=seed)
+    with naming(out / "crops_isus.png"):
+        crops = render_preview(index, out / "crops_isus.png", 8, config=isus.SamplerConfig(crop_size=(512, 512)),
+                               seed=seed)
     click.echo(f"4/5 wrote 8 ISUS crops with their masks, visible/original boxes and truncated sides to {crops}")
     click.echo("")
     crop = (640, 640)  # larger than P5's smallest objects (448 px), so every level can be reached

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 import isus
+from isus._fsio import naming
 
 
 def parse_percentiles(ctx, param, value: str) -> tuple[float, ...]:
@@ -73,7 +74,8 @@ def eval_(runs, name, root, split, version, predictions, instances, out, workers
         written = [out / "compare.json"]
         _write_json(written[0], {lab: r.to_dict() for lab, r in zip(names, results)})
         if all(r.buckets for r in results):
-            written.append(plot_by_size(results, names, out / "compare_by_size.png"))
+            with naming(out / "compare_by_size.png"):
+                written.append(plot_by_size(results, names, out / "compare_by_size.png"))
         else:
             click.echo("(no AP by size plot: some runs were evaluated without --instances)")
         click.echo(f"wrote {', '.join(str(p) for p in written)}")
@@ -98,7 +100,8 @@ def eval_(runs, name, root, split, version, predictions, instances, out, workers
     written = [out / "eval.json"]
     _write_json(written[0], res.to_dict())
     if res.buckets:
-        written.append(plot_by_size([res], [predictions.name], out / "eval_by_size.png"))
+        with naming(out / "eval_by_size.png"):
+            written.append(plot_by_size([res], [predictions.name], out / "eval_by_size.png"))
     click.echo(f"wrote {', '.join(str(p) for p in written)}")
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -9,7 +10,16 @@ import click
 
 import isus
 from isus.index import Index, build_index, merge_indexes, remove_checkpoint
+from isus._fsio import naming, remove_stale_temps
 from isus.summary import format_bytes
+
+
+def save_index(index_: Index, out: Path) -> None:
+    """``index_.save(out)``, after removing the temp files a killed save left beside ``out``; an
+    error names ``out``."""
+    remove_stale_temps(out.parent, rf"^\.{re.escape(out.name)}\.tmp-(\d+)$")
+    with naming(out):
+        index_.save(out)
 
 
 def parse_shard(ctx, param, value: str | None) -> tuple[int, int] | None:
@@ -80,6 +90,8 @@ def build(name, root, split, version, source, out, workers, resume, shard, cache
             click.echo(index_.describe())
         return
     partial = out.with_name(out.name + ".partial")
+    if cache_dir is not None:
+        remove_stale_temps(cache_dir, r"^\..*\.tmp-(\d+)$")  # entries a killed build was writing
     t0 = time.perf_counter()
     try:
         index_ = build_index(ds, workers=workers, progress=True, grid=grid, cache_dir=cache_dir, shard=shard,
@@ -88,7 +100,7 @@ def build(name, root, split, version, source, out, workers, resume, shard, cache
         raise click.ClickException(f"interrupted: nothing was written to {out}; the images scanned so far are kept "
                                    f"in {partial}/, re-run with --resume to continue") from None
     out.parent.mkdir(parents=True, exist_ok=True)
-    index_.save(out)  # the commit: until here the previous index at OUT and its cache entries are untouched
+    save_index(index_, out)  # the commit: until here the previous index at OUT and its cache entries are untouched
     remove_checkpoint(partial)
     dt = time.perf_counter() - t0
     index_ = Index.load(out)
@@ -123,7 +135,7 @@ def merge(parts, out: Path) -> None:
         isus index merge mvd.0.isusidx mvd.1.isusidx --out mvd.isusidx
     """
     merged = merge_indexes(parts)
-    merged.save(out)
+    save_index(merged, out)
     merged = Index.load(out)
     merged.prune_cache()
     click.echo(f"merged {len(parts)} parts into {out}")

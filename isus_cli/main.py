@@ -1,7 +1,9 @@
 """The ``isus`` command group: argument parsing and error translation only."""
 from __future__ import annotations
 
+import errno
 import functools
+import os
 
 import click
 
@@ -14,15 +16,40 @@ from isus_cli.stats import stats
 from isus_cli.synth import synth
 
 
+def printable(text) -> str:
+    """``text`` with what cannot be printed as UTF-8 -- the surrogate escapes of a file name that is
+    not valid UTF-8 -- shown as Python escapes (``\\udcff``), so the message names the exact file."""
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def os_error_message(e: OSError) -> str:
+    """One line naming the path(s) and what failed: ``PATH: No space left on device``, or
+    ``SRC -> DST: Read-only file system`` for a rename."""
+    what = e.strerror or (os.strerror(e.errno) if e.errno else "") or str(e) or type(e).__name__
+    if e.filename is None:
+        return printable(str(e) if e.strerror is None and str(e) else what).replace("\n", " ")
+    where = printable(e.filename)
+    if getattr(e, "filename2", None) is not None:
+        where += f" -> {printable(e.filename2)}"
+    hint = {errno.ENOSPC: " (the disk is full: free space and run again)",
+            errno.EROFS: " (write somewhere else)"}.get(e.errno, "")
+    return printable(f"{where}: {what}{hint}").replace("\n", " ")
+
+
 def translate_errors(fn):
-    """Turn isus's own exceptions into clean one-line CLI errors (exit code 1)."""
+    """Turn isus's own exceptions and operating-system errors (disk full, read-only file system,
+    permission denied, a name too long, ...) into clean one-line CLI errors (exit code 1)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (isus.IsusError, FileExistsError, ValueError) as e:
-            raise click.ClickException(str(e)) from e
+        except (isus.IsusError, ValueError) as e:
+            raise click.ClickException(printable(e)) from e
+        except OSError as e:  # FileExistsError included: isus raises it with a full message and no filename
+            raise click.ClickException(os_error_message(e)) from e
 
     return wrapper
 

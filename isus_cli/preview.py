@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 import isus
+from isus._fsio import naming
 from isus.preview import render_preview
 from isus_cli._options import OutDir
 
@@ -27,5 +28,6 @@ def preview(index_file: Path, out: Path, num: int, preset: str | None, mode: str
     """
     index = isus.Index.load(index_file)
     cfg = (isus.SamplerConfig.preset(preset, mode=mode) if preset else isus.SamplerConfig(crop_size=(512, 512), mode=mode))
-    path = render_preview(index, out / f"preview_{mode}.png", num, config=cfg, seed=seed)
+    with naming(out / f"preview_{mode}.png"):
+        path = render_preview(index, out / f"preview_{mode}.png", num, config=cfg, seed=seed)
     click.echo(f"wrote {path}")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 import isus
+from isus._fsio import atomic_write_bytes, naming
 from isus.stats import compute_stats, write_plots
 from isus_cli._options import OutDir
 from isus_cli._progress import progress
@@ -17,8 +18,9 @@ def run_stats(index: isus.Index, out: Path, config: isus.SamplerConfig, samples:
               per_class: bool) -> tuple[dict, list[Path]]:
     stats = compute_stats(index, config, samples, seed, per_class=per_class, progress=progress("sampling crops"))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "stats.json").write_text(json.dumps(stats, indent=1))
-    return stats, write_plots(stats, out)
+    atomic_write_bytes(out / "stats.json", json.dumps(stats, indent=1).encode())
+    with naming(out):
+        return stats, write_plots(stats, out)
 
 
 def level_table(stats: dict) -> str:

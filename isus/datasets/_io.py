@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -42,6 +42,9 @@ def image_size(path: Path) -> tuple[int, int]:
             w, h = im.size
     except FileNotFoundError:
         raise DatasetError("image file not found", path) from None
+    except Image.DecompressionBombError as e:
+        raise DatasetError(f"{e} (a corrupt size field? raise PIL.Image.MAX_IMAGE_PIXELS for genuinely "
+                           "huge images)", path) from None
     except (OSError, SyntaxError, ValueError) as e:
         empty = " (the file is empty, 0 bytes)" if path.is_file() and path.stat().st_size == 0 else ""
         raise DatasetError(f"cannot read image header{empty}: {e}", path) from None
@@ -91,12 +94,15 @@ def reduced_size(height: int, width: int, reduce: int) -> tuple[int, int]:
     return -(-height // reduce), -(-width // reduce)
 
 
-def read_png(path: Path, modes: tuple[str, ...], what: str) -> np.ndarray:
+def read_png(path: Path, modes: tuple[str, ...], what: str,
+             check: Callable[[tuple[int, int]], None] | None = None) -> np.ndarray:
     """Decode an annotation PNG whose PIL mode must be one of ``modes``.
 
     Returns the raw pixel array: palette indices for ``P``, values for ``L``/``I;16``/``I``,
     ``(H, W, 3)`` for ``RGB``. The mode check catches wrong bit depths (e.g. an 8-bit PNG where
-    a 16-bit instance map is expected) before they turn into wrong ids.
+    a 16-bit instance map is expected) before they turn into wrong ids. ``check((height, width))``
+    is called with the size from the header before the pixels are decoded (so that a corrupt size
+    field is refused before that much memory is allocated).
     """
     try:
         with Image.open(path) as im:
@@ -105,17 +111,22 @@ def read_png(path: Path, modes: tuple[str, ...], what: str) -> np.ndarray:
                 raise DatasetError(
                     f"{what} has PIL mode {mode!r}; expected {' or '.join(map(repr, modes))}", path
                 )
+            if check is not None:
+                check((im.height, im.width))
             arr = np.asarray(im)
     except FileNotFoundError:
         raise DatasetError(f"{what} not found", path) from None
     except DatasetError:
         raise
+    except Image.DecompressionBombError as e:
+        raise DatasetError(f"{e} (a corrupt size field? raise PIL.Image.MAX_IMAGE_PIXELS for genuinely "
+                           "huge images)", path) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DatasetError(f"cannot decode {what}: {e}", path) from None
     return arr
 
 
-def read_panoptic_png(path: Path, what: str) -> np.ndarray:
+def read_panoptic_png(path: Path, what: str, check: Callable[[tuple[int, int]], None] | None = None) -> np.ndarray:
     """Decode a COCO-style RGB panoptic PNG straight to ``(H, W)`` int32 segment ids.
 
     PIL checks the mode from the header; OpenCV decodes (faster than PIL on large PNGs) and a
@@ -125,7 +136,9 @@ def read_panoptic_png(path: Path, what: str) -> np.ndarray:
 
     from isus import kernels
 
-    read_png_header(path, ("RGB",), what)
+    size = read_png_header(path, ("RGB",), what)
+    if check is not None:
+        check(size)
     try:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     except cv2.error as e:
@@ -146,6 +159,9 @@ def read_png_header(path: Path, modes: tuple[str, ...], what: str) -> tuple[int,
         raise DatasetError(f"{what} not found", path) from None
     except DatasetError:
         raise
+    except Image.DecompressionBombError as e:
+        raise DatasetError(f"{e} (a corrupt size field? raise PIL.Image.MAX_IMAGE_PIXELS for genuinely "
+                           "huge images)", path) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DatasetError(f"cannot decode {what}: {e}", path) from None
 

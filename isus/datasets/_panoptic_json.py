@@ -15,16 +15,29 @@ def load_panoptic_json(path: Path) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise DatasetError("panoptic JSON has no 'annotations' list", path)
     for k, a in enumerate(data["annotations"]):
-        if not isinstance(a, dict) or "file_name" not in a or not isinstance(a.get("segments_info"), list):
+        if (not isinstance(a, dict) or not isinstance(a.get("file_name"), str)
+                or not isinstance(a.get("segments_info"), list)):
             raise DatasetError(
                 f"annotations[{k}] needs 'image_id', 'file_name' and a 'segments_info' list", path
             )
         if "image_id" not in a:
             raise DatasetError(f"annotations[{k}] ({a['file_name']}) has no 'image_id'", path)
+        if not is_id(a["image_id"]):
+            raise DatasetError(f"annotations[{k}] ({a['file_name']}) has image_id {a['image_id']!r:.40}; "
+                               "expected an integer or a string", path)
     for key in ("images", "categories"):
         if key in data and not isinstance(data[key], list):
             raise DatasetError(f"'{key}' must be a list", path)
     return data
+
+
+def is_id(v: object) -> bool:
+    """An image id as JSON files hold them: an int (not a bool) or a string."""
+    return isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))
+
+
+#: Category ids must fit here (readers index tables by category id).
+MAX_CATEGORY_ID = 65535
 
 
 def categories_from_json(items: list, path: Path, name_key: str = "name") -> list[Category]:
@@ -40,9 +53,11 @@ def categories_from_json(items: list, path: Path, name_key: str = "name") -> lis
                     color=tuple(int(v) for v in c.get("color", (0, 0, 0))),
                 )
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as e:
             raise DatasetError(f"categories[{k}] lacks or mistypes a field ({e!r}); expected "
                                "'id', 'name', 'isthing', 'color'", path) from None
+        if not 0 <= cats[-1].id <= MAX_CATEGORY_ID:
+            raise DatasetError(f"categories[{k}] has id {cats[-1].id}; expected 0..{MAX_CATEGORY_ID}", path)
     return cats
 
 

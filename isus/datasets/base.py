@@ -169,7 +169,7 @@ class PanopticDataset:
     def _read_png(self, r: Record, path: Path, modes: tuple[str, ...], what: str) -> np.ndarray:
         """Decode an annotation PNG of record ``r`` and check its size against the image's
         before anything is matched against it."""
-        arr = read_png(path, modes, what)
+        arr = read_png(path, modes, what, check=lambda size: self._check_size(r, size, path))
         self._check_size(r, arr.shape, path)
         return arr
 
@@ -177,7 +177,7 @@ class PanopticDataset:
         """Decode an RGB panoptic PNG of record ``r`` to int32 ids, size-checked against the image."""
         from isus.datasets._io import read_panoptic_png
 
-        ids = read_panoptic_png(path, what)
+        ids = read_panoptic_png(path, what, check=lambda size: self._check_size(r, size, path))
         self._check_size(r, ids.shape, path)
         return ids
 
@@ -274,7 +274,7 @@ def panoptic_from_rgb(
         seg_ids = np.array([int(s["id"]) for s in segments_info], dtype=np.int64)
         cat_ids = np.array([int(s["category_id"]) for s in segments_info], dtype=np.int64)
         crowd = np.array([bool(s.get("iscrowd", 0)) for s in segments_info], dtype=bool)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as e:
         raise DatasetError(f"segments_info of {path.name} lacks or mistypes a field ({e!r}); "
                            "each segment needs integer 'id' and 'category_id'", json_path) from None
     if len(np.unique(seg_ids)) != len(seg_ids):

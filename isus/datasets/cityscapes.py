@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from isus.datasets._io import read_json, require_dir
+from isus.datasets._io import image_size, read_json, require_dir
 from isus.datasets._panoptic_json import categories_from_json, load_panoptic_json, match_records
 from isus.datasets.base import (PanopticDataset, Record, check_pairs, panoptic_from_packed, panoptic_from_rgb,
                                 register_dataset)
@@ -183,8 +183,8 @@ class _CityscapesLike(PanopticDataset):
             check_pairs(records, list((gt_root / split).glob(f"*/*{suffix}")),
                         lambda ann: img_root / ann.parent.name / f"{ann.name[: -len(suffix)]}_leftImg8bit{image_suffix}")
         super().__init__(root, split, cats, records, source=source, has_instances=source != "labels")
-        ids = np.array([c.id for c in self.categories])
-        self._is_category = np.zeros(max(256, ids.max() + 1), dtype=bool)
+        ids = np.array([c.id for c in self.categories], dtype=np.int64)
+        self._is_category = np.zeros(max(256, ids.max(initial=-1) + 1), dtype=bool)
         self._is_category[ids] = True
         self._is_thing = np.zeros_like(self._is_category)
         self._is_thing[[c.id for c in self.categories if c.isthing]] = True
@@ -209,9 +209,15 @@ class _CityscapesLike(PanopticDataset):
         if self.source == "polygons":
             data = read_json(r.annotation, "polygons JSON")
             try:
-                h, w, objects = int(data["imgHeight"]), int(data["imgWidth"]), data["objects"]
-            except (KeyError, TypeError, ValueError):
-                raise DatasetError("polygons JSON needs 'imgHeight', 'imgWidth' and 'objects'", r.annotation) from None
+                h, w, objects = data["imgHeight"], data["imgWidth"], data["objects"]
+                if not (isinstance(objects, list) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                          for v in (h, w))):
+                    raise TypeError
+            except (KeyError, TypeError):
+                raise DatasetError("polygons JSON needs positive integers 'imgHeight', 'imgWidth' and an "
+                                   "'objects' list", r.annotation) from None
+            if r.height is None or r.width is None:  # the image's size bounds what is rasterised
+                r.height, r.width = image_size(r.image_path)
             self._check_size(r, (h, w), r.annotation)
             values = rasterize_polygons(objects, h, w, self.scheme, r.annotation)
         else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from isus.datasets._io import read_json, require_dir
-from isus.datasets._panoptic_json import annotations_by_image, categories_from_json, load_panoptic_json
+from isus.datasets._panoptic_json import annotations_by_image, categories_from_json, is_id, load_panoptic_json
 from isus.datasets.base import PanopticDataset, Record, panoptic_from_rgb, register_dataset
 from isus.errors import DatasetError
 from isus.types import Panoptic
@@ -56,7 +56,10 @@ class CocoPanoptic(PanopticDataset):
         if categories is not None:
             cpath = root / categories
             raw = read_json(cpath, "category list")
-            cats = categories_from_json(raw if isinstance(raw, list) else raw.get("categories", []), cpath)
+            items = raw if isinstance(raw, list) else raw.get("categories") if isinstance(raw, dict) else None
+            if not isinstance(items, list):
+                raise DatasetError("category list is neither a list nor a dict with a 'categories' list", cpath)
+            cats = categories_from_json(items, cpath)
         elif "categories" in data:
             cats = categories_from_json(data["categories"], ann_path)
         else:
@@ -70,6 +73,14 @@ class CocoPanoptic(PanopticDataset):
                     image_id, file_name = im["id"], im["file_name"]
                 except (KeyError, TypeError):
                     raise DatasetError(f"images[{k}] needs 'id' and 'file_name'", ann_path) from None
+                if not is_id(image_id) or not isinstance(file_name, str):
+                    raise DatasetError(f"images[{k}] has id {image_id!r:.40} and file_name {file_name!r:.40}; "
+                                       "expected an integer or string id and a string file name", ann_path)
+                size = im.get("height"), im.get("width")
+                if size != (None, None) and not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                    for v in size):
+                    raise DatasetError(f"images[{k}] ({file_name}) has height {size[0]!r:.20} and width "
+                                       f"{size[1]!r:.20}; expected positive integers (or neither)", ann_path)
                 if image_id not in by_image:
                     raise DatasetError(f"image {image_id!r} ({file_name}) has no annotation", ann_path)
                 a = by_image.pop(image_id)

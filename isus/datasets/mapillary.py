@@ -34,7 +34,7 @@ def mvd_categories(config: dict, path: Path) -> tuple[list[Category], int | None
             name = str(lab["name"])
             cat = Category(k, name, bool(lab["instances"]), tuple(int(v) for v in lab["color"]),
                            bool(lab.get("evaluate", True)))
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise DatasetError(f"labels[{k}] lacks or mistypes a field ({e!r}); expected "
                                "'name', 'instances', 'color'", path) from None
         if name.endswith("--unlabeled") or name == "unlabeled":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from isus import kernels
+from isus._fsio import naming, remove_stale_temps
 from isus.errors import IsusError
 from isus.eval.coco import Detections
 from isus.types import Panoptic, make_segments
@@ -157,6 +159,7 @@ class PanopticPredictionWriter:
         self.json_path = self.out / f"{name}.json"
         self.png_dir = self.out / name
         self.png_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.png_dir, r"^\..*\.tmp-(\d+)\.png$")  # left by a killed writer
         self._annotations: list[dict] = []
         self._seen: set[str] = set()
 
@@ -175,10 +178,16 @@ class PanopticPredictionWriter:
             raise ValueError("PanopticPredictionWriter.add: segment ids must lie in [0, 2**24)")
         file_name = file_name or f"{key}.png"
         rgb = id_to_rgb(ids)
-        tmp = self.png_dir / f".{file_name}.tmp.png"
-        if not cv2.imwrite(str(tmp), rgb[..., ::-1]):
-            raise IsusError(f"{tmp}: could not write the prediction PNG")
-        os.replace(tmp, self.png_dir / file_name)
+        path = self.png_dir / file_name
+        tmp = self.png_dir / f".{file_name}.tmp-{os.getpid()}.png"
+        try:
+            with naming(path):
+                if not cv2.imwrite(str(tmp), rgb[..., ::-1]):
+                    raise IsusError(f"{path}: could not write the prediction PNG")
+                os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         seg = pred.segments
         dense = kernels.dense_segments(ids, np.ascontiguousarray(seg["id"]))
         area, box, _, _ = kernels.scan_dense(dense, len(seg), 1)
@@ -227,13 +236,17 @@ class PanopticPredictionWriter:
 
 
 def _atomic_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    path = Path(path)
+    remove_stale_temps(path.parent, rf"^\.{re.escape(path.name)}\.tmp-(\d+)-\w+$")  # left by a killed writer
+    with naming(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with naming(path):
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -19,9 +19,10 @@ import isus
 from isus.datasets.base import PanopticDataset
 from isus.errors import IsusError
 from isus import kernels
+from isus._fsio import naming, remove_stale_temps
 from isus._parallel import run_parallel
 from isus.index.cache import DIGEST_BYTES, write_cached
-from isus.index.fingerprint import SAMPLE_BYTES, image_fingerprint
+from isus.index.fingerprint import SAMPLE_BYTES, file_names, image_fingerprint
 from isus.index.index import (CELL_COLUMNS, CLASS_COLUMNS, IMAGE_STRINGS, INSTANCE_COLUMNS, Index, _pack_strings,
                               assemble, image_strings)
 from isus.index.store import SCHEMA_VERSION, IndexFileError
@@ -174,6 +175,8 @@ class _Checkpoint:
     def __init__(self, directory: Path, fingerprint: dict[str, Any], resume: bool) -> None:
         self.dir = directory
         fp_path = directory / "build.json"
+        # Temp files of a killed build (one build per directory: whatever matches is stale).
+        remove_stale_temps(directory, r"^\.chunk_\d+\.tmp$|^\.build\.json\.tmp$")
         if directory.exists() and any(directory.iterdir()):
             if not resume:
                 raise IsusError(f"{directory}: an interrupted build left its progress here; resume it "
@@ -187,7 +190,14 @@ class _Checkpoint:
                 raise IsusError(f"{directory}: the interrupted build used other settings ({', '.join(changed)}); "
                                 "use the same ones or delete the directory")
         directory.mkdir(parents=True, exist_ok=True)
-        fp_path.write_text(json.dumps(fingerprint, indent=1))
+        tmp = directory / ".build.json.tmp"
+        try:
+            with naming(fp_path):
+                tmp.write_text(json.dumps(fingerprint, indent=1))
+                os.replace(tmp, fp_path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         self._n = len(list(directory.glob("chunk_*.npz")))
 
     def load(self) -> dict[int, dict]:
@@ -217,11 +227,16 @@ class _Checkpoint:
         info = [{f: scans[i][f] for f in _INFO} for i in order]
         path = self.dir / f"chunk_{self._n:06d}.npz"
         tmp = self.dir / f".chunk_{self._n:06d}.tmp"
-        with open(tmp, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps({"images": order, "info": info})), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with naming(path), open(tmp, "wb") as f:
+                np.savez(f, meta=np.array(json.dumps({"images": order, "info": info})), **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            with naming(path):
+                os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a failed write leaves no temp file; saved chunks stay
+            raise
         self._n += 1
 
 
@@ -313,6 +328,7 @@ def build_index(
         raise ValueError(f"build_index(workers=) expects a positive int; got {workers!r}")
     if params.cache_dir is not None:
         Path(params.cache_dir).mkdir(parents=True, exist_ok=True)
+    _check_names(ds, start, stop)
     meta = _meta(ds, params, (start, stop))
     scans: dict[int, dict] = {}
     ckpt = None
@@ -337,16 +353,37 @@ def build_index(
             last_save = time.monotonic()
 
     try:
-        _run(ds, todo, params, workers, on_done)
-    finally:
+        try:
+            _run(ds, todo, params, workers, on_done)
+        except BaseException:
+            if ckpt is not None:
+                try:
+                    ckpt.save(unsaved)  # whatever was finished survives an interruption
+                except OSError:
+                    pass  # e.g. the disk is full: the chunks saved before stay; report the first error
+            raise
         if ckpt is not None:
-            ckpt.save(unsaved)  # whatever was finished survives an interruption
+            ckpt.save(unsaved)
+    finally:
         if bar is not None:
             bar.close()
     images, rows, int_ids = _concat(scans, params.anchors)
     meta["int_image_ids"] = int_ids
     meta["cache_bytes"] = int(sum(s["cache_bytes"] for s in scans.values()))
     return Index(meta, assemble(meta, images, rows))
+
+
+def _check_names(ds: PanopticDataset, start: int, stop: int) -> None:
+    """Refuse, before any work, a file name that is not valid UTF-8: an index records file names as
+    UTF-8 text (and compares them when it is used), so such a dataset cannot be indexed."""
+    for i in range(start, stop):
+        for name in file_names(ds, i):
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = os.fsencode(str(Path(ds.root) / name)).decode("utf-8", "backslashreplace")
+                raise IsusError(f"{shown}: file name is not valid UTF-8 (image {i}); isus indexes record file "
+                                "names as UTF-8: rename the file") from None
 
 
 def _meta(ds: PanopticDataset, params: BuildParams, image_range: tuple[int, int]) -> dict[str, Any]:

@@ -146,8 +146,12 @@ def read_entry(path: str | Path, digest: str | None = None) -> CacheEntry:
         raise IndexFileError(f"annotation cache entry version {version}; this isus reads {ENTRY_VERSION}: "
                              "rebuild the index", path)
     try:
+        if hlen > len(data) - _PREFIX.size:
+            raise EOFError
         header = json.loads(data[_PREFIX.size:_PREFIX.size + hlen])
         nseg, nb = int(header["segments"]), int(header["bands"])
+        if nseg < 0 or nb < 0:
+            raise ValueError("negative table length")
         if header["band_rows"] != BAND_ROWS:
             raise ValueError("band_rows")
         t0 = _PREFIX.size + hlen
@@ -170,13 +174,19 @@ def read_entry(path: str | Path, digest: str | None = None) -> CacheEntry:
         payload = data[t1:]
         if len(payload) != band_offsets[-1]:
             raise EOFError
-        return CacheEntry(str(header["image_id"]), int(header["height"]), int(header["width"]), segments,
-                          band_offsets, band_runs, band_crc, payload)
+        height, width = int(header["height"]), int(header["width"])
+        # The structure the decoder relies on (it indexes without bounds checks): what the
+        # digest covers can still be wrong if a writer was buggy.
+        if (height < 0 or width < 0 or nb != -(-height // BAND_ROWS) or band_offsets[0] != 0
+                or (np.diff(band_offsets) < 0).any() or (band_runs < 0).any()):
+            raise ValueError("inconsistent band tables")
+        return CacheEntry(str(header["image_id"]), height, width, segments, band_offsets, band_runs, band_crc, payload)
     except IndexFileError:
         raise
     except EOFError:
         raise IndexFileError("annotation cache entry is truncated", path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, OverflowError,
+            RecursionError) as e:
         raise IndexFileError(f"annotation cache entry is corrupt ({type(e).__name__})", path) from None
 
 
@@ -205,9 +215,21 @@ def read_cached(path: Path, window: tuple[int, int, int, int] | None, info: Imag
                                      f"{by0 + rows - 1}): the entry is corrupt; rebuild the index", path)
             try:
                 raw = zlib.decompress(blob)
+                if len(raw) != 4 * (rows + 1) + 6 * n:
+                    raise ValueError("band size")
                 offs = np.frombuffer(raw, "<i4", rows + 1).astype(np.int64)
                 vals = np.frombuffer(raw, "<u2", n, offset=4 * (rows + 1))
                 ends = np.frombuffer(raw, "<i4", n, offset=4 * (rows + 1) + 2 * n)
+                # Row offsets within the runs, run ends increasing within each row and the last
+                # one at the right edge: the decoding kernel indexes without bounds checks.
+                if offs[0] != 0 or offs[-1] != n or (np.diff(offs) <= (0 if w else -1)).any():
+                    raise ValueError("run offsets")
+                if n:
+                    prev = np.empty(n, np.int64)
+                    prev[0], prev[1:] = 0, ends[:-1]
+                    prev[offs[:-1][offs[:-1] < n]] = 0
+                    if (ends <= prev).any() or (ends[offs[1:] - 1] != w).any():
+                        raise ValueError("run ends")
             except (zlib.error, ValueError):
                 raise IndexFileError(f"annotation cache entry is corrupt in band {b}", path) from None
             ya, yb = max(y0, by0), min(y1, by0 + rows)
@@ -215,7 +237,11 @@ def read_cached(path: Path, window: tuple[int, int, int, int] | None, info: Imag
                 offs, vals, ends, ya - by0, yb - by0, cx0, cx1, 0)
     segments = e.segments
     lut = np.concatenate([[0], segments["id"]]).astype(np.int32)
-    present = np.flatnonzero(np.bincount(out.ravel(), minlength=len(lut))[1:])
+    counts = np.bincount(out.ravel(), minlength=len(lut))
+    if len(counts) > len(lut):
+        raise IndexFileError(f"annotation cache entry is corrupt: segment index {len(counts) - 1} beyond its "
+                             f"{len(segments)} segments", path)
+    present = np.flatnonzero(counts[1:])
     seg = segments[present]
     return Panoptic(lut[out], make_segments(seg["id"], seg["category_id"], seg["iscrowd"]))
 

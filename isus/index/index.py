@@ -199,7 +199,11 @@ class Index:
         meta, arrays, checksum = read_arrays(path, verify=verify)
         if meta.get("kind") != "index":
             raise IndexFileError(f"file holds a {meta.get('kind')!r}, not an index", path)
-        index = cls(meta, arrays, Path(path), checksum, root)
+        try:
+            index = cls(meta, arrays, Path(path), checksum, root)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            # only reachable with verify=False: the checksum refuses a damaged header otherwise
+            raise IndexFileError(f"index header is malformed ({type(e).__name__}: {e})", path) from None
         index._file_id = _file_id(os.stat(path))
         return index
 

@@ -169,12 +169,19 @@ def _read_header(f, path: Path) -> tuple[dict, int]:
         raise IndexFileError(f"index schema version {version} is older than this isus's "
                              f"({SCHEMA_VERSION}; schema 2 added dataset fingerprints and checksummed "
                              "cache entries): rebuild it with `isus index build`", path)
+    # Check the length against the file before reading: a corrupt length field must not
+    # make us allocate (or try to allocate) up to 2**64 bytes.
+    size = os.fstat(f.fileno()).st_size
+    if header_len > size - _PREFIX.size:
+        raise IndexFileError(f"index file is truncated or its header length field is corrupt (the header "
+                             f"needs {header_len} bytes, the file has {max(size - _PREFIX.size, 0)} after "
+                             "the prefix)", path)
     blob = f.read(header_len)
     if len(blob) < header_len:
         raise IndexFileError(f"index file is truncated (the header needs {header_len} bytes)", path)
     try:
         header = json.loads(blob)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise IndexFileError("index header is corrupt", path) from None
     if not isinstance(header, dict):
         raise IndexFileError("index header is corrupt", path)

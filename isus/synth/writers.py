@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from isus import kernels
+from isus._fsio import naming
 from isus.datasets._io import id_to_rgb
 from isus.datasets.labels import CITYSCAPES_LABELS, IDD_LABELS, IDD_LEVEL3_CATEGORIES
 from isus.synth.scene import (_CLS, _MVD_GROUP, EGO_VEHICLE, PRESETS, SYNTH_CLASSES, VOID, Scene, make_scene,
@@ -114,7 +115,8 @@ def _save_png(path: Path, arr: np.ndarray, mode: str | None = None, palette: lis
         im.putpalette(palette)
     else:
         im = Image.fromarray(arr)
-    im.save(path, optimize=False, compress_level=1)
+    with naming(path):
+        im.save(path, optimize=False, compress_level=1)
 
 
 def _save_image(path: Path, rgb: np.ndarray) -> None:
@@ -123,12 +125,13 @@ def _save_image(path: Path, rgb: np.ndarray) -> None:
     ok, buf = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise OSError(f"cannot encode {path}")
-    buf.tofile(path)
+    with naming(path):
+        buf.tofile(path)
 
 
 def _write_json(path: Path, data) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
+    with naming(path), open(path, "w") as f:
         json.dump(data, f, indent=1)
 
 
@@ -450,5 +453,10 @@ def write_dataset(
 
 def _write_json_atomic(path: Path, data) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    _write_json(tmp, data)
-    tmp.replace(path)
+    try:
+        _write_json(tmp, data)
+        with naming(path):
+            tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

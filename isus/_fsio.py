@@ -1,0 +1,87 @@
+"""File-system helpers for isus's writers: errors that name their file, temp files that never pile up.
+
+Every atomic writer in isus writes ``.NAME.tmp-PID`` (or a fixed ``.NAME.tmp`` in a directory only
+one process writes) beside its target, removes it when the write fails, and the next writer of
+that directory removes those a killed process left (:func:`remove_stale_temps`).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["naming", "pid_alive", "remove_stale_temps", "atomic_write_bytes"]
+
+
+@contextlib.contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """Re-raise an :class:`OSError` without a file name (``write()``, ``fsync()`` on a full disk)
+    as the same error naming ``path``, so it reads ``PATH: No space left on device``."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
+        raise
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (a temp file of a live writer is kept)."""
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_stale_temps(directory: str | Path, pattern: str) -> list[Path]:
+    """Delete the files in ``directory`` whose name matches ``pattern`` (a regex) and, when it has a
+    group, whose group -- the writer's process id -- is no longer a live process. Returns them.
+
+    Only ever called with isus's own temp-file patterns; a missing or unreadable directory is left
+    alone (the write that follows reports it)."""
+    rx = re.compile(pattern)
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        m = rx.match(name)
+        if m is None:
+            continue
+        if m.groups() and m.group(1) is not None and pid_alive(int(m.group(1))):
+            continue
+        path = Path(directory) / name
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through ``.NAME.tmp-PID`` (fsync, rename): ``path`` holds the old
+    content or the new one, and no temp file stays behind when a write fails."""
+    path = Path(path)
+    remove_stale_temps(path.parent, rf"^\.{re.escape(path.name)}\.tmp-(\d+)$")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with naming(path):
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
