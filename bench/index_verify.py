@@ -22,7 +22,6 @@ import time
 import zlib
 from pathlib import Path
 
-import numpy as np
 
 import isus
 from isus.crop import CropEngine

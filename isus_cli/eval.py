@@ -59,7 +59,6 @@ def eval_(runs, name, root, split, version, predictions, instances, out, workers
 
         isus eval --compare crop/eval.json crop_cabb_isus/eval.json --out cmp
     """
-    from isus.eval import EvalResult
     from isus.eval.plots import format_buckets, format_compare, format_row, plot_by_size
 
     out.mkdir(parents=True, exist_ok=True)
