@@ -128,7 +128,10 @@ def test_moved_dataset_and_index_keep_working(two_datasets, index_a, tmp_path):
 
 
 # -- 2. an interrupted rebuild leaves the surviving index and its cache intact ---------------
-def test_killed_rebuild_leaves_the_old_index_and_cache_intact(tmp_path):
+@pytest.mark.parametrize("kill_at", ["first-cache-entry", "mid-scan", "end-of-scan"])
+def test_killed_rebuild_leaves_the_old_index_and_cache_intact(tmp_path, kill_at):
+    """A second build to the same --out, SIGKILLed as it writes its first cache entry, in the middle
+    of the scan, or after the scan (while it assembles and writes the index)."""
     a = isus.synth.write_dataset(tmp_path / "A", "mvd", 24, size=(480, 360), seed=0)
     b = isus.synth.write_dataset(tmp_path / "B", "mvd", 24, size=(480, 360), seed=7)
     out = tmp_path / "X.isusidx"
@@ -145,12 +148,17 @@ def test_killed_rebuild_leaves_the_old_index_and_cache_intact(tmp_path):
 
     proc = subprocess.Popen(cmd(b), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     partial = tmp_path / "X.isusidx.partial"
+
+    def reached() -> bool:
+        if kill_at == "first-cache-entry":
+            return any(p.name not in cache_sums for p in cache.iterdir())
+        return len(list(partial.glob("chunk_*"))) >= (2 if kill_at == "mid-scan" else 11)
+
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(list(partial.glob("chunk_*"))) < 2:
-        time.sleep(0.01)
+    while time.monotonic() < deadline and proc.poll() is None and not reached():
+        time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert len(list(partial.glob("chunk_*"))) >= 2, "the build finished before it could be killed"
+    assert proc.wait() == -signal.SIGKILL, "the build finished before it could be killed"
 
     # the old index and every cache entry it refers to are untouched
     assert _sha(out) == index_sum
