@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["naming", "pid_alive", "remove_stale_temps", "atomic_write_bytes"]
+__all__ = ["naming", "pid_alive", "remove_stale_temps", "atomic_write_bytes", "atomic_savefig"]
 
 
 @contextlib.contextmanager
@@ -85,3 +85,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_savefig(fig, path: str | Path, **kwargs) -> Path:
+    """``fig.savefig`` rendered in memory and written with :func:`atomic_write_bytes`, so an
+    interrupted or failed write never leaves a damaged plot where the previous one was."""
+    import io
+
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", **kwargs)
+    atomic_write_bytes(path, buf.getvalue())
+    return path

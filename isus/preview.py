@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from isus._fsio import atomic_savefig
 from isus.crop.engine import CropEngine
 from isus.index.index import Index
 from isus.sampling.config import SamplerConfig
@@ -66,6 +67,6 @@ def render_preview(index: Index, out: str | Path, n: int = 16, *, config: Sample
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
+    atomic_savefig(fig, out, dpi=90)
     plt.close(fig)
     return out

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from isus._fsio import atomic_savefig
 from isus.errors import IsusError
 from isus.eval.evaluator import EvalResult
 
@@ -130,6 +131,6 @@ def plot_by_size(results: Sequence[EvalResult], labels: Sequence[str], path: str
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
     return path

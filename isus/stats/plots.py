@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from isus._fsio import atomic_savefig
+
 __all__ = ["write_plots"]
 
 _MODES = (("full_images", "full images", "0.55"), ("cus", "CUS", "tab:orange"), ("isus", "ISUS", "tab:blue"))
@@ -56,7 +58,7 @@ def write_plots(stats: dict[str, Any], out: str | Path) -> list[Path]:
     ax.set_title("Object scale distribution (shaded: FPN level intervals)\n" + _subtitle(stats), fontsize=9)
     fig.tight_layout()
     paths.append(out / "scale_distribution.png")
-    fig.savefig(paths[-1], dpi=100)
+    atomic_savefig(fig, paths[-1], dpi=100)
     plt.close(fig)
 
     # 2. crop truncation (Fig. 2 left)
@@ -77,7 +79,7 @@ def write_plots(stats: dict[str, Any], out: str | Path) -> list[Path]:
     ax.set_title("Crop truncation: how much of each object's box a crop keeps\n" + _subtitle(stats), fontsize=9)
     fig.tight_layout()
     paths.append(out / "crop_truncation.png")
-    fig.savefig(paths[-1], dpi=100)
+    atomic_savefig(fig, paths[-1], dpi=100)
     plt.close(fig)
 
     # 3. per-level supervision
@@ -102,7 +104,7 @@ def write_plots(stats: dict[str, Any], out: str | Path) -> list[Path]:
                  + _subtitle(stats), fontsize=9)
     fig.tight_layout()
     paths.append(out / "level_supervision.png")
-    fig.savefig(paths[-1], dpi=100)
+    atomic_savefig(fig, paths[-1], dpi=100)
     plt.close(fig)
 
     # 4. per class
@@ -123,6 +125,6 @@ def write_plots(stats: dict[str, Any], out: str | Path) -> list[Path]:
         fig.colorbar(im, ax=axes, label="share of the class's instances (%, log)")
         fig.suptitle("Per-class level supervision\n" + _subtitle(stats), fontsize=9)
         paths.append(out / "per_class_levels.png")
-        fig.savefig(paths[-1], dpi=100)
+        atomic_savefig(fig, paths[-1], dpi=100)
         plt.close(fig)
     return paths
