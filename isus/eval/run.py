@@ -1,9 +1,11 @@
 """Evaluate a whole dataset against prediction files, in parallel processes."""
 from __future__ import annotations
 
+import os
 import sys
 import time
-from typing import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -13,8 +15,9 @@ from isus.eval.coco import DEFAULT_PERCENTILES, Detections
 from isus.eval.evaluator import EvalResult, PanopticEvaluator
 from isus.eval.io import PanopticPredictions, PredictionFileError, _key
 from isus.eval.stats import CategoryTable, ImageStats, image_stats
+from isus.types import Panoptic
 
-__all__ = ["evaluate_dataset", "Progress"]
+__all__ = ["evaluate_dataset", "load_pair", "Progress"]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -58,11 +61,24 @@ def _task(state: tuple, i: int) -> ImageStats:
     return _one(*state, i)
 
 
+_DECODER: dict[str, Any] = {}
+
+
+def load_pair(ds: PanopticDataset, preds: PanopticPredictions, i: int) -> tuple[Panoptic, Panoptic]:
+    """Ground truth and prediction of image ``i``, decoded concurrently: PNG decoding is most of
+    an image's evaluation time, and both decoders (OpenCV, the id kernels) release the GIL."""
+    if _DECODER.get("pid") != os.getpid():  # a forked worker does not inherit the parent's thread
+        _DECODER.update(pid=os.getpid(), pool=ThreadPoolExecutor(1, thread_name_prefix="isus-eval-decode"))
+    info = ds.image_info(i)
+    pred = _DECODER["pool"].submit(preds.load, info.image_id)
+    gt = ds.load_panoptic(i)
+    return gt, pred.result()
+
+
 def _one(ds: PanopticDataset, preds: PanopticPredictions, instances: dict[str, Detections] | None,
          table: CategoryTable, i: int) -> ImageStats:
     info = ds.image_info(i)
-    gt = ds.load_panoptic(i)
-    pred = preds.load(info.image_id)
+    gt, pred = load_pair(ds, preds, i)
     det = None
     if instances is not None:
         det = instances.get(_key(info.image_id), Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)))
