@@ -10,9 +10,9 @@ import contextlib
 import os
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
-__all__ = ["naming", "pid_alive", "remove_stale_temps", "atomic_write_bytes", "atomic_savefig"]
+__all__ = ["naming", "pid_alive", "remove_stale_temps", "atomic_file", "atomic_write_bytes", "atomic_savefig"]
 
 
 @contextlib.contextmanager
@@ -69,22 +69,50 @@ def remove_stale_temps(directory: str | Path, pattern: str) -> list[Path]:
     return removed
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through ``.NAME.tmp-PID`` (fsync, rename): ``path`` holds the old
-    content or the new one, and no temp file stays behind when a write fails."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path, *, tmp: str | Path | None = None, clean: bool = True,
+                fsync: bool = True) -> Iterator[BinaryIO]:
+    """A binary file whose content replaces ``path`` when the block ends without error (flush,
+    fsync, rename): ``path`` holds the old content or the new one, never a mix, and a failed write
+    leaves no temp file behind.
+
+    Parameters
+    ----------
+    path
+        The file to write.
+    tmp
+        A fixed temp-file name, for directories that only one process writes; default
+        ``.NAME.tmp-PID`` beside ``path``.
+    clean
+        With the default temp name, first remove those that killed processes left (skip it where
+        one directory receives many files, and clean the directory once instead).
+    fsync
+        Flush the data to disk before the rename.
+    """
     path = Path(path)
-    remove_stale_temps(path.parent, rf"^\.{re.escape(path.name)}\.tmp-(\d+)$")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if tmp is None:
+        if clean:
+            # also the mkstemp-style names (".NAME.tmp-PID-xxxx") earlier versions wrote
+            remove_stale_temps(path.parent, rf"^\.{re.escape(path.name)}\.tmp-(\d+)(?:-\w+)?$")
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = Path(tmp)
     try:
         with naming(path):
             with open(tmp, "wb") as f:
-                f.write(data)
+                yield f
                 f.flush()
-                os.fsync(f.fileno())
+                if fsync:
+                    os.fsync(f.fileno())
             os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through :func:`atomic_file`."""
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def atomic_savefig(fig, path: str | Path, **kwargs) -> Path:

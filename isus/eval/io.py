@@ -4,9 +4,6 @@ them) and COCO detection results (``[{image_id, category_id, bbox, score, segmen
 from __future__ import annotations
 
 import json
-import os
-import re
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
@@ -14,7 +11,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from isus import kernels
-from isus._fsio import naming, remove_stale_temps
+from isus._fsio import atomic_file, remove_stale_temps
 from isus.errors import IsusError
 from isus.eval.coco import Detections
 from isus.types import Panoptic, make_segments
@@ -159,7 +156,7 @@ class PanopticPredictionWriter:
         self.json_path = self.out / f"{name}.json"
         self.png_dir = self.out / name
         self.png_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(self.png_dir, r"^\..*\.tmp-(\d+)\.png$")  # left by a killed writer
+        remove_stale_temps(self.png_dir, r"^\..*\.tmp-(\d+)(?:\.png)?$")  # left by a killed writer
         self._annotations: list[dict] = []
         self._seen: set[str] = set()
 
@@ -179,15 +176,11 @@ class PanopticPredictionWriter:
         file_name = file_name or f"{key}.png"
         rgb = id_to_rgb(ids)
         path = self.png_dir / file_name
-        tmp = self.png_dir / f".{file_name}.tmp-{os.getpid()}.png"
-        try:
-            with naming(path):
-                if not cv2.imwrite(str(tmp), rgb[..., ::-1]):
-                    raise IsusError(f"{path}: could not write the prediction PNG")
-                os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        ok, png = cv2.imencode(".png", rgb[..., ::-1])
+        if not ok:
+            raise IsusError(f"{path}: could not encode the prediction PNG")
+        with atomic_file(path, clean=False) as f:  # __init__ cleaned the folder once
+            f.write(png.data)
         seg = pred.segments
         dense = kernels.dense_segments(ids, np.ascontiguousarray(seg["id"]))
         area, box, _, _ = kernels.scan_dense(dense, len(seg), 1)
@@ -236,20 +229,8 @@ class PanopticPredictionWriter:
 
 
 def _atomic_json(path: Path, data: Any) -> None:
-    path = Path(path)
-    remove_stale_temps(path.parent, rf"^\.{re.escape(path.name)}\.tmp-(\d+)-\w+$")  # left by a killed writer
-    with naming(path):
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
-    try:
-        with naming(path):
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        f.write(json.dumps(data).encode())
 
 
 def read_instances(path: str | Path) -> dict[str, Detections]:

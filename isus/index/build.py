@@ -19,7 +19,7 @@ import isus
 from isus.datasets.base import PanopticDataset
 from isus.errors import IsusError
 from isus import kernels
-from isus._fsio import naming, remove_stale_temps
+from isus._fsio import atomic_file, remove_stale_temps
 from isus._parallel import run_parallel
 from isus.index.cache import DIGEST_BYTES, write_cached
 from isus.index.fingerprint import SAMPLE_BYTES, file_names, image_fingerprint
@@ -190,14 +190,8 @@ class _Checkpoint:
                 raise IsusError(f"{directory}: the interrupted build used other settings ({', '.join(changed)}); "
                                 "use the same ones or delete the directory")
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / ".build.json.tmp"
-        try:
-            with naming(fp_path):
-                tmp.write_text(json.dumps(fingerprint, indent=1))
-                os.replace(tmp, fp_path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_file(fp_path, tmp=directory / ".build.json.tmp") as f:
+            f.write(json.dumps(fingerprint, indent=1).encode())
         self._n = len(list(directory.glob("chunk_*.npz")))
 
     def load(self) -> dict[int, dict]:
@@ -226,17 +220,9 @@ class _Checkpoint:
         arrays = {f"{k}/{c}": scans[i][c] for k, i in enumerate(order) for c in _EMPTY}
         info = [{f: scans[i][f] for f in _INFO} for i in order]
         path = self.dir / f"chunk_{self._n:06d}.npz"
-        tmp = self.dir / f".chunk_{self._n:06d}.tmp"
-        try:
-            with naming(path), open(tmp, "wb") as f:
-                np.savez(f, meta=np.array(json.dumps({"images": order, "info": info})), **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            with naming(path):
-                os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # a failed write leaves no temp file; saved chunks stay
-            raise
+        # a failed write leaves no temp file; saved chunks stay
+        with atomic_file(path, tmp=self.dir / f".chunk_{self._n:06d}.tmp") as f:
+            np.savez(f, meta=np.array(json.dumps({"images": order, "info": info})), **arrays)
         self._n += 1
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import struct
 import zlib
@@ -39,6 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from isus import kernels
+from isus._fsio import atomic_file
 from isus.index.store import IndexFileError
 from isus.types import SEGMENT_DTYPE, ImageInfo, Panoptic, make_segments
 
@@ -85,18 +85,11 @@ def write_entry(path: str | Path, entry: CacheEntry) -> str:
     """Write ``entry`` to ``path`` atomically (temp file, fsync, rename); returns its digest."""
     path = Path(path)
     head, tables, digest = _encode(entry)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(head)
-            f.write(tables)
-            f.write(entry.payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # the build cleans the cache directory of stale temp files once, not once per entry
+    with atomic_file(path, clean=False) as f:
+        f.write(head)
+        f.write(tables)
+        f.write(entry.payload)
     return digest
 
 

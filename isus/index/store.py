@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from isus._fsio import atomic_file
 from isus.errors import IsusError
 
 __all__ = ["SCHEMA_VERSION", "IndexFileError", "IndexMismatchError", "write_arrays", "read_arrays", "read_header"]
@@ -95,22 +96,14 @@ def write_arrays(path: str | Path, meta: dict[str, Any], arrays: dict[str, np.nd
     # Offsets are relative to the data start until the header size is known.
     blob = json.dumps(header).encode()
     data_start = -(-(_PREFIX.size + len(blob)) // _ALIGN) * _ALIGN
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(_PREFIX.pack(MAGIC, SCHEMA_VERSION, 0, len(blob)))
-            f.write(blob)
-            f.write(b"\0" * (data_start - _PREFIX.size - len(blob)))
-            for name in sorted(arrays):
-                a = arrays[name]
-                f.write(a.reshape(-1).view(np.uint8).data)
-                f.write(b"\0" * (-(-a.nbytes // _ALIGN) * _ALIGN - a.nbytes))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        f.write(_PREFIX.pack(MAGIC, SCHEMA_VERSION, 0, len(blob)))
+        f.write(blob)
+        f.write(b"\0" * (data_start - _PREFIX.size - len(blob)))
+        for name in sorted(arrays):
+            a = arrays[name]
+            f.write(a.reshape(-1).view(np.uint8).data)
+            f.write(b"\0" * (-(-a.nbytes // _ALIGN) * _ALIGN - a.nbytes))
     return header["checksum"]
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from isus import kernels
-from isus._fsio import naming
+from isus._fsio import atomic_file, naming
 from isus.datasets._io import id_to_rgb
 from isus.datasets.labels import CITYSCAPES_LABELS, IDD_LABELS, IDD_LEVEL3_CATEGORIES
 from isus.synth.scene import (_CLS, _MVD_GROUP, EGO_VEHICLE, PRESETS, SYNTH_CLASSES, VOID, Scene, make_scene,
@@ -452,11 +452,5 @@ def write_dataset(
 
 
 def _write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        _write_json(tmp, data)
-        with naming(path):
-            tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        f.write(json.dumps(data, indent=1).encode())
