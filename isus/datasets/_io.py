@@ -1,6 +1,7 @@
 """File decoding shared by every reader: every failure becomes a DatasetError naming the file."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -104,26 +105,11 @@ def read_png(path: Path, modes: tuple[str, ...], what: str,
     is called with the size from the header before the pixels are decoded (so that a corrupt size
     field is refused before that much memory is allocated).
     """
-    try:
-        with Image.open(path) as im:
-            mode = im.mode
-            if mode not in modes:
-                raise DatasetError(
-                    f"{what} has PIL mode {mode!r}; expected {' or '.join(map(repr, modes))}", path
-                )
-            if check is not None:
-                check((im.height, im.width))
-            arr = np.asarray(im)
-    except FileNotFoundError:
-        raise DatasetError(f"{what} not found", path) from None
-    except DatasetError:
-        raise
-    except Image.DecompressionBombError as e:
-        raise DatasetError(f"{e} (a corrupt size field? raise PIL.Image.MAX_IMAGE_PIXELS for genuinely "
-                           "huge images)", path) from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DatasetError(f"cannot decode {what}: {e}", path) from None
-    return arr
+    with _open_png(path, modes, what) as im:
+        if check is not None:
+            check((im.height, im.width))
+        with _png_errors(path, what):
+            return np.asarray(im)
 
 
 def read_panoptic_png(path: Path, what: str, check: Callable[[tuple[int, int]], None] | None = None) -> np.ndarray:
@@ -150,20 +136,33 @@ def read_panoptic_png(path: Path, what: str, check: Callable[[tuple[int, int]], 
 
 def read_png_header(path: Path, modes: tuple[str, ...], what: str) -> tuple[int, int]:
     """Check a PNG's PIL mode from its header; returns ``(height, width)``."""
+    with _open_png(path, modes, what) as im:
+        return im.height, im.width
+
+
+@contextlib.contextmanager
+def _png_errors(path: Path, what: str):
+    """PIL's errors on a missing, corrupt or oversized PNG as :class:`DatasetError` naming it."""
     try:
-        with Image.open(path) as im:
-            if im.mode not in modes:
-                raise DatasetError(f"{what} has PIL mode {im.mode!r}; expected {' or '.join(map(repr, modes))}", path)
-            return im.height, im.width
+        yield
     except FileNotFoundError:
         raise DatasetError(f"{what} not found", path) from None
-    except DatasetError:
-        raise
     except Image.DecompressionBombError as e:
         raise DatasetError(f"{e} (a corrupt size field? raise PIL.Image.MAX_IMAGE_PIXELS for genuinely "
                            "huge images)", path) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DatasetError(f"cannot decode {what}: {e}", path) from None
+
+
+@contextlib.contextmanager
+def _open_png(path: Path, modes: tuple[str, ...], what: str):
+    """The opened PNG (header read, pixels not yet), its mode checked against ``modes``."""
+    with _png_errors(path, what):
+        im = Image.open(path)
+    with im:
+        if im.mode not in modes:
+            raise DatasetError(f"{what} has PIL mode {im.mode!r}; expected {' or '.join(map(repr, modes))}", path)
+        yield im
 
 
 def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
