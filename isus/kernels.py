@@ -270,50 +270,29 @@ def pair_counts(gt_ids, pred_ids, gt_seg_ids, pred_seg_ids):
 
 
 @_jit
+def _emit(counts, write, n, cur, run, v, length):
+    """Append ``length`` pixels of value ``v`` to the runs: ``(n, cur, run)`` after them."""
+    if v == cur:
+        return n, cur, run + length
+    if write:
+        counts[n] = run
+    return n + 1, v, length
+
+
+@_jit
 def _mask_runs(dense, k, x0, y0, x1, y1, counts, write):
     h, w = dense.shape
-    n = 0
-    cur = 0  # value of the open run
-    run = x0 * h  # whole columns left of the box
+    n, cur, run = 0, 0, x0 * h  # the open run: zeros of the whole columns left of the box
     for x in range(x0, x1):
         # zeros above the box, the box's part of column x, zeros below
         if y0 > 0:
-            if cur == 0:
-                run += y0
-            else:
-                if write:
-                    counts[n] = run
-                n += 1
-                cur = 0
-                run = y0
+            n, cur, run = _emit(counts, write, n, cur, run, 0, y0)
         for y in range(y0, y1):
-            v = 1 if dense[y, x] == k else 0
-            if v == cur:
-                run += 1
-            else:
-                if write:
-                    counts[n] = run
-                n += 1
-                cur = v
-                run = 1
+            n, cur, run = _emit(counts, write, n, cur, run, 1 if dense[y, x] == k else 0, 1)
         if h > y1:
-            if cur == 0:
-                run += h - y1
-            else:
-                if write:
-                    counts[n] = run
-                n += 1
-                cur = 0
-                run = h - y1
-    right = (w - x1) * h
-    if right:
-        if cur == 0:
-            run += right
-        else:
-            if write:
-                counts[n] = run
-            n += 1
-            run = right
+            n, cur, run = _emit(counts, write, n, cur, run, 0, h - y1)
+    if w > x1:
+        n, cur, run = _emit(counts, write, n, cur, run, 0, (w - x1) * h)
     if write:
         counts[n] = run
     return n + 1
@@ -362,9 +341,7 @@ def segment_areas(ids, seg_ids):
         x = 0
         while x < w:
             v = ids[y, x]
-            e = x + 1
-            while e < w and ids[y, e] == v:
-                e += 1
+            e = _run_end(ids, y, x)
             if v != 0:
                 k = _search(seg_ids, v)
                 if k < n and seg_ids[k] == v:
