@@ -117,11 +117,7 @@ def read_arrays(path: str | Path, verify: bool = True) -> tuple[dict[str, Any], 
         file, or (with ``verify``) a checksum mismatch.
     """
     path = Path(path)
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise IndexFileError("index file not found", path) from None
-    with f:
+    with _open(path) as f:
         header, header_len = _read_header(f, path)
         size = os.fstat(f.fileno()).st_size
         data_start = -(-(_PREFIX.size + header_len) // _ALIGN) * _ALIGN
@@ -181,14 +177,17 @@ def _read_header(f, path: Path) -> tuple[dict, int]:
     return header, header_len
 
 
+def _open(path: Path):
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise IndexFileError("index file not found", path) from None
+
+
 def read_header(path: str | Path) -> tuple[str | None, os.stat_result]:
     """The checksum an index file's header records and the file's ``stat`` (cheap: reads the
     header only). Raises :class:`IndexFileError` like :func:`read_arrays`."""
     path = Path(path)
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise IndexFileError("index file not found", path) from None
-    with f:
+    with _open(path) as f:
         header, _ = _read_header(f, path)
         return header.get("checksum"), os.fstat(f.fileno())
