@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 import isus
+from _common import synthetic_mvd
 from isus import kernels
 from isus.crop import CropEngine
 from isus.crop.engine import CropConfig, crop_size
@@ -255,10 +256,7 @@ def main() -> None:
         roots.append(args.data)
     else:
         for w, h in parse_sizes(args.sizes):
-            root = Path(tmp.name) / f"mvd_{w}x{h}"
-            print(f"writing {args.images} synthetic MVD images of {w}x{h} ({w * h / 1e6:.1f} Mpx) ...", flush=True)
-            isus.synth.write_dataset(root, "mvd", args.images, size=(w, h))
-            roots.append(root)
+            roots.append(synthetic_mvd(Path(tmp.name) / f"mvd_{w}x{h}", args.images, (w, h)))
     for k, root in enumerate(roots):
         ds = isus.open_dataset("mvd", root)
         index = isus.build_index(ds, workers=2, cache_dir=Path(tmp.name) / f"cache{k}")

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import isus
+from _common import parse_size, synthetic_mvd
 from isus import kernels
 from isus.index import build_index
 
@@ -69,12 +70,9 @@ def main() -> None:
     ap.add_argument("--size", default="4032x3024")
     ap.add_argument("--data", type=Path, default=None)
     args = ap.parse_args()
-    w, h = (int(v) for v in args.size.split("x"))
+    w, h = parse_size(args.size)
     tmp = tempfile.TemporaryDirectory()
-    root = args.data or Path(tmp.name) / "mvd"
-    if not (root / isus.synth.MANIFEST).exists():
-        print(f"writing {args.images} synthetic MVD images of {w}x{h} to {root} ...", flush=True)
-        isus.synth.write_dataset(root, "mvd", args.images, size=(w, h))
+    root = synthetic_mvd(args.data or Path(tmp.name) / "mvd", args.images, (w, h))
     ds = isus.open_dataset("mvd", root)
     n, mpx = len(ds), w * h / 1e6
     print(f"{n} images of {w}x{h} ({mpx:.1f} Mpx), MVD v1.2 16-bit instance PNGs\n")

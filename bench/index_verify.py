@@ -24,6 +24,7 @@ from pathlib import Path
 
 
 import isus
+from _common import parse_size, synthetic_mvd
 from isus.crop import CropEngine
 from isus.index import Index, build_index
 from isus.index.cache import read_entry
@@ -49,12 +50,9 @@ def main() -> None:
     ap.add_argument("--size", default="1600x1200")
     ap.add_argument("--data", type=Path, default=None)
     args = ap.parse_args()
-    w, h = (int(v) for v in args.size.split("x"))
+    w, h = parse_size(args.size)
     tmp = tempfile.TemporaryDirectory()
-    root = args.data or Path(tmp.name) / "mvd"
-    if not (root / isus.synth.MANIFEST).exists():
-        print(f"writing {args.images} synthetic MVD images of {w}x{h} to {root} ...", flush=True)
-        isus.synth.write_dataset(root, "mvd", args.images, size=(w, h))
+    root = synthetic_mvd(args.data or Path(tmp.name) / "mvd", args.images, (w, h))
     ds = isus.open_dataset("mvd", root)
     n = len(ds)
     path = Path(tmp.name) / "mvd.isusidx"
