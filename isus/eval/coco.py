@@ -11,6 +11,7 @@ import numpy as np
 
 from isus import kernels
 from isus.errors import IsusError
+from isus.segments import segment_geometry
 from isus.types import Panoptic
 
 __all__ = ["Detections", "DEFAULT_PERCENTILES", "bucket_edges", "coco_ap"]
@@ -87,8 +88,7 @@ def gt_instances_to_coco(gt: Panoptic, table) -> list[dict]:
     thing = table.isthing[pos]
     if not thing.any():
         return []
-    dense = kernels.dense_segments(gt.ids, np.ascontiguousarray(seg["id"]))
-    area, box, _, _ = kernels.scan_dense(dense, len(seg), 1)
+    dense, area, box = segment_geometry(gt.ids, seg["id"])
     h, w = gt.ids.shape
     out = []
     for k in np.flatnonzero(thing & (area > 0)):

@@ -14,6 +14,7 @@ from isus import kernels
 from isus._fsio import atomic_file, remove_stale_temps
 from isus.errors import IsusError
 from isus.eval.coco import Detections
+from isus.segments import segment_geometry
 from isus.types import Panoptic, make_segments
 
 __all__ = ["PanopticPredictions", "PanopticPredictionWriter", "read_instances", "write_instances",
@@ -182,8 +183,7 @@ class PanopticPredictionWriter:
         with atomic_file(path, clean=False) as f:  # __init__ cleaned the folder once
             f.write(png.data)
         seg = pred.segments
-        dense = kernels.dense_segments(ids, np.ascontiguousarray(seg["id"]))
-        area, box, _, _ = kernels.scan_dense(dense, len(seg), 1)
+        _, area, box = segment_geometry(ids, seg["id"])
         info = []
         for k in range(len(seg)):
             if area[k] == 0:

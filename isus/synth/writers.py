@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from isus import kernels
 from isus._fsio import atomic_file, naming
 from isus.datasets._io import id_to_rgb
+from isus.segments import segment_geometry
 from isus.datasets.labels import CITYSCAPES_LABELS, IDD_LABELS, IDD_LEVEL3_CATEGORIES
 from isus.synth.scene import (_CLS, _MVD_GROUP, EGO_VEHICLE, PRESETS, SYNTH_CLASSES, VOID, Scene, make_scene,
                               rasterize, render_image)
@@ -138,8 +138,7 @@ def _write_json(path: Path, data) -> None:
 def segment_boxes(ids: np.ndarray, seg_ids: Iterable[int]) -> dict[int, tuple[int, list[int]]]:
     """``{segment id: (area, [x, y, w, h])}`` in COCO's convention, from the index's scan kernels."""
     seg_ids = np.array(sorted(seg_ids), dtype=np.int32)
-    dense = kernels.dense_segments(ids, seg_ids)
-    area, box, _, _ = kernels.scan_dense(dense, len(seg_ids), 1)
+    _, area, box = segment_geometry(ids, seg_ids)
     return {int(s): (int(a), [int(b[0]), int(b[1]), int(b[2] - b[0]), int(b[3] - b[1])])
             for s, a, b in zip(seg_ids, area, box)}
 
