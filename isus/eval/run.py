@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import os
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from isus._parallel import run_parallel
+from isus._progress import Progress
 from isus.datasets import PanopticDataset
 from isus.eval.coco import DEFAULT_PERCENTILES, Detections
 from isus.eval.evaluator import EvalResult, PanopticEvaluator
@@ -17,44 +16,9 @@ from isus.eval.io import PanopticPredictions, PredictionFileError, _key
 from isus.eval.stats import CategoryTable, ImageStats, image_stats
 from isus.types import Panoptic
 
-__all__ = ["evaluate_dataset", "load_pair", "Progress"]
+__all__ = ["evaluate_dataset", "load_pair"]
 
 ProgressFn = Callable[[int, int], None]
-
-
-class Progress:
-    """Progress of a long loop on stderr: click's bar on a terminal, and a plain line every
-    5 % (at most every 2 s, at least every 60 s) when stderr goes to a log file."""
-
-    def __init__(self, total: int, label: str) -> None:
-        self.total, self.label = total, label
-        self.t0 = self.t_last = time.perf_counter()
-        self.done = self.last_done = 0
-        self.tty = sys.stderr.isatty()
-        self.bar = None
-        if self.tty:
-            import click
-
-            self.bar = click.progressbar(length=total, label=label, show_eta=True, show_pos=True, file=sys.stderr)
-            self.bar.__enter__()
-
-    def __call__(self, done: int, total: int) -> None:
-        step, self.done = done - self.done, done
-        if self.bar is not None:
-            self.bar.update(step)
-            return
-        now = time.perf_counter()
-        due = done - self.last_done >= max(1, total // 20) and now - self.t_last >= 2
-        if due or now - self.t_last >= 60 or done == total:
-            rate = done / max(now - self.t0, 1e-9)
-            eta = (total - done) / rate if rate > 0 else float("nan")
-            print(f"{self.label}: {done}/{total} images ({100 * done / max(total, 1):.0f}%), {rate:.1f} img/s, "
-                  f"ETA {eta:.0f} s", file=sys.stderr, flush=True)
-            self.t_last, self.last_done = now, done
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
 
 
 def _task(state: tuple, i: int) -> ImageStats:

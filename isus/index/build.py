@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from isus.errors import IsusError
 from isus import kernels
 from isus._fsio import atomic_file, remove_stale_temps
 from isus._parallel import run_parallel
+from isus._progress import Progress
 from isus.index.cache import DIGEST_BYTES, write_cached
 from isus.index.fingerprint import SAMPLE_BYTES, file_names, image_fingerprint
 from isus.index.index import (CELL_COLUMNS, CLASS_COLUMNS, IMAGE_STRINGS, INSTANCE_COLUMNS, Index, _pack_strings,
@@ -244,28 +244,6 @@ def _run(ds, todo: Sequence[int], params: BuildParams, workers: int, on_done: Ca
     run_parallel(_scan_task, (ds, params), todo, workers, on_done)
 
 
-class _Bar:
-    """Progress on stderr with images/s and ETA (click's bar)."""
-
-    def __init__(self, total: int, done: int, label: str) -> None:
-        import click
-
-        self.t0, self.n = time.perf_counter(), 0
-        self.bar = click.progressbar(length=total, label=label, show_eta=True, show_pos=True, file=sys.stderr,
-                                     item_show_func=lambda item: item)
-        self.bar.__enter__()
-        if done:
-            self.bar.update(done)
-
-    def __call__(self, done: int, total: int) -> None:
-        self.n += 1
-        rate = self.n / max(time.perf_counter() - self.t0, 1e-9)
-        self.bar.update(1, current_item=f"{rate:.1f} img/s")
-
-    def close(self) -> None:
-        self.bar.__exit__(None, None, None)
-
-
 def build_index(
     ds: PanopticDataset,
     *,
@@ -323,7 +301,7 @@ def build_index(
                                                   "image_range": [start, stop]}, resume)
         scans = {i: s for i, s in ckpt.load().items() if start <= i < stop}
     todo = [i for i in range(start, stop) if i not in scans]
-    bar = _Bar(stop - start, stop - start - len(todo), f"indexing {ds.name}") if progress is True else None
+    bar = Progress(stop - start, f"indexing {ds.name}", done=stop - start - len(todo)) if progress is True else None
     report = bar if bar is not None else (progress if callable(progress) else None)
     unsaved: dict[int, dict] = {}
     last_save = time.monotonic()
