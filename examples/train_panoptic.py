@@ -114,11 +114,16 @@ def setup_distributed(args) -> tuple[int, int, torch.device]:
 
 
 def lr_lambda(warmup: int, steps: int):
-    """Linear warm-up from 0 to lr0 over ``warmup`` steps, then lr0 (1 - i / steps) (App. D)."""
+    """Linear warm-up from 0 to lr0 over ``warmup`` steps, then linear decay from lr0 to 0 at ``steps``.
+
+    The paper (App. D) decays as lr0 (1 - i / steps); applied after a warm-up that would drop the
+    rate from lr0 to lr0 (1 - warmup / steps) in one step, visible in short runs. The decay is
+    therefore stretched over the steps after the warm-up, so the curve is continuous.
+    """
     def f(i: int) -> float:
         if i < warmup:
             return i / max(warmup, 1)
-        return max(0.0, 1.0 - i / steps)
+        return max(0.0, 1.0 - (i - warmup) / max(steps - warmup, 1))
     return f
 
 

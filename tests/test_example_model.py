@@ -343,3 +343,14 @@ def test_evaluate_writes_and_scores_a_perfect_model(synth_root, tmp_path, scale:
         image_id = ds.image_info(i).image_id
         ev.add(ds.load_panoptic(i), preds.load(image_id), dets[str(image_id)])
     assert ev.result().to_dict() == res.to_dict()
+
+
+def test_lr_schedule_is_continuous_after_warmup():
+    from examples.train_panoptic import lr_lambda
+
+    f = lr_lambda(100, 700)
+    lrs = np.array([f(i) for i in range(701)])
+    assert lrs[0] == 0 and lrs[100] == 1.0 and lrs[700] == 0.0
+    # no jump anywhere: the largest step is the warm-up's slope
+    assert np.abs(np.diff(lrs)).max() <= 1 / 100 + 1e-12
+    assert (np.diff(lrs[100:]) < 0).all()
