@@ -327,7 +327,7 @@ class _CocoWriter:
     def __init__(self, out: Path, split: str):
         self.out, self.split = out, split
         self.categories = []
-        for k, c in enumerate(SYNTH_CLASSES):
+        for c in SYNTH_CLASSES:
             self.categories.append({"id": c.coco[0], "name": c.coco[1], "isthing": int(c.isthing),
                                     "color": list(c.color), "supercategory": c.key})
         self.images, self.annotations = [], []
