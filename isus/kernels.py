@@ -10,6 +10,7 @@ import numpy as np
 
 __all__ = [
     "count_u16", "dense_segments", "scan_dense", "anchor_points", "rle_encode_rows", "rle_decode_window",
+    "rle_rows_valid", "rle_sample",
     "pair_counts", "mask_rle_counts", "colors_to_ids", "segment_areas",
 ]
 
@@ -219,6 +220,76 @@ def rle_decode_window(offsets, values, ends, y0, y1, x0, x1, fill):
                 out[y - y0, xx - x0] = values[r]
             x = e
             r += 1
+    return out
+
+
+@_jit
+def rle_rows_valid(offsets, ends, width):
+    """Whether row-RLE tables are well formed: offsets start at 0, never decrease and end at
+    ``len(ends)``; within each row the run ends increase and the last one is ``width``.
+
+    The decoders index without bounds checks, so a cache entry is checked with this first."""
+    rows = offsets.shape[0] - 1
+    if rows < 0 or offsets[0] != 0 or offsets[rows] != ends.shape[0]:
+        return False
+    for y in range(rows):
+        a, b = offsets[y], offsets[y + 1]
+        if b < a or (b == a and width > 0):
+            return False
+        prev = 0
+        for r in range(a, b):
+            if ends[r] <= prev:
+                return False
+            prev = ends[r]
+        if b > a and prev != width:
+            return False
+    return True
+
+
+@_jit
+def rle_sample(offsets, values, ends, width, rows, xs, flip, out, row0):
+    """Nearest-neighbour sample of a row-RLE map into ``out[row0 + j]`` for each ``rows[j]``.
+
+    ``rows[j]`` is a row of the tables, or -1 for a row outside the map; ``xs`` are the source
+    columns, non-decreasing (may lie outside ``[0, width)``: those pixels get 0). With ``flip``
+    output column ``k`` takes ``xs[n - 1 - k]``. Each sampled row costs its runs plus the output
+    columns, whatever the window's width; a row repeated in ``rows`` (upscaling) is copied.
+    """
+    n = xs.shape[0]
+    lo = 0
+    while lo < n and xs[lo] < 0:
+        lo += 1
+    hi = n
+    while hi > lo and xs[hi - 1] >= width:
+        hi -= 1
+    for j in range(rows.shape[0]):
+        y = rows[j]
+        o = out[row0 + j]
+        if j > 0 and y == rows[j - 1]:
+            o[:] = out[row0 + j - 1]
+            continue
+        o[:] = 0
+        if y < 0 or lo >= hi:
+            continue
+        a, b = offsets[y], offsets[y + 1]
+        # first run ending after xs[lo]
+        x = xs[lo]
+        r0, r1 = a, b
+        while r0 < r1:
+            mid = (r0 + r1) >> 1
+            if ends[mid] <= x:
+                r0 = mid + 1
+            else:
+                r1 = mid
+        r = r0
+        for k in range(lo, hi):
+            x = xs[k]
+            while ends[r] <= x:
+                r += 1
+            if flip:
+                o[n - 1 - k] = values[r]
+            else:
+                o[k] = values[r]
     return out
 
 

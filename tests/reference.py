@@ -57,6 +57,33 @@ def rle_decode_full(offsets, values, ends, width):
     return out
 
 
+def rle_rows_valid(offsets, ends, width):
+    offsets, ends = np.asarray(offsets), np.asarray(ends)
+    if len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != len(ends) or (np.diff(offsets) < 0).any():
+        return False
+    for y in range(len(offsets) - 1):
+        row = ends[offsets[y]:offsets[y + 1]]
+        if len(row) == 0:
+            if width > 0:
+                return False
+            continue
+        if row[0] <= 0 or (np.diff(row) <= 0).any() or row[-1] != width:
+            return False
+    return True
+
+
+def rle_sample(offsets, values, ends, width, rows, xs, flip):
+    """Decode every row, then index: the obvious way."""
+    full = rle_decode_full(offsets, values, ends, width)
+    xs = np.asarray(xs)
+    out = np.zeros((len(rows), len(xs)), np.uint16)
+    inside = (xs >= 0) & (xs < width)
+    for j, y in enumerate(rows):
+        if y >= 0:
+            out[j, inside] = full[y, xs[inside]]
+    return out[:, ::-1] if flip else out
+
+
 def colors_to_ids(img, bgr):
     img = img.astype(np.int64)
     r, b = (img[..., 2], img[..., 0]) if bgr else (img[..., 0], img[..., 2])

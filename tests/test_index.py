@@ -73,6 +73,41 @@ def test_rle_roundtrip_and_windows(data, d):
     np.testing.assert_array_equal(win, padded[y0:y1, x0:x1])
 
 
+@settings(max_examples=150, deadline=None)
+@given(id_maps(), st.data())
+def test_rle_sample_equals_decode_then_index(data, d):
+    ids, seg_ids = data
+    dense = kernels.dense_segments(ids, seg_ids)
+    h, w = dense.shape
+    offsets, values, ends = kernels.rle_encode_rows(dense)
+    assert kernels.rle_rows_valid(offsets, ends, w) and ref.rle_rows_valid(offsets, ends, w)
+    rows = np.sort(np.array(d.draw(st.lists(st.integers(-1, h - 1), min_size=1, max_size=12)), np.int64))
+    xs = np.sort(np.array(d.draw(st.lists(st.integers(-3, w + 3), min_size=1, max_size=20)), np.int64))
+    flip = d.draw(st.booleans())
+    out = np.full((len(rows) + 2, len(xs)), 7, np.uint16)
+    kernels.rle_sample(offsets, values, ends, w, rows, xs, flip, out, 1)
+    np.testing.assert_array_equal(out[1:-1], ref.rle_sample(offsets, values, ends, w, rows, xs, flip))
+    assert (out[0] == 7).all() and (out[-1] == 7).all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(id_maps(), st.data())
+def test_rle_rows_valid_rejects_what_the_reference_rejects(data, d):
+    ids, seg_ids = data
+    dense = kernels.dense_segments(ids, seg_ids)
+    w = dense.shape[1]
+    offsets, values, ends = kernels.rle_encode_rows(dense)
+    offsets, ends = offsets.copy(), ends.copy()
+    what = d.draw(st.sampled_from(["none", "end", "offset", "width"]))
+    if what == "end":
+        ends[d.draw(st.integers(0, len(ends) - 1))] = d.draw(st.integers(-2, w + 2))
+    elif what == "offset":
+        offsets[d.draw(st.integers(0, len(offsets) - 1))] += d.draw(st.integers(-2, 2))
+    elif what == "width":
+        w += d.draw(st.integers(-1, 1))
+    assert kernels.rle_rows_valid(offsets, ends, w) == ref.rle_rows_valid(offsets, ends, w)
+
+
 # -- built index vs the written dataset ----------------------------------------------------
 @pytest.fixture(scope="module")
 def mvd_index(synth_root, tmp_path_factory):

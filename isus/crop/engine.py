@@ -1,8 +1,11 @@
 """The crop engine: a CropSpec applied to an image and its annotation, crop-then-resize.
 
-Only the window is resampled: the image is decoded at the coarsest JPEG DCT scale (1/2, 1/4,
-1/8) that still has at least the crop's resolution, and warped straight into the crop; the
-annotation comes from the index's cache (only the bands the window covers) when there is one.
+Only the window is resampled: the image is decoded at the coarsest level (1/2, 1/4, 1/8: JPEG
+DCT scaling) that still has at least the crop's resolution, and warped straight into the crop.
+With the index's image cache only the tiles the window covers are decoded, from that level;
+without it the whole image is decoded at that level. With the annotation cache, the segment map
+is sampled straight into the crop from the rows the crop's pixels fall on (nearest neighbour,
+exactly as from the full-resolution map).
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ class CropConfig:
     crowd_as_ignore
         Crowd pixels get ``ignore_label`` in ``semantic`` (else their class).
     use_cache
-        Read annotations from the index's annotation cache when it has one.
+        Read annotations and pixels from the index's caches when it has them.
     reduced_decode
         Decode JPEGs at 1/2, 1/4 or 1/8 when the crop's scale allows it.
     interpolation
@@ -158,13 +161,13 @@ class CropEngine:
             self._image_offsets = np.searchsorted(inst.image[self._by_image],
                                                   np.arange(index.image_range[0], index.image_range[1] + 1))
         self._use_cache = index is not None and config.use_cache and index.cache_dir is not None
+        self._use_image_cache = self._use_cache and index.image_cache is not None
 
     # -- pieces -----------------------------------------------------------------------------------
     def _image(self, spec: CropSpec, size: tuple[int, int]) -> np.ndarray:
         cw, ch = size
         s = spec.scale
         r = choose_reduce(s) if self.config.reduced_decode else 1
-        img = self.ds._load_image(spec.image, r, bgr=True)
         x0, y0 = spec.window[:2]
         # dst pixel centre u + 0.5 sits at original x0 + (u + 0.5) / s, i.e. at reduced pixel
         # index (x0 + (u + 0.5) / s) / r - 0.5 (OpenCV puts pixel centres at integers). A flip
@@ -175,6 +178,25 @@ class CropEngine:
             mx = [1 / (s * r), 0, (x0 + 0.5 / s) / r - 0.5]
         m = np.array([mx, [0, 1 / (s * r), (y0 + 0.5 / s) / r - 0.5]], dtype=np.float64)
         pad = (self.config.pad_value,) * 3
+        # The level pixels the warp reads (2 beyond the extremes: bicubic's support). The warp
+        # gets exactly these, clipped to the image, whether they come from cache tiles or a whole
+        # decode: OpenCV's result depends on the source array's origin at the float-rounding
+        # level, so the same array and matrix make a lossless cache bit-identical.
+        xs = (m[0, 2], m[0, 0] * (cw - 1) + m[0, 2])
+        ys = (m[1, 2], m[1, 1] * (ch - 1) + m[1, 2])
+        win = (int(np.floor(min(xs))) - 2, int(np.floor(min(ys))) - 2,
+               int(np.ceil(max(xs))) + 3, int(np.ceil(max(ys))) + 3)
+        if self._use_image_cache:
+            img, ox, oy = self.index.load_image_window(spec.image, r, win)
+        else:
+            img, ox, oy = self.ds._load_image(spec.image, r, bgr=True), 0, 0
+        xa, ya = max(win[0], ox), max(win[1], oy)
+        xb, yb = min(win[2], ox + img.shape[1]), min(win[3], oy + img.shape[0])
+        if xb <= xa or yb <= ya:
+            return np.full((ch, cw, 3), self.config.pad_value, np.uint8)
+        img = img[ya - oy:yb - oy, xa - ox:xb - ox]
+        m[0, 2] -= xa
+        m[1, 2] -= ya
         out = cv2.warpAffine(img, m, (cw, ch), flags=_INTERPOLATION[self.config.interpolation] | cv2.WARP_INVERSE_MAP,
                              borderMode=cv2.BORDER_CONSTANT, borderValue=pad)
         return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)

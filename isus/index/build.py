@@ -22,6 +22,7 @@ from isus._fsio import atomic_file, remove_stale_temps
 from isus._parallel import run_parallel
 from isus._progress import Progress
 from isus.index.cache import DIGEST_BYTES, write_cached
+from isus.index.image_cache import LEVELS, ImageCacheParams, write_image_entry
 from isus.index.fingerprint import SAMPLE_BYTES, file_names, image_fingerprint
 from isus.index.index import (CELL_COLUMNS, CLASS_COLUMNS, IMAGE_STRINGS, INSTANCE_COLUMNS, Index, _pack_strings,
                               assemble, image_strings)
@@ -45,17 +46,25 @@ class BuildParams:
         Pixels recorded per instance to anchor crops on.
     cache_dir
         Where to write the annotation cache (None: no cache).
+    image_cache
+        Also write the image cache to ``cache_dir``: the fields of an
+        :class:`~isus.index.image_cache.ImageCacheParams` (None: no image cache).
     """
 
     grid: int = 16
     anchors: int = 4
     cache_dir: str | None = None
+    image_cache: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.grid, int) or not 1 <= self.grid <= 256:
             raise ValueError(f"BuildParams(grid=) expects an int in 1..256; got {self.grid!r}")
         if not isinstance(self.anchors, int) or not 1 <= self.anchors <= 64:
             raise ValueError(f"BuildParams(anchors=) expects an int in 1..64; got {self.anchors!r}")
+        if self.image_cache is not None:
+            ImageCacheParams(**self.image_cache)  # validates
+            if self.cache_dir is None:
+                raise ValueError("the image cache is written beside the annotation cache: pass cache_dir= too")
 
 
 def shard_range(num_images: int, shard: tuple[int, int] | None) -> tuple[int, int]:
@@ -101,9 +110,17 @@ def scan_image(ds: PanopticDataset, i: int, params: BuildParams) -> dict[str, An
     cache_bytes, cache_digest = 0, ""
     if params.cache_dir is not None:
         cache_bytes, cache_digest = write_cached(Path(params.cache_dir), i, str(info.image_id), dense, seg)
+    image_cache_bytes, image_cache_digest = 0, ""
+    if params.image_cache is not None:
+        # each level exactly as the crop engine decodes it without the cache
+        levels = [ds._load_image(i, r, bgr=True) for r in LEVELS]
+        image_cache_bytes, image_cache_digest = write_image_entry(
+            Path(params.cache_dir), i, str(info.image_id), levels, ImageCacheParams(**params.image_cache))
     return {
         **image_fingerprint(ds, i),
         "cache_digest": cache_digest,
+        "image_cache_digest": image_cache_digest,
+        "image_cache_bytes": image_cache_bytes,
         "image_id": str(info.image_id),
         "file_name": info.file_name,
         "height": info.height,
@@ -156,15 +173,17 @@ def _concat(scans: dict[int, dict], anchors: int) -> tuple[dict[str, np.ndarray]
         images[f"{key}_blob"], images[f"{key}_offsets"] = _pack_strings([scans[i][key] for i in order])
     for name, key, dtype in FINGERPRINT_ARRAYS:
         images[name] = np.array([scans[i][key] for i in order], dtype).reshape(-1)
-    images["cache_digest"] = np.array([list(bytes.fromhex(scans[i]["cache_digest"]) or bytes(DIGEST_BYTES))
-                                       for i in order], np.uint8).reshape(-1, DIGEST_BYTES)
+    for key in ("cache_digest", "image_cache_digest"):
+        images[key] = np.array([list(bytes.fromhex(scans[i].get(key, "")) or bytes(DIGEST_BYTES))
+                                for i in order], np.uint8).reshape(-1, DIGEST_BYTES)
     return images, rows, int_ids
 
 
 #: Per-image fingerprint arrays: (array, scan key, dtype); see ``isus.index.fingerprint``.
 FINGERPRINT_ARRAYS = (("fp_image_size", "image_size", np.int64), ("fp_image_sample", "image_sample", np.uint64),
                       ("fp_ann_size", "ann_size", np.int64), ("fp_ann_sample", "ann_sample", np.uint64))
-_INFO = ("image_id", "file_name", "height", "width", "cache_bytes", "cache_digest", "ann_name", "image_size",
+_INFO = ("image_id", "file_name", "height", "width", "cache_bytes", "cache_digest", "image_cache_bytes",
+         "image_cache_digest", "ann_name", "image_size",
          "image_sample", "ann_size", "ann_sample")
 
 
@@ -252,6 +271,7 @@ def build_index(
     grid: int = 16,
     anchors: int = 4,
     cache_dir: str | Path | None = None,
+    image_cache: bool | ImageCacheParams = False,
     shard: tuple[int, int] | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
@@ -271,6 +291,10 @@ def build_index(
         See :class:`BuildParams`.
     cache_dir
         Also write the annotation cache there (see ``isus.index.cache``).
+    image_cache
+        Also write the image cache to ``cache_dir``: True for the defaults (JPEG tiles of 256
+        pixels at quality 95), or an :class:`~isus.index.image_cache.ImageCacheParams` (e.g.
+        ``codec="png"`` for bit-identical crops). See ``isus.index.image_cache``.
     shard
         ``(k, n)``: build only the k-th of n contiguous parts; join parts with :func:`merge_indexes`.
     checkpoint_dir
@@ -284,7 +308,10 @@ def build_index(
     Index
         In memory; call :meth:`Index.save` to write it.
     """
-    params = BuildParams(grid=grid, anchors=anchors, cache_dir=None if cache_dir is None else str(Path(cache_dir).resolve()))
+    if image_cache is True:
+        image_cache = ImageCacheParams()
+    params = BuildParams(grid=grid, anchors=anchors, cache_dir=None if cache_dir is None else str(Path(cache_dir).resolve()),
+                         image_cache=asdict(image_cache) if image_cache else None)
     start, stop = shard_range(len(ds), shard)
     if workers is None:
         workers = os.cpu_count() or 1
@@ -334,6 +361,7 @@ def build_index(
     images, rows, int_ids = _concat(scans, params.anchors)
     meta["int_image_ids"] = int_ids
     meta["cache_bytes"] = int(sum(s["cache_bytes"] for s in scans.values()))
+    meta["image_cache_bytes"] = int(sum(s.get("image_cache_bytes", 0) for s in scans.values()))
     return Index(meta, assemble(meta, images, rows))
 
 
@@ -366,21 +394,47 @@ def _meta(ds: PanopticDataset, params: BuildParams, image_range: tuple[int, int]
     }
 
 
-def merge_indexes(parts: Iterable[str | Path | Index]) -> Index:
+def _differences(a: Any, b: Any, prefix: str) -> list[str]:
+    """Dotted names of the settings in which ``a`` and ``b`` differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str) for d in _differences(a.get(k), b.get(k), f"{prefix}.{k}")]
+    return [] if a == b else [f"{prefix} ({a!r} vs {b!r})"]
+
+
+def merge_indexes(parts: Iterable[str | Path | Index], cache_dir: str | Path | None = None) -> Index:
     """Join shard indexes (built with ``shard=(k, n)``) into the index a single build gives.
 
+    Parameters
+    ----------
+    parts
+        The shards, in any order.
+    cache_dir
+        Where the merged index's caches live when the parts' caches are in different
+        directories (shards built on several machines, each with its own ``OUT.cache``): every
+        entry the parts refer to is hard-linked there (copied across file systems). Entries are
+        named by their content, so the result equals a single build's cache. Not needed when the
+        parts share one cache directory.
+
     Raises :class:`IndexFileError` unless the parts come from the same dataset and settings and
-    together cover every image exactly once.
+    together cover every image exactly once; the message names the settings that differ.
     """
     loaded = [p if isinstance(p, Index) else Index.load(p) for p in parts]
     if not loaded:
         raise ValueError("merge_indexes() needs at least one part")
     loaded.sort(key=lambda ix: ix.image_range)
     first = loaded[0]
+
+    def settings(ix: Index) -> dict[str, Any]:
+        # the cache directory is where a part's cache is, not how the index was built
+        params = {k: v for k, v in ix.meta["params"].items() if k != "cache_dir"}
+        return {k: ix.meta[k] for k in ("dataset", "categories", "schema")} | {
+            "params": params | {"cache": ix.meta["params"].get("cache_dir") is not None}}
+
     for ix in loaded[1:]:
-        for key in ("dataset", "params", "categories", "schema"):
-            if ix.meta[key] != first.meta[key]:
-                raise IndexFileError(f"cannot merge: its {key} differs from that of {first.path}", ix.path)
+        diff = _differences(settings(ix), settings(first), "")
+        if diff:
+            raise IndexFileError(f"cannot merge: built with other settings than {first.path}: "
+                                 + "; ".join(d.lstrip(".") for d in diff[:4]), ix.path)
     expected = 0
     for ix in loaded:
         start, stop = ix.image_range
@@ -392,14 +446,15 @@ def merge_indexes(parts: Iterable[str | Path | Index]) -> Index:
     if expected != total:
         raise IndexFileError(f"cannot merge: the parts cover images 0..{expected - 1} of {total}; "
                              f"shards {expected}.. are missing", loaded[-1].path)
-    fixed = ("image_height", "image_width", "cache_digest") + tuple(name for name, _, _ in FINGERPRINT_ARRAYS)
+    fixed = ("image_height", "image_width", "cache_digest", "image_cache_digest") + tuple(name for name, _, _ in FINGERPRINT_ARRAYS)
     images: dict[str, list] = {k: [] for k in fixed}
     strings: dict[str, list] = {k: [] for k in IMAGE_STRINGS}
     rows: dict[str, list] = {c: [] for c in INSTANCE_COLUMNS + CLASS_COLUMNS + CELL_COLUMNS}
     for ix in loaded:
         a = ix.arrays()
         for k in fixed:
-            images[k].append(a[k])
+            # indexes from before the image cache have no image_cache_digest column
+            images[k].append(a[k] if k in a else np.zeros((ix.num_images, DIGEST_BYTES), np.uint8))
         for k, values in image_strings(a).items():
             strings[k] += values
         for c in rows:
@@ -409,11 +464,40 @@ def merge_indexes(parts: Iterable[str | Path | Index]) -> Index:
         merged[f"{k}_blob"], merged[f"{k}_offsets"] = _pack_strings(values)
     meta = dict(first.meta)
     if first.cache_dir is not None:  # parts store it relative to themselves; the merged index is saved elsewhere
-        meta["params"] = {**meta["params"], "cache_dir": str(first.cache_dir.resolve())}
+        dirs = {ix.cache_dir.resolve() for ix in loaded if ix.cache_dir is not None}
+        if len(dirs) == 1 and (cache_dir is None or Path(cache_dir).resolve() in dirs):
+            target = dirs.pop()
+        elif cache_dir is None:
+            raise IndexFileError("cannot merge: the parts' caches are in different directories ("
+                                 + ", ".join(str(d) for d in sorted(dirs)) + "); pass cache_dir= (CLI: the "
+                                 "merged index's OUT.cache is used) to gather them", first.path)
+        else:
+            target = Path(cache_dir).resolve()
+            _gather_cache(loaded, target)
+        meta["params"] = {**meta["params"], "cache_dir": str(target)}
     meta["image_range"] = [0, total]
     meta["int_image_ids"] = all(ix.meta["int_image_ids"] for ix in loaded)
     meta["cache_bytes"] = int(sum(ix.meta["cache_bytes"] for ix in loaded))
+    meta["image_cache_bytes"] = int(sum(ix.meta.get("image_cache_bytes", 0) for ix in loaded))
     return Index(meta, assemble(meta, merged, {c: np.concatenate(v) for c, v in rows.items()}))
+
+
+def _gather_cache(parts: list[Index], target: Path) -> None:
+    """Hard-link (or copy) every cache entry the parts refer to into ``target``."""
+    target.mkdir(parents=True, exist_ok=True)
+    for ix in parts:
+        for i in range(*ix.image_range):
+            for src in ix.cache_paths(i):
+                dst = target / src.name
+                if dst.exists() or src.resolve() == dst.resolve():
+                    continue  # content-named: an entry of that name has that content
+                if not src.exists():
+                    raise IndexFileError("cannot merge: a cache entry of this part is missing", src)
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    with atomic_file(dst, clean=False) as f, open(src, "rb") as fsrc:
+                        shutil.copyfileobj(fsrc, f)
 
 
 def remove_checkpoint(checkpoint_dir: str | Path) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 
 from isus import kernels
 from isus._fsio import atomic_file
+from isus.index.image_cache import ENTRY_RE as IMAGE_ENTRY_RE
 from isus.index.store import IndexFileError
 from isus.types import SEGMENT_DTYPE, ImageInfo, Panoptic, make_segments
 
@@ -249,7 +250,8 @@ def prune_cache(cache_dir: str | Path, keep: set[str]) -> int:
     if not d.is_dir():
         return 0
     for p in d.iterdir():
-        if p.name not in keep and (_ENTRY_RE.match(p.name) or _LEGACY_RE.match(p.name)) and p.is_file():
+        if p.name not in keep and (_ENTRY_RE.match(p.name) or IMAGE_ENTRY_RE.match(p.name) or _LEGACY_RE.match(p.name)) \
+                and p.is_file():
             p.unlink(missing_ok=True)
             removed += 1
     return removed

@@ -443,6 +443,31 @@ class Index:
             raise IndexError(f"image {i} is not in this index (images {start}..{stop - 1})")
         return self.cache_dir / entry_name(i, self._a["cache_digest"][i - start].tobytes().hex())
 
+    @property
+    def image_cache(self) -> dict[str, Any] | None:
+        """The image cache's settings (codec, quality, tile), if the index was built with one."""
+        return self.meta["params"].get("image_cache")
+
+    def _image_digest(self, i: int) -> str:
+        start, stop = self.image_range
+        if not start <= i < stop:
+            raise IndexError(f"image {i} is not in this index (images {start}..{stop - 1})")
+        return self._a["image_cache_digest"][i - start].tobytes().hex()
+
+    def image_cache_path(self, i: int) -> Path:
+        """The image cache entry of image ``i`` (named by its content digest)."""
+        from isus.index.image_cache import image_entry_name
+
+        if self.image_cache is None or self.cache_dir is None:
+            raise IndexFileError("this index was built without an image cache (build with image_cache=True / "
+                                 "--cache-images)", self.path)
+        return self.cache_dir / image_entry_name(i, self._image_digest(i))
+
+    def cache_paths(self, i: int) -> list[Path]:
+        """Every cache entry of image ``i`` (annotation, image)."""
+        paths = [] if self.cache_dir is None else [self.cache_path(i)]
+        return paths + ([self.image_cache_path(i)] if self.image_cache is not None else [])
+
     def prune_cache(self) -> int:
         """Delete the cache entries in :attr:`cache_dir` this index does not refer to (left by
         the build it replaced, or by an interrupted one). Call it once this index is committed;
@@ -451,7 +476,16 @@ class Index:
 
         if self.cache_dir is None:
             return 0
-        return prune_cache(self.cache_dir, {self.cache_path(i).name for i in range(*self.image_range)})
+        return prune_cache(self.cache_dir, {p.name for i in range(*self.image_range) for p in self.cache_paths(i)})
+
+    def load_image_window(self, i: int, reduce: int, window: tuple[int, int, int, int]) -> tuple[np.ndarray, int, int]:
+        """BGR pixels of image ``i`` at level ``1/reduce`` (1, 2, 4, 8) from the image cache: the
+        whole tiles covering ``window`` ``(x0, y0, x1, y1)`` in that level's pixels (clipped to
+        the image), and the origin ``(ox, oy)`` of the returned buffer."""
+        from isus.index.image_cache import read_window
+
+        return read_window(self.image_cache_path(i), self.image_info(i), reduce, *window,
+                           digest=self._image_digest(i))
 
     def load_annotation(self, i: int, window: tuple[int, int, int, int] | None = None):
         """Panoptic annotation of image ``i`` from the annotation cache, optionally only the

@@ -1,0 +1,273 @@
+"""Image cache: each image stored as square tiles at a few pyramid levels, so a crop decodes
+only the tiles its window covers, at the coarsest level that still has the crop's resolution.
+
+Level ``r`` (1, 2, 4, 8) holds the image exactly as the crop engine decodes it without the cache
+(``dataset._load_image(i, r)``: for JPEGs libjpeg's DCT-scaled decode, the engine's reduced
+decode), so a lossless cache gives bit-identical crops and a JPEG cache differs from them only by
+the tiles' coding error. Tiles are ``tile`` pixels square (smaller at the right and bottom edges),
+encoded independently as JPEG (default, quality :data:`DEFAULT_QUALITY`, 4:4:4 chroma) or PNG
+(lossless), in BGR order, the engine's working order.
+
+Entries are named by their content, ``{index:07d}-{digest}.img``, beside the annotation cache's
+``.ann`` entries, with the same guarantees: written atomically, superseded entries pruned only
+after the new index is committed, and the index records each image's digest.
+
+Entry layout (little-endian)::
+
+    magic      8 bytes  b"ISUSIMG\\0"
+    version    u32      ENTRY_VERSION
+    reserved   u32      0
+    header_len u64
+    header     JSON     {"image_id", "height", "width", "tile", "codec", "quality",
+                         "levels": [[r, height, width, tiles_x, tiles_y], ...]}
+    tables     tile_offsets (i8, tiles+1), tile_crc (u4, tiles); tiles of each level row-major
+    payload    the encoded tiles
+
+The digest (blake2b, 16 bytes) covers the header and the tables, checked when a process first
+opens the entry; each tile's CRC-32 is checked before the tile is decoded. The file is
+memory-mapped: reading a crop touches only the tiles it decodes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import re
+import struct
+import threading
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from isus._fsio import atomic_file
+from isus.index.store import IndexFileError
+from isus.types import ImageInfo
+
+__all__ = ["ImageCacheParams", "write_image_entry", "read_window", "image_entry_name", "LEVELS", "CODECS"]
+
+ENTRY_VERSION = 1
+DIGEST_BYTES = 16
+DEFAULT_TILE = 256
+DEFAULT_QUALITY = 95
+LEVELS = (1, 2, 4, 8)
+CODECS = ("jpeg", "png")
+_MAGIC = b"ISUSIMG\0"
+_PREFIX = struct.Struct("<8sIIQ")
+ENTRY_RE = re.compile(r"^(\d{7})-([0-9a-f]{32})\.img$")
+#: parsed entries kept open per process (memory maps: the page cache holds the data, shared)
+OPEN_ENTRIES = 64
+
+
+@dataclass(frozen=True)
+class ImageCacheParams:
+    """How the image cache is written.
+
+    Attributes
+    ----------
+    codec
+        ``"jpeg"`` (lossy, small, fast to decode) or ``"png"`` (lossless, bit-identical crops).
+    quality
+        JPEG quality, 1..100.
+    tile
+        Tile side in pixels (a multiple of 16 between 64 and 2048).
+    """
+
+    codec: str = "jpeg"
+    quality: int = DEFAULT_QUALITY
+    tile: int = DEFAULT_TILE
+
+    def __post_init__(self) -> None:
+        if self.codec not in CODECS:
+            raise ValueError(f"image cache codec= expects one of {', '.join(CODECS)}; got {self.codec!r}")
+        if not (isinstance(self.quality, int) and 1 <= self.quality <= 100):
+            raise ValueError(f"image cache quality= expects an int in 1..100; got {self.quality!r}")
+        if not (isinstance(self.tile, int) and 64 <= self.tile <= 2048 and self.tile % 16 == 0):
+            raise ValueError(f"image cache tile= expects a multiple of 16 in 64..2048; got {self.tile!r}")
+
+
+def image_entry_name(i: int, digest: str) -> str:
+    return f"{i:07d}-{digest}.img"
+
+
+def _encode_tile(tile: np.ndarray, params: ImageCacheParams) -> bytes:
+    if params.codec == "jpeg":
+        flags = [cv2.IMWRITE_JPEG_QUALITY, params.quality,
+                 cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+        ok, buf = cv2.imencode(".jpg", tile, flags)
+    else:
+        ok, buf = cv2.imencode(".png", tile, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise IndexFileError(f"OpenCV could not encode a {params.codec} tile")
+    return buf.tobytes()
+
+
+def write_image_entry(cache_dir: Path, i: int, image_id: str, levels: list[np.ndarray],
+                      params: ImageCacheParams) -> tuple[int, str]:
+    """Tile and encode the pyramid ``levels`` (BGR, level ``LEVELS[k]`` at ``levels[k]``) of image
+    ``i`` into a content-named entry in ``cache_dir``; returns ``(bytes, digest)``."""
+    t = params.tile
+    blobs: list[bytes] = []
+    table = []
+    for r, img in zip(LEVELS, levels):
+        h, w = img.shape[:2]
+        nx, ny = -(-w // t), -(-h // t)
+        table.append([r, h, w, nx, ny])
+        for ty in range(ny):
+            for tx in range(nx):
+                blobs.append(_encode_tile(np.ascontiguousarray(img[ty * t:(ty + 1) * t, tx * t:(tx + 1) * t]), params))
+    h0, w0 = levels[0].shape[:2]
+    header = json.dumps({"image_id": str(image_id), "height": int(h0), "width": int(w0), "tile": t,
+                         "codec": params.codec, "quality": params.quality, "levels": table},
+                        sort_keys=True).encode()
+    offsets = np.zeros(len(blobs) + 1, "<i8")
+    offsets[1:] = np.cumsum([len(b) for b in blobs])
+    crc = np.array([zlib.crc32(b) for b in blobs], "<u4")
+    tables = offsets.tobytes() + crc.tobytes()
+    digest = hashlib.blake2b(header + tables, digest_size=DIGEST_BYTES).hexdigest()
+    path = Path(cache_dir) / image_entry_name(i, digest)
+    # the build cleans the cache directory of stale temp files once, not once per entry
+    with atomic_file(path, clean=False) as f:
+        f.write(_PREFIX.pack(_MAGIC, ENTRY_VERSION, 0, len(header)) + header)
+        f.write(tables)
+        for b in blobs:
+            f.write(b)
+    return path.stat().st_size, digest
+
+
+@dataclass
+class _Entry:
+    image_id: str
+    height: int
+    width: int
+    tile: int
+    codec: str
+    levels: dict[int, tuple[int, int, int, int, int]]  # r -> (height, width, tiles_x, tiles_y, first tile)
+    offsets: np.ndarray
+    crc: np.ndarray
+    payload_start: int
+    data: Any  # mmap or bytes
+
+
+def _parse(path: Path, digest: str | None) -> _Entry:
+    try:
+        with open(path, "rb") as f:
+            try:
+                data: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            except ValueError:  # empty file
+                data = b""
+    except FileNotFoundError:
+        raise IndexFileError("image cache entry not found (the cache was moved, pruned or deleted; rebuild "
+                             "the index with --cache-images)", path) from None
+    if len(data) < _PREFIX.size or data[:8] != _MAGIC:
+        raise IndexFileError("not an isus image cache entry (bad magic bytes)", path)
+    _, version, _, hlen = _PREFIX.unpack_from(data)
+    if version != ENTRY_VERSION:
+        raise IndexFileError(f"image cache entry version {version}; this isus reads {ENTRY_VERSION}: rebuild "
+                             "the index", path)
+    try:
+        if hlen > len(data) - _PREFIX.size:
+            raise EOFError
+        head = bytes(data[_PREFIX.size:_PREFIX.size + hlen])
+        header = json.loads(head)
+        table = [tuple(int(v) for v in row) for row in header["levels"]]
+        ntiles = sum(nx * ny for _, _, _, nx, ny in table)
+        t0 = _PREFIX.size + hlen
+        t1 = t0 + 8 * (ntiles + 1) + 4 * ntiles
+        if ntiles < 0 or len(data) < t1:
+            raise EOFError
+        tables = bytes(data[t0:t1])
+        found = hashlib.blake2b(head + tables, digest_size=DIGEST_BYTES).hexdigest()
+        if digest is not None and found != digest:
+            raise IndexFileError(f"image cache entry checksum mismatch (content hashes to {found}, the index "
+                                 f"expects {digest}): the entry is corrupt or belongs to another build; rebuild "
+                                 "the index", path)
+        offsets = np.frombuffer(tables, "<i8", ntiles + 1).astype(np.int64)
+        crc = np.frombuffer(tables, "<u4", ntiles, 8 * (ntiles + 1)).astype(np.uint32)
+        tile = int(header["tile"])
+        levels, first = {}, 0
+        for r, h, w, nx, ny in table:
+            if h <= 0 or w <= 0 or nx != -(-w // tile) or ny != -(-h // tile):
+                raise ValueError("level table")
+            levels[r] = (h, w, nx, ny, first)
+            first += nx * ny
+        if (offsets[0] != 0 or (np.diff(offsets) < 0).any() or len(data) != t1 + offsets[-1]
+                or header["codec"] not in CODECS):
+            raise EOFError if len(data) < t1 + offsets[-1] else ValueError("tile table")
+        return _Entry(str(header["image_id"]), int(header["height"]), int(header["width"]), tile,
+                      str(header["codec"]), levels, offsets, crc, t1, data)
+    except IndexFileError:
+        raise
+    except EOFError:
+        raise IndexFileError("image cache entry is truncated", path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, OverflowError,
+            RecursionError) as e:
+        raise IndexFileError(f"image cache entry is corrupt ({type(e).__name__})", path) from None
+
+
+class _OpenEntries:
+    """The last :data:`OPEN_ENTRIES` entries this process read, parsed and digest-checked once."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.lock, self.entries = size, threading.Lock(), OrderedDict()
+
+    def get(self, path: Path, digest: str | None) -> _Entry:
+        key = (str(path), digest)
+        with self.lock:
+            e = self.entries.get(key)
+            if e is not None:
+                self.entries.move_to_end(key)
+                return e
+        e = _parse(path, digest)
+        with self.lock:
+            self.entries[key] = e
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        return e
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
+
+_OPEN = _OpenEntries(OPEN_ENTRIES)
+
+
+def read_window(path: Path, info: ImageInfo, reduce: int, x0: int, y0: int, x1: int, y1: int,
+                digest: str | None = None) -> tuple[np.ndarray, int, int]:
+    """Decode the tiles of level ``reduce`` covering level pixels ``[x0, x1) x [y0, y1)`` (clipped to
+    the level image); returns the BGR buffer of those whole tiles and its origin ``(ox, oy)`` in
+    level pixels. An empty intersection gives a ``(0, 0, 3)`` buffer."""
+    e = _OPEN.get(path, digest)
+    if e.image_id != str(info.image_id) or (e.height, e.width) != (info.height, info.width):
+        raise IndexFileError(f"image cache entry is for image {e.image_id!r} ({e.width}x{e.height}), not "
+                             f"{info.image_id!r} ({info.width}x{info.height}): the cache is stale, rebuild the index", path)
+    if reduce not in e.levels:
+        raise IndexFileError(f"image cache entry has no level 1/{reduce} (it has {sorted(e.levels)})", path)
+    h, w, nx, ny, first = e.levels[reduce]
+    t = e.tile
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((0, 0, 3), np.uint8), 0, 0
+    tx0, ty0, tx1, ty1 = x0 // t, y0 // t, (x1 - 1) // t + 1, (y1 - 1) // t + 1
+    ox, oy = tx0 * t, ty0 * t
+    out = np.empty((min(ty1 * t, h) - oy, min(tx1 * t, w) - ox, 3), np.uint8)
+    flags = cv2.IMREAD_COLOR
+    for ty in range(ty0, ty1):
+        for tx in range(tx0, tx1):
+            k = first + ty * nx + tx
+            a, b = e.payload_start + int(e.offsets[k]), e.payload_start + int(e.offsets[k + 1])
+            blob = np.frombuffer(e.data, np.uint8, b - a, a)
+            if zlib.crc32(blob) != int(e.crc[k]):
+                raise IndexFileError(f"image cache entry checksum mismatch in tile ({tx}, {ty}) of level 1/{reduce}: "
+                                     "the entry is corrupt; rebuild the index", path)
+            tile = cv2.imdecode(blob, flags)
+            th, tw = min(t, h - ty * t), min(t, w - tx * t)
+            if tile is None or tile.shape != (th, tw, 3):
+                raise IndexFileError(f"image cache entry has an undecodable tile ({tx}, {ty}) of level 1/{reduce}", path)
+            out[ty * t - oy:ty * t - oy + th, tx * t - ox:tx * t - ox + tw] = tile
+    return out, ox, oy
