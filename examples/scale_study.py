@@ -28,6 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import isus  # noqa: E402
+from examples.panoptic.cli import INSTALL_HINT, HelpFormatter, require_torchvision  # noqa: E402
 
 TRAIN = ROOT / "examples" / "train_panoptic.py"
 
@@ -88,7 +89,8 @@ SCALES: dict[str, Scale] = {
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter,
+                                epilog=f"The runs need torchvision: {INSTALL_HINT}. See docs/evidence.md.")
     p.add_argument("--out", type=Path, required=True, help="study folder: OUT/<config>/seed<k>/, OUT/report/")
     p.add_argument("--scale", choices=sorted(SCALES), default="cpu", help="data size and budget (default: cpu)")
     p.add_argument("--data", type=Path, default=None, help="synthetic dataset root (default: OUT/data)")
@@ -147,6 +149,8 @@ def command(root: Path, index: Path, run: Path, config: str, seed: int, scale: S
 
 
 def run_all(args, scale: Scale) -> None:
+    if not args.dry_run:
+        require_torchvision(Path(__file__).name)  # before writing data: every run would fail
     root = prepare_data(args.data, scale)
     index = args.data / "mvd-training.isusidx"
     todo = [(c, s) for s in args.seeds for c in args.configs]  # seed-major: every config gets seed 0 first

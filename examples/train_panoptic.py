@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -34,9 +35,8 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `examples` importable when run as a script
 
 import isus  # noqa: E402
+from examples.panoptic.cli import INSTALL_HINT, HelpFormatter, require_torchvision  # noqa: E402
 from examples.panoptic.data import FullImagePolicy, LabelMap, to_model_inputs  # noqa: E402
-from examples.panoptic.evaluate import evaluate, report, write_results  # noqa: E402
-from examples.panoptic.model import build_panoptic_fpn  # noqa: E402
 from isus.torch import CropSampler, PanopticCropDataset, collate_crops  # noqa: E402
 
 #: crops per GPU of the paper's App. D (MVD: 4; IDD and Cityscapes: 8)
@@ -44,10 +44,11 @@ PRESET_BATCH = {"mvd": 4, "cityscapes": 8, "idd": 8}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter,
+                                epilog=f"Needs torchvision: {INSTALL_HINT}. See docs/training.md.")
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", required=True, choices=["mvd", "cityscapes", "idd", "coco"])
-    d.add_argument("--root", required=True, type=Path)
+    d.add_argument("--dataset", required=True, choices=["mvd", "cityscapes", "idd", "coco"], help="dataset reader")
+    d.add_argument("--root", required=True, type=Path, help="dataset root (the one the index was built from)")
     d.add_argument("--split", default=None, help="training split (default: the reader's)")
     d.add_argument("--val-split", default=None,
                    help="evaluation split (default: the dataset's validation split when the root has one, "
@@ -56,41 +57,47 @@ def parse_args(argv=None) -> argparse.Namespace:
     d.add_argument("--index", required=True, type=Path, help="index of the training split (isus index build)")
     d.add_argument("--preset", choices=sorted(PRESET_BATCH), default=None,
                    help="crop size, s0, scale ranges and crops per GPU of the paper's App. D")
-    d.add_argument("--crop", type=int, default=None, help="square crop size (overrides the preset)")
-    d.add_argument("--shortest-side", type=float, default=None, help="s0 (overrides the preset)")
-    d.add_argument("--sampling", choices=["isus", "cus", "full"], default="isus")
+    d.add_argument("--crop", type=int, default=None, help="square crop size (default: the preset's, else 512)")
+    d.add_argument("--shortest-side", type=float, default=None, help="s0 (default: the preset's, else none: images at their own size)")
+    d.add_argument("--sampling", choices=["isus", "cus", "full"], default="isus",
+                   help="ISUS crops, CUS crops or whole images at s0")
     d.add_argument("--batch-size", type=int, default=None, help="crops per GPU (preset's, else 2)")
     d.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
     m = p.add_argument_group("model")
-    m.add_argument("--backbone", choices=["resnet18", "resnet50"], default="resnet50")
+    m.add_argument("--backbone", choices=["resnet18", "resnet50"], default="resnet18",
+                   help="ResNet-FPN depth (the paper: resnet50; resnet18 suits CPUs and the quick start)")
     m.add_argument("--backbone-weights", type=Path, default=None, help="torchvision ResNet state_dict (.pth)")
     m.add_argument("--norm", choices=["frozen", "group"], default=None,
                    help="normalisation without --sync-bn (default: group, which also runs on CPU DDP)")
     m.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm (multi-GPU only)")
-    m.add_argument("--box-loss", choices=["cabb", "smooth_l1"], default="cabb")
-    m.add_argument("--rpn-pre-nms-top-n-train", type=int, default=2000)
-    m.add_argument("--rpn-post-nms-top-n-train", type=int, default=2000)
-    m.add_argument("--rpn-pre-nms-top-n-test", type=int, default=1000)
-    m.add_argument("--rpn-post-nms-top-n-test", type=int, default=1000)
-    m.add_argument("--rpn-batch-size-per-image", type=int, default=256)
-    m.add_argument("--box-batch-size-per-image", type=int, default=512)
+    m.add_argument("--box-loss", choices=["cabb", "smooth_l1"], default="cabb",
+                   help="box regression loss of the RPN and the box head")
+    tv = "torchvision's Mask R-CNN argument of the same name"
+    m.add_argument("--rpn-pre-nms-top-n-train", type=int, default=2000, help=tv)
+    m.add_argument("--rpn-post-nms-top-n-train", type=int, default=2000, help=tv)
+    m.add_argument("--rpn-pre-nms-top-n-test", type=int, default=1000, help=tv)
+    m.add_argument("--rpn-post-nms-top-n-test", type=int, default=1000, help=tv)
+    m.add_argument("--rpn-batch-size-per-image", type=int, default=256, help=tv)
+    m.add_argument("--box-batch-size-per-image", type=int, default=512, help=tv)
     o = p.add_argument_group("optimisation (paper App. D)")
-    o.add_argument("--steps", type=int, default=1000)
+    o.add_argument("--steps", type=int, default=1000, help="training steps (the learning rate reaches 0 there)")
     o.add_argument("--lr", type=float, default=0.02, help="lr0 (the paper scales it with the batch)")
-    o.add_argument("--warmup", type=int, default=200, help="linear warm-up steps from 0 to lr0")
-    o.add_argument("--momentum", type=float, default=0.9)
-    o.add_argument("--weight-decay", type=float, default=1e-4)
+    o.add_argument("--warmup", type=int, default=200,
+                   help="linear warm-up steps from 0 to lr0, then linear decay from lr0 to 0 at --steps")
+    o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    o.add_argument("--weight-decay", type=float, default=1e-4, help="SGD weight decay")
     o.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     o.add_argument("--clip-grad", type=float, default=None,
                    help="clip the gradient norm (not in the paper; steadies training from scratch)")
-    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--seed", type=int, default=0, help="initial weights and crop stream")
     r = p.add_argument_group("run")
     r.add_argument("--out", type=Path, required=True, help="checkpoints, log.jsonl, eval.json, predictions/")
-    r.add_argument("--checkpoint-every", type=int, default=500)
+    r.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (and at the end)")
     r.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (exact sample stream)")
-    r.add_argument("--log-every", type=int, default=20)
-    r.add_argument("--eval-images", type=int, default=None, help="evaluate on at most this many images")
-    r.add_argument("--no-eval", action="store_true")
+    r.add_argument("--log-every", type=int, default=20,
+                   help="steps between log lines (losses, lr, samples/s, steps/s, ETA)")
+    r.add_argument("--eval-images", type=int, default=None, help="evaluate on at most this many images (default: all)")
+    r.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
     r.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     args = p.parse_args(argv)
     if args.sync_bn and not torch.cuda.is_available():
@@ -158,6 +165,28 @@ def open_eval_split(ds: isus.PanopticDataset, val_split: str | None, options: di
     return isus.open_dataset(ds.name, ds.root, split=ds.split, **options)
 
 
+def format_duration(seconds: float) -> str:
+    """``1h02m``, ``12m34s`` or ``45s``."""
+    s = max(0, round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def params_in_sync(model: torch.nn.Module, device: torch.device, world: int) -> bool:
+    """Whether every rank holds bit-identical parameters: a 64-bit hash of this rank's parameter
+    bytes, and one all-reduce (MAX of ``[h, -h]``: all equal iff max == min)."""
+    if world == 1 or not dist.is_initialized():
+        return True
+    h = hashlib.blake2b(digest_size=7)  # 56 bits: -h fits an int64
+    for p in model.parameters():
+        h.update(p.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes())
+    v = int.from_bytes(h.digest(), "little")
+    t = torch.tensor([v, -v], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t[0]) == -int(t[1])
+
+
 def atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(obj, tmp)
@@ -166,6 +195,10 @@ def atomic_save(obj, path: Path) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    require_torchvision(Path(__file__).name)
+    from examples.panoptic.evaluate import evaluate, report, write_results
+    from examples.panoptic.model import build_panoptic_fpn
+
     rank, world, device = setup_distributed(args)
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -227,6 +260,7 @@ def main(argv=None) -> dict:
               f"crop {crop[0]}x{crop[1]}, {batch} per process x {world}) from step {step} to {args.steps}", flush=True)
     ddp.train()
     t_start = t_last = time.perf_counter()
+    first_step = last_step = step
     wait = 0.0
     it = iter(loader)
     while step < args.steps:
@@ -241,7 +275,7 @@ def main(argv=None) -> dict:
             losses = ddp(images, targets)
             loss = sum(losses.values())
         if not torch.isfinite(loss):
-            raise SystemExit(f"step {step}: non-finite loss {dict((k, v.item()) for k, v in losses.items())}; "
+            raise SystemExit(f"step {step}: non-finite loss { {k: v.item() for k, v in losses.items()} }; "
                              "lower --lr or set --clip-grad")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -254,14 +288,19 @@ def main(argv=None) -> dict:
         step += 1
         if rank == 0 and (step % args.log_every == 0 or step == args.steps):
             now = time.perf_counter()
+            steps_per_s = (step - first_step) / max(now - t_start, 1e-9)  # since this process started
             record = {"step": step, "lr": scheduler.get_last_lr()[0], "loss": loss.item(),
                       **{k: v.item() for k, v in losses.items()},
-                      "samples_per_s": args.log_every * batch * world / max(now - t_last, 1e-9),
-                      "data_wait_share": wait / max(now - t_last, 1e-9)}
-            t_last, wait = now, 0.0
+                      "samples_per_s": (step - last_step) * batch * world / max(now - t_last, 1e-9),
+                      "data_wait_share": wait / max(now - t_last, 1e-9),
+                      "steps_per_s": steps_per_s, "eta_s": (args.steps - step) / max(steps_per_s, 1e-9)}
+            t_last, last_step, wait = now, step, 0.0
             log.write(json.dumps(record) + "\n")
             log.flush()
-            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()), flush=True)
+            # plain lines, flushed: the same in a terminal and in a log file (clusters redirect stdout)
+            print(f"step {step}/{args.steps} " + " ".join(
+                f"{k}={v:.4g}" for k, v in record.items() if k not in ("step", "eta_s"))
+                + f" eta={format_duration(record['eta_s'])}", flush=True)
         if step % args.checkpoint_every == 0 or step == args.steps:
             if rank == 0:
                 atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -288,12 +327,9 @@ def main(argv=None) -> dict:
             written = [args.out / "predictions" / "panoptic.json", args.out / "predictions" / "panoptic",
                        args.out / "predictions" / "instances.json"]
             written += report(res, val, args.out, args.out.name or "this run")
+    # every rank must end with the same weights (DDP keeps them in step); one process: trivially true
+    results["params_in_sync"] = params_in_sync(model, device, world)
     if world > 1:
-        # every rank must end with the same weights (DDP keeps them in step)
-        flat = torch.cat([p.detach().double().flatten().cpu() for p in model.parameters()])
-        sums = [torch.zeros(2, dtype=torch.float64) for _ in range(world)]
-        dist.all_gather(sums, torch.stack([flat.sum(), (flat * torch.arange(len(flat), dtype=torch.float64)).sum()]))
-        results["params_in_sync"] = all(torch.equal(sums[0], t) for t in sums)
         if rank == 0:
             write_results(results, args.out / "eval.json")
             print("wrote " + ", ".join(str(p) for p in [args.out / "eval.json", *written]), flush=True)

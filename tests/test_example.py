@@ -47,8 +47,11 @@ def test_torchrun_cabb_and_smooth_l1_checkpoint_resume_eval(data):
     torchrun(*common, "--out", str(out), "--steps", "2", "--checkpoint-every", "2", "--no-eval")
     first = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in first] == [1, 2] and (out / "checkpoint.pt").exists()
-    torchrun(*common, "--out", str(out), "--steps", "4", "--checkpoint-every", "2", "--resume",
-             "--eval-images", "2")
+    stdout = torchrun(*common, "--out", str(out), "--steps", "4", "--checkpoint-every", "2", "--resume",
+                      "--eval-images", "2")
+    steps = [line for line in stdout.splitlines() if line.startswith("step ")]
+    assert [s.split()[1] for s in steps] == ["3/4", "4/4"] and all(" eta=" in s for s in steps), stdout
+    assert "(percent; eval.json holds fractions)" in stdout  # printed in percent, as the docs quote
     log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     assert all(math.isfinite(r["loss"]) and r["loss_box_reg"] >= 0 for r in log)
