@@ -202,26 +202,24 @@ class CropEngine:
         return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
 
     def _panoptic(self, spec: CropSpec, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-        """Nearest-neighbour crop of the segment map, segments table, and the image's (H, W)."""
+        """Nearest-neighbour crop of the segment map as dense indices (0 void, ``k + 1`` for
+        ``segments[k]``), the segments table, and the image's (H, W)."""
         cw, ch = size
         xs = source_pixels(spec.window[0], spec.scale, cw)
         ys = source_pixels(spec.window[1], spec.scale, ch)
-        if spec.flip:
-            xs = xs[::-1]
         if self._use_cache:
             info = self.index.image_info(spec.image)
-            h, w = info.height, info.width
-            xa, xb = int(xs.min()), int(xs.max()) + 1
-            ya, yb = int(ys[0]), int(ys[-1]) + 1
-            pan = self.index.load_annotation(spec.image, (xa, ya, xb, yb))
-            return pan.ids[np.ix_(ys - ya, xs - xa)], pan.segments, (h, w)
+            dense, segments = self.index.sample_annotation(spec.image, ys, xs, spec.flip)
+            return dense, segments, (info.height, info.width)
+        if spec.flip:
+            xs = xs[::-1]
         pan: Panoptic = self.ds.load_panoptic(spec.image)
         h, w = pan.ids.shape
         inside_x, inside_y = (xs >= 0) & (xs < w), (ys >= 0) & (ys < h)
         out = pan.ids[np.ix_(np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1))]
         out[~inside_y, :] = 0
         out[:, ~inside_x] = 0
-        return out, pan.segments, (h, w)
+        return kernels.dense_segments(out, pan.segments["id"].astype(np.int32)), pan.segments, (h, w)
 
     def _original_boxes(self, spec: CropSpec, seg_ids: np.ndarray, ids_full_shape) -> np.ndarray:
         """Full-extent boxes (original pixels) of ``seg_ids`` from the index."""
@@ -242,12 +240,11 @@ class CropEngine:
         size = crop_size(spec)
         cw, ch = size
         image = self._image(spec, size)
-        ids, segments, (h, w) = self._panoptic(spec, size)
+        dense, segments, (h, w) = self._panoptic(spec, size)
         seg_ids = segments["id"]
         cats = segments["category_id"]
         crowd_flag = segments["iscrowd"].astype(bool)
-        # dense crop: 0 void, k+1 = segments[k]
-        dense = kernels.dense_segments(ids, seg_ids.astype(np.int32))
+        ids = np.concatenate([[0], seg_ids]).astype(np.int32)[dense]
         area, vbox, _, _ = kernels.scan_dense(dense, len(seg_ids), 1)
         train = np.array([self._train_id[int(c)] for c in cats], dtype=np.int64)
         isthing = np.array([self._isthing[int(c)] for c in cats], dtype=bool)

@@ -40,6 +40,7 @@ import numpy as np
 from isus import kernels
 from isus._fsio import atomic_file
 from isus.index.image_cache import ENTRY_RE as IMAGE_ENTRY_RE
+from isus.index.image_cache import OPEN_ENTRIES, OpenEntries, map_file
 from isus.index.store import IndexFileError
 from isus.types import SEGMENT_DTYPE, ImageInfo, Panoptic, make_segments
 
@@ -64,7 +65,7 @@ class CacheEntry(NamedTuple):
     band_offsets: np.ndarray
     band_runs: np.ndarray
     band_crc: np.ndarray
-    payload: bytes
+    payload: bytes | memoryview
 
 
 def entry_name(i: int, digest: str) -> str:
@@ -128,11 +129,7 @@ def read_entry(path: str | Path, digest: str | None = None) -> CacheEntry:
     fails its checksum (band CRCs are checked when the bands are decompressed, by :func:`read_cached`).
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise IndexFileError("annotation cache entry not found (the cache was moved, pruned or deleted; "
-                             "rebuild the index)", path) from None
+    data = map_file(path, "annotation cache entry")
     if len(data) < _PREFIX.size or data[:8] != _MAGIC:
         raise IndexFileError("not an isus annotation cache entry (bad magic bytes)", path)
     _, version, _, hlen = _PREFIX.unpack_from(data)
@@ -152,7 +149,7 @@ def read_entry(path: str | Path, digest: str | None = None) -> CacheEntry:
         t1 = t0 + nseg * _SEG.itemsize + 8 * (nb + 1) + 8 * nb + 4 * nb
         if len(data) < t1:
             raise EOFError
-        found = hashlib.blake2b(data[_PREFIX.size:t0] + data[t0:t1], digest_size=DIGEST_BYTES).hexdigest()
+        found = hashlib.blake2b(data[_PREFIX.size:t1], digest_size=DIGEST_BYTES).hexdigest()
         if digest is not None and found != digest:
             raise IndexFileError(f"annotation cache entry checksum mismatch (content hashes to {found}, the index "
                                  f"expects {digest}): the entry is corrupt or belongs to another build; rebuild "
@@ -165,7 +162,7 @@ def read_entry(path: str | Path, digest: str | None = None) -> CacheEntry:
         band_runs = np.frombuffer(data, "<i8", nb, pos).astype(np.int64)
         pos += 8 * nb
         band_crc = np.frombuffer(data, "<u4", nb, pos).astype(np.uint32)
-        payload = data[t1:]
+        payload = memoryview(data)[t1:]
         if len(payload) != band_offsets[-1]:
             raise EOFError
         height, width = int(header["height"]), int(header["width"])
@@ -238,6 +235,65 @@ def read_cached(path: Path, window: tuple[int, int, int, int] | None, info: Imag
     present = np.flatnonzero(counts[1:])
     seg = segments[present]
     return Panoptic(lut[out], make_segments(seg["id"], seg["category_id"], seg["iscrowd"]))
+
+
+_OPEN = OpenEntries(OPEN_ENTRIES, read_entry)
+
+
+def _band(e: CacheEntry, b: int, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Band ``b``'s row offsets, run values and run ends, CRC- and structure-checked."""
+    h, w = e.height, e.width
+    rows = min(BAND_ROWS, h - b * BAND_ROWS)
+    blob = e.payload[e.band_offsets[b]:e.band_offsets[b + 1]]
+    n = int(e.band_runs[b])
+    if zlib.crc32(blob) != int(e.band_crc[b]):
+        raise IndexFileError(f"annotation cache entry checksum mismatch in band {b} (rows {b * BAND_ROWS}.."
+                             f"{b * BAND_ROWS + rows - 1}): the entry is corrupt; rebuild the index", path)
+    try:
+        raw = zlib.decompress(blob)
+    except zlib.error:
+        raw = b""
+    if len(raw) != 4 * (rows + 1) + 6 * n:
+        raise IndexFileError(f"annotation cache entry is corrupt in band {b}", path)
+    offs = np.frombuffer(raw, "<i4", rows + 1).astype(np.int64)
+    vals = np.frombuffer(raw, "<u2", n, offset=4 * (rows + 1))
+    ends = np.frombuffer(raw, "<i4", n, offset=4 * (rows + 1) + 2 * n)
+    # the sampling kernel indexes without bounds checks
+    if not kernels.rle_rows_valid(offs, ends, w):
+        raise IndexFileError(f"annotation cache entry is corrupt in band {b}", path)
+    return offs, vals, ends
+
+
+def read_cached_sampled(path: Path, ys: np.ndarray, xs: np.ndarray, flip: bool, info: ImageInfo,
+                        digest: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest-neighbour sample of image ``info``'s cached segment map at rows ``ys`` and columns
+    ``xs`` (both non-decreasing original pixels, may lie outside the image: void there; ``flip``
+    reverses the columns): ``(dense, segments)``, ``dense[j, k]`` the position + 1 in
+    ``segments`` of the segment at ``(ys[j], xs[k])``, 0 for void.
+
+    Only the bands holding a sampled row are decompressed, and only sampled rows are expanded,
+    and only at the sampled columns: the cost follows the output, not the window.
+    """
+    e = _OPEN.get(path, digest)
+    h, w = e.height, e.width
+    if e.image_id != str(info.image_id) or (h, w) != (info.height, info.width):
+        raise IndexFileError(f"annotation cache entry is for image {e.image_id!r} ({w}x{h}), not "
+                             f"{info.image_id!r} ({info.width}x{info.height}): the cache is stale, rebuild the index", path)
+    ys, xs = np.asarray(ys, np.int64), np.asarray(xs, np.int64)
+    out = np.zeros((len(ys), len(xs)), np.uint16)
+    inside = np.flatnonzero((ys >= 0) & (ys < h))
+    if len(inside):
+        bands = ys[inside] // BAND_ROWS
+        cuts = np.flatnonzero(np.diff(bands)) + 1
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(inside)]):
+            band = int(bands[a])
+            offs, vals, ends = _band(e, band, path)
+            rows = ys[inside[a:b]] - band * BAND_ROWS
+            kernels.rle_sample(offs, vals, ends, w, rows, xs, flip, out, int(inside[a]))
+    if len(e.segments) < 65535 and out.size and int(out.max()) > len(e.segments):
+        raise IndexFileError(f"annotation cache entry is corrupt: segment index {int(out.max())} beyond its "
+                             f"{len(e.segments)} segments", path)
+    return out, e.segments
 
 
 def prune_cache(cache_dir: str | Path, keep: set[str]) -> int:

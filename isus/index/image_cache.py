@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import mmap
+import os
 import re
 import struct
 import threading
@@ -39,7 +40,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -153,16 +154,21 @@ class _Entry:
     data: Any  # mmap or bytes
 
 
-def _parse(path: Path, digest: str | None) -> _Entry:
+def map_file(path: Path, what: str) -> Any:
+    """The file's bytes, memory-mapped (``b""`` for an empty file)."""
     try:
         with open(path, "rb") as f:
             try:
-                data: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             except ValueError:  # empty file
-                data = b""
+                return b""
     except FileNotFoundError:
-        raise IndexFileError("image cache entry not found (the cache was moved, pruned or deleted; rebuild "
-                             "the index with --cache-images)", path) from None
+        raise IndexFileError(f"{what} not found (the cache was moved, pruned or deleted; rebuild the index)",
+                             path) from None
+
+
+def _parse(path: Path, digest: str | None) -> _Entry:
+    data = map_file(path, "image cache entry")
     if len(data) < _PREFIX.size or data[:8] != _MAGIC:
         raise IndexFileError("not an isus image cache entry (bad magic bytes)", path)
     _, version, _, hlen = _PREFIX.unpack_from(data)
@@ -209,22 +215,32 @@ def _parse(path: Path, digest: str | None) -> _Entry:
         raise IndexFileError(f"image cache entry is corrupt ({type(e).__name__})", path) from None
 
 
-class _OpenEntries:
-    """The last :data:`OPEN_ENTRIES` entries this process read, parsed and digest-checked once."""
+class OpenEntries:
+    """The last ``size`` cache entries this process read, parsed (and digest-checked) once by
+    ``parse(path, digest)``. Entries are memory-mapped, so the data stays in the page cache,
+    shared between processes."""
 
-    def __init__(self, size: int) -> None:
-        self.size, self.lock, self.entries = size, threading.Lock(), OrderedDict()
+    def __init__(self, size: int, parse: Callable[[Path, str | None], Any]) -> None:
+        self.size, self.parse, self.lock = size, parse, threading.Lock()
+        self.entries: OrderedDict[tuple[str, str | None], Any] = OrderedDict()
 
-    def get(self, path: Path, digest: str | None) -> _Entry:
+    def get(self, path: Path, digest: str | None) -> Any:
         key = (str(path), digest)
+        # A file changed in place since it was mapped (its identity differs) is parsed again:
+        # reading a mapped file that was truncated would crash the process (SIGBUS).
+        try:
+            st = os.stat(path)
+            ident = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            ident = None
         with self.lock:
-            e = self.entries.get(key)
-            if e is not None:
+            hit = self.entries.get(key)
+            if hit is not None and hit[0] == ident:
                 self.entries.move_to_end(key)
-                return e
-        e = _parse(path, digest)
+                return hit[1]
+        e = self.parse(path, digest)
         with self.lock:
-            self.entries[key] = e
+            self.entries[key] = (ident, e)
             while len(self.entries) > self.size:
                 self.entries.popitem(last=False)
         return e
@@ -234,7 +250,7 @@ class _OpenEntries:
             self.entries.clear()
 
 
-_OPEN = _OpenEntries(OPEN_ENTRIES)
+_OPEN = OpenEntries(OPEN_ENTRIES, _parse)
 
 
 def read_window(path: Path, info: ImageInfo, reduce: int, x0: int, y0: int, x1: int, y1: int,

@@ -496,6 +496,15 @@ class Index:
         path = self.cache_path(i)
         return read_cached(path, window, self.image_info(i), self._a["cache_digest"][i - self.image_range[0]].tobytes().hex())
 
+    def sample_annotation(self, i: int, ys: np.ndarray, xs: np.ndarray, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest-neighbour sample of image ``i``'s cached segment map at rows ``ys`` and columns
+        ``xs`` (non-decreasing original pixels; outside the image is void): ``(dense, segments)``
+        with ``dense`` the position + 1 in ``segments`` (0 void). Decodes only the sampled rows."""
+        from isus.index.cache import read_cached_sampled
+
+        return read_cached_sampled(self.cache_path(i), ys, xs, flip, self.image_info(i),
+                                   self._a["cache_digest"][i - self.image_range[0]].tobytes().hex())
+
     def describe(self) -> str:
         """Multi-line report: counts, instances per class, size histogram, build parameters."""
         from isus.summary import format_bytes, histogram_lines, scale_histogram

@@ -1,0 +1,259 @@
+"""The image cache and the sampled annotation path: cached crops against uncached ones (bit-identical
+with PNG tiles, PSNR >= 40 dB with the default JPEG), identical targets, detected corruption, and
+shards with separate caches merging into a single build's."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import isus
+from isus.crop import CropEngine
+from isus.crop.engine import CropConfig
+from isus.index.image_cache import LEVELS, ImageCacheParams, _OPEN
+from isus.index.store import IndexFileError
+from tests.conftest import realdata
+
+SIZE = (700, 500)
+
+
+def CropSpec(image, window, scale, flip=False):  # noqa: N802 - reads like the type it builds
+    return isus.types.CropSpec(image=image, category=-1, instance=-1, level=-1, scale=scale, window=window, flip=flip)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("imgcache")
+    root = isus.synth.write_dataset(tmp / "mvd", "mvd", 4, size=SIZE, seed=3)
+    ds = isus.open_dataset("mvd", root)
+    out = {}
+    for codec in ("png", "jpeg"):
+        ix = isus.build_index(ds, workers=1, cache_dir=tmp / f"{codec}.isusidx.cache",
+                              image_cache=ImageCacheParams(codec=codec))
+        ix.save(tmp / f"{codec}.isusidx")
+        out[codec] = tmp / f"{codec}.isusidx"
+    return ds, out
+
+
+def specs_for(index, n=40, crop=192, seed=0):
+    """ISUS crops plus hand-made ones: past every border, flipped, strong down- and upscaling."""
+    cfg = isus.SamplerConfig(crop_size=(crop, crop))
+    draws = isus.SamplingPolicy(index, cfg).draw(np.random.default_rng(seed), n)
+    specs = [draws.spec(k) for k in range(n)]
+    w, h = SIZE
+    for flip in (False, True):
+        specs += [CropSpec(image=1, window=(-50.3, -40.7, -50.3 + crop / 0.3, -40.7 + crop / 0.3), scale=0.3, flip=flip),
+                  CropSpec(image=2, window=(w - 30.2, h - 25.9, w - 30.2 + crop / 3.7, h - 25.9 + crop / 3.7), scale=3.7, flip=flip),
+                  CropSpec(image=0, window=(w + 5, 0, w + 5 + crop, crop), scale=1.0, flip=flip),  # wholly outside
+                  CropSpec(image=3, window=(10.5, 20.25, 10.5 + crop / 0.12, 20.25 + crop / 0.12), scale=0.12, flip=flip)]
+    return specs
+
+
+def same_targets(a, b):
+    for f in ("panoptic", "semantic", "masks", "labels", "category_ids", "segment_ids", "boxes", "original_boxes",
+              "truncated", "crowd"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+    assert a.dropped == b.dropped
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b) ** 2)
+    return np.inf if mse == 0 else 10 * np.log10(255 ** 2 / mse)
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "cubic"])
+def test_png_cache_gives_bit_identical_crops(data, interpolation):
+    ds, paths = data
+    index = isus.Index.load(paths["png"])
+    cfg = CropConfig(interpolation=interpolation)
+    cached, plain = CropEngine(ds, index, cfg), CropEngine(ds, index, CropConfig(use_cache=False, interpolation=interpolation))
+    assert cached._use_image_cache and not plain._use_image_cache
+    for spec in specs_for(index):
+        a, b = cached(spec), plain(spec)
+        np.testing.assert_array_equal(a.image, b.image, err_msg=str(spec))
+        same_targets(a, b)
+
+
+def test_jpeg_cache_psnr_and_identical_targets(data):
+    ds, paths = data
+    index = isus.Index.load(paths["jpeg"])
+    cached, plain = CropEngine(ds, index), CropEngine(ds, index, CropConfig(use_cache=False))
+    worst = np.inf
+    for spec in specs_for(index):
+        a, b = cached(spec), plain(spec)
+        worst = min(worst, psnr(a.image, b.image))
+        same_targets(a, b)
+    assert worst >= 40, worst
+
+
+def test_cache_levels_hold_the_reduced_decodes(data):
+    ds, paths = data
+    index = isus.Index.load(paths["png"])
+    for r in LEVELS:
+        full = ds._load_image(1, r, bgr=True)
+        buf, ox, oy = index.load_image_window(1, r, (-5, -5, 10 ** 6, 10 ** 6))
+        assert (ox, oy) == (0, 0)
+        np.testing.assert_array_equal(buf, full)
+        # a small window gives only the tiles it covers
+        buf, ox, oy = index.load_image_window(1, r, (3, 4, 5, 6))
+        np.testing.assert_array_equal(buf, full[:buf.shape[0], :buf.shape[1]])
+        assert buf.shape[0] <= 256 and buf.shape[1] <= 256
+
+
+def test_real_mvd_samples(tmp_path):
+    base = realdata("mapillary_vistas", "deeposlandia", "tests", "data", "mapillary", "sample")
+    cfg = realdata("mapillary_vistas", "mseg-api", "tests", "test_data", "mapillary-vistas-dataset_public_v1.1_config.json")
+    root = isus.synth.mvd_from_semantic(base / "labels", base / "images", cfg, tmp_path / "mvd")
+    ds = isus.open_dataset("mvd", root)
+    plain_index = isus.build_index(ds, workers=1)
+    results = {}
+    for codec in ("png", "jpeg"):
+        index = isus.build_index(ds, workers=1, cache_dir=tmp_path / codec, image_cache=ImageCacheParams(codec=codec))
+        cached, plain = CropEngine(ds, index), CropEngine(ds, plain_index)
+        specs = [isus.SamplingPolicy(index, isus.SamplerConfig.preset("mvd")).draw(np.random.default_rng(1), 12).spec(k)
+                 for k in range(12)]
+        values = []
+        for spec in specs:
+            a, b = cached(spec), plain(spec)
+            same_targets(a, b)
+            values.append(psnr(a.image, b.image))
+        results[codec] = min(values)
+    assert results["png"] == np.inf
+    assert results["jpeg"] >= 40, results
+
+
+# -- integrity ----------------------------------------------------------------------------------
+@pytest.fixture
+def fresh(data, tmp_path):
+    """A private JPEG-cached index (tests damage its cache)."""
+    ds, _ = data
+    isus.build_index(ds, workers=1, cache_dir=tmp_path / "x.isusidx.cache", image_cache=True).save(tmp_path / "x.isusidx")
+    return ds, isus.Index.load(tmp_path / "x.isusidx")
+
+
+SPEC = CropSpec(image=2, window=(0.0, 0.0, 700.0, 500.0), scale=0.5, flip=False)
+
+
+@pytest.mark.parametrize("damage", ["tile", "header", "truncate", "empty", "version", "missing", "stale"])
+def test_damaged_image_entry_is_detected_and_named(fresh, damage):
+    ds, index = fresh
+    engine = CropEngine(ds, index)
+    engine(SPEC)  # opened and mapped once before the damage
+    path = index.image_cache_path(2)
+    data = bytearray(path.read_bytes())
+    if damage == "tile":  # inside the first tile of the level the crop reads (1/2)
+        from isus.index.image_cache import _parse
+
+        e = _parse(path, None)
+        data[e.payload_start + int(e.offsets[e.levels[2][4]]) + 40] ^= 0x5A
+    elif damage == "header":
+        data[30] ^= 0x01
+    elif damage == "truncate":
+        data = data[: len(data) - 1000]
+    elif damage == "empty":
+        data = bytearray()
+    elif damage == "version":
+        data[8] = 99
+    elif damage == "stale":
+        data = bytearray(index.image_cache_path(1).read_bytes())  # another image's entry under this name
+    if damage == "missing":
+        path.unlink()
+    else:
+        tmp = path.with_name("damaged")
+        tmp.write_bytes(bytes(data))
+        os.replace(tmp, path)
+    with pytest.raises(IndexFileError) as e:
+        engine(SPEC)
+    assert str(path) in str(e.value)
+    engine(CropSpec(image=1, window=SPEC.window, scale=0.5))  # other images still read
+
+
+@pytest.mark.parametrize("damage", ["band", "truncate", "stale"])
+def test_damaged_annotation_entry_is_detected_on_the_sampled_path(fresh, damage):
+    ds, index = fresh
+    engine = CropEngine(ds, index, CropConfig())
+    engine(SPEC)
+    path = index.cache_path(2)
+    data = bytearray(path.read_bytes())
+    if damage == "band":
+        data[-30] ^= 0x33
+    elif damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data = bytearray(index.cache_path(1).read_bytes())
+    tmp = path.with_name("damaged")
+    tmp.write_bytes(bytes(data))
+    os.replace(tmp, path)
+    with pytest.raises(IndexFileError) as e:
+        engine(SPEC)
+    assert str(path) in str(e.value)
+
+
+def test_rebuild_prunes_superseded_image_entries_only_after_commit(data, tmp_path):
+    ds, _ = data
+    cache = tmp_path / "i.isusidx.cache"
+    a = isus.build_index(ds, workers=1, cache_dir=cache, image_cache=True)
+    a.save(tmp_path / "i.isusidx")
+    b = isus.build_index(ds, workers=1, cache_dir=cache, image_cache=ImageCacheParams(quality=80))
+    # before the commit both builds' entries are there; the old index still reads
+    assert len(list(cache.glob("*.img"))) == 2 * len(ds)
+    CropEngine(ds, isus.Index.load(tmp_path / "i.isusidx"))(SPEC)
+    b.save(tmp_path / "i.isusidx")
+    assert isus.Index.load(tmp_path / "i.isusidx").prune_cache() == len(ds)
+    assert sorted(p.name for p in cache.glob("*.img")) == sorted(b.image_cache_path(i).name for i in range(len(ds)))
+
+
+def test_shards_with_their_own_caches_merge_into_a_single_build(data, tmp_path):
+    from isus.index.build import merge_indexes
+
+    ds, _ = data
+    single = isus.build_index(ds, workers=1, cache_dir=tmp_path / "one.cache", image_cache=True)
+    parts = []
+    for k in range(2):  # as on two machines: each shard its own file and cache directory
+        ix = isus.build_index(ds, workers=1, cache_dir=tmp_path / f"s{k}.isusidx.cache", image_cache=True, shard=(k, 2))
+        ix.save(tmp_path / f"s{k}.isusidx")
+        parts.append(tmp_path / f"s{k}.isusidx")
+    with pytest.raises(IndexFileError, match="different directories"):
+        merge_indexes(parts)
+    merged = merge_indexes(parts, cache_dir=tmp_path / "m.isusidx.cache")
+    merged.save(tmp_path / "m.isusidx")
+    merged = isus.Index.load(tmp_path / "m.isusidx")
+    a, b = merged.arrays(), single.arrays()
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert sorted(p.name for p in (tmp_path / "m.isusidx.cache").iterdir()) == sorted(
+        p.name for p in (tmp_path / "one.cache").iterdir())
+    CropEngine(ds, merged)(SPEC)
+
+
+def test_merge_names_the_differing_setting(data, tmp_path):
+    from isus.index.build import merge_indexes
+
+    ds, _ = data
+    a = isus.build_index(ds, workers=1, cache_dir=tmp_path / "c", image_cache=True, shard=(0, 2))
+    b = isus.build_index(ds, workers=1, cache_dir=tmp_path / "c", image_cache=ImageCacheParams(quality=70), shard=(1, 2))
+    with pytest.raises(IndexFileError, match=r"params\.image_cache\.quality \(70 vs 95\)"):
+        merge_indexes([a, b])
+
+
+def test_image_cache_needs_the_cache_dir(data):
+    ds, _ = data
+    with pytest.raises(ValueError, match="cache_dir"):
+        isus.build_index(ds, workers=1, image_cache=True)
+    with pytest.raises(ValueError, match="codec"):
+        ImageCacheParams(codec="webp")
+
+
+def test_open_entries_are_reparsed_after_an_in_place_change(fresh):
+    ds, index = fresh
+    engine = CropEngine(ds, index)
+    engine(SPEC)
+    assert len(_OPEN.entries) > 0
+    path = index.image_cache_path(2)
+    data = path.read_bytes()
+    with open(path, "r+b") as f:  # in place, same inode: a reader must not trust its old parse
+        f.truncate(len(data) // 3)
+    with pytest.raises(IndexFileError, match="truncated"):
+        engine(SPEC)
