@@ -11,7 +11,13 @@ from isus.index.index import Index
 from isus.sampling.config import SamplerConfig
 from isus.sampling.policy import SamplingPolicy
 
-__all__ = ["render_preview"]
+__all__ = ["render_preview", "sigma_label"]
+
+
+def sigma_label(sigma: float, clamped: bool) -> str:
+    """``"σ 1.73"``; ``"σ 4.00 (clamped)"`` when ISUS clamped the instance's σ to
+    ``config.thing_scale_range`` (r_th)."""
+    return f"σ {sigma:.2f}" + (" (clamped)" if clamped else "")
 
 
 def render_preview(index: Index, out: str | Path, n: int = 16, *, config: SamplerConfig | None = None,
@@ -20,7 +26,8 @@ def render_preview(index: Index, out: str | Path, n: int = 16, *, config: Sample
 
     Each tile shows the crop with its instance masks overlaid, visible boxes (solid), original
     boxes (dashed, extending past the crop, whose border is the grey frame) and truncated sides
-    (thick red). Titles give the class, the scale and (ISUS) the level aimed at.
+    (thick red). Titles give the class, σ (the scale relative to the s0 rescale; "clamped" when
+    ISUS clamped it to ``r_th``) and (ISUS) the level aimed at.
     """
     import matplotlib
 
@@ -60,10 +67,14 @@ def render_preview(index: Index, out: str | Path, n: int = 16, *, config: Sample
                     ax.plot([xa, xb], [ya, yb], color="red", lw=2.5)
         name = ds.category(spec.category).name.split("--")[-1]
         level = f", aimed P{spec.level}" if spec.level >= 0 else ""
-        ax.set_title(f"{name}: scale {spec.scale:.2f}{level}\n{len(s.labels)} inst., "
+        ax.set_title(f"{name}: {sigma_label(float(batch.sigma[k]), bool(batch.clamped[k]))}{level}\n"
+                     f"{len(s.labels)} inst., "
                      f"{int(s.truncated.any(1).sum())} truncated" + (", flipped" if spec.flip else ""), fontsize=8)
+    lo, hi = config.thing_scale_range
+    s0 = f"s0 = {config.shortest_side}" if config.shortest_side else "the image as it is (no s0)"
     fig.suptitle(f"{ds.name} {config.mode.upper()} crops {config.crop_size[0]}x{config.crop_size[1]}: masks, visible "
-                 "boxes (yellow), original boxes (cyan, dashed), truncated sides (red), crop border (grey)", fontsize=9)
+                 "boxes (yellow), original boxes (cyan, dashed), truncated sides (red), crop border (grey)\n"
+                 f"σ: the scale relative to {s0}; clamped: ISUS held σ to r_th = [{lo:g}, {hi:g}]", fontsize=9)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,12 @@ class DatasetSummary:
     Attributes
     ----------
     instances_per_category
-        ``{category name: number of non-crowd thing segments}``.
+        ``{category name: number of non-crowd thing segments}``, for the thing categories that have
+        any; they sum to ``num_instances``.
+    thing_categories_without_instances
+        Names of the thing categories without any non-crowd segment (so that
+        ``len(instances_per_category) + len(thing_categories_without_instances) ==
+        num_thing_categories``).
     scale_counts
         Instances per bin of :data:`SCALE_EDGES`, over instance scale ``sqrt(area)`` in pixels.
     scale_quantiles
@@ -41,6 +46,7 @@ class DatasetSummary:
     instances_per_category: dict[str, int]
     scale_counts: tuple[int, ...]
     scale_quantiles: dict[float, float] = field(default_factory=dict)
+    thing_categories_without_instances: tuple[str, ...] = ()
 
     def format(self) -> str:
         """Human-readable multi-line report."""
@@ -53,8 +59,13 @@ class DatasetSummary:
             f"instances      {self.num_instances} (+{self.num_crowd} crowd regions); "
             f"{self.images_without_things} images without any thing; {100 * self.void_fraction:.1f}% void pixels",
         ]
-        if self.instances_per_category:
-            lines.append("per class      " + ", ".join(f"{k} {v}" for k, v in self.instances_per_category.items()))
+        if self.num_thing_categories:
+            none = self.thing_categories_without_instances
+            lines.append("per class      " + ", ".join(f"{k} {v}" for k, v in self.instances_per_category.items())
+                         + ("; " if self.instances_per_category and none else "")
+                         + (f"none of {', '.join(none)}" if none else "")
+                         + f" ({len(self.instances_per_category)} of {self.num_thing_categories} thing classes "
+                           "have instances)")
         if self.num_instances:
             q = self.scale_quantiles
             lines.append("instance size  sqrt(area) px: min {:.0f}, p10 {:.0f}, median {:.0f}, p90 {:.0f}, "
@@ -138,6 +149,7 @@ def summarize(
         void_fraction=void / max(total, 1),
         image_sizes=sizes,
         instances_per_category={ds.category(k).name: v for k, v in per_cat.items() if v},
+        thing_categories_without_instances=tuple(ds.category(k).name for k, v in per_cat.items() if not v),
         scale_counts=scale_histogram(scales_a),
         scale_quantiles=quant,
     )

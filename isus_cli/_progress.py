@@ -1,19 +1,24 @@
-"""Progress bars shared by the commands."""
+"""Progress of the commands' long loops: a bar on a terminal, periodic lines in a log file."""
 from __future__ import annotations
 
 from typing import Callable, Iterable
 
-import sys
-
-import click
+from isus._progress import Progress
 
 
-def progress(label: str) -> Callable[[Iterable[int]], Iterable[int]]:
-    """A wrapper for the library's ``progress=`` arguments that shows click's bar on stderr."""
+def progress(label: str, unit: str = "images") -> Callable[[Iterable[int]], Iterable[int]]:
+    """A wrapper for the library's ``progress=`` arguments (an iterable of steps) that reports on
+    stderr through :class:`isus._progress.Progress`: click's bar with a rate and ETA when stderr is
+    a terminal, otherwise a line every 5 % and at the end (how clusters log)."""
 
     def wrap(items: Iterable[int]) -> Iterable[int]:
         items = list(items)
-        with click.progressbar(items, label=label, show_pos=True, show_eta=True, file=sys.stderr) as bar:
-            yield from bar
+        bar = Progress(len(items), label, unit=unit)
+        try:
+            for k, item in enumerate(items):
+                yield item
+                bar(k + 1, len(items))
+        finally:
+            bar.close()
 
     return wrap

@@ -10,28 +10,34 @@ from isus._fsio import naming
 from isus_cli._progress import progress
 from isus_cli.index import save_index
 from isus_cli.stats import level_table, run_stats
-from isus_cli.synth import parse_size
+from isus_cli._options import DEFAULT_CROP, crop_option, images_option, out_dir_option, seed_option, size_option
 
 
 @click.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("isus-demo"),
-              show_default=True, help="Working directory for the demo (created; must be new or empty).")
-@click.option("--images", "num_images", type=click.IntRange(min=1), default=24, show_default=True,
-              help="Number of synthetic images.")
-@click.option("--size", default="1024x768", show_default=True,
-              callback=parse_size,
-              help="Image size WIDTHxHEIGHT.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-def demo(out: Path, num_images: int, size: tuple[int, int], seed: int) -> None:
+@out_dir_option("Working directory (created; must be new or empty, or hold an earlier demo run, whose "
+                "dataset is reused).", default=Path("isus-demo"))
+@images_option("24")
+@size_option("1024x768")
+@seed_option
+@crop_option
+def demo(out: Path, num_images: list[int], size: tuple[int, int], seed: int, crop: int | None) -> None:
     """Synthesise a small MVD-layout dataset, read and summarise it, build its index, sample and draw crops.
 
     Example:
 
+    \b
         isus demo --out /tmp/isus-demo
+        isus demo --out /tmp/isus-demo-small --images 8 --size 640x480 --crop 320
     """
+    if len(num_images) != 1:
+        raise click.BadParameter("the demo writes one split: give one number", param_hint="--images")
+    num_images = num_images[0]
     root = out / "mvd"
     params = {"layout": "mvd", "num_images": num_images, "width": size[0], "height": size[1], "seed": seed}
-    previous = isus.synth.read_manifest(root)
+    previous = isus.synth.read_manifest(root) if root.is_dir() else None
+    if previous is None and out.is_dir() and any(out.iterdir()):
+        raise click.ClickException(f"{out} is not empty and holds no earlier `isus demo` run: pass --out with a new "
+                                   "or empty directory")
     if previous is not None and all(previous.get(k) == v for k, v in params.items()):
         click.echo(f"1/5 reusing the synthetic Mapillary Vistas dataset of a previous run in {root}")
     else:
@@ -54,18 +60,20 @@ def demo(out: Path, num_images: int, size: tuple[int, int], seed: int) -> None:
     index = isus.build_index(ds, progress=True, cache_dir=out / "mvd-training.isusidx.cache")
     save_index(index, index_path)
     index = isus.Index.load(index_path)
-    click.echo(index.describe())
+    click.echo(f"  {index.num_images} images, {len(index.present_categories())} classes present, "
+               f"{len(index.instances)} segments located (all of it: isus index info {index_path})")
     click.echo("")
     from isus.preview import render_preview
 
+    config = isus.SamplerConfig(crop_size=(crop or DEFAULT_CROP,) * 2)
+    c = config.crop_size[0]
     with naming(out / "crops_isus.png"):
-        crops = render_preview(index, out / "crops_isus.png", 8, config=isus.SamplerConfig(crop_size=(512, 512)),
-                               seed=seed)
-    click.echo(f"4/5 wrote 8 ISUS crops with their masks, visible/original boxes and truncated sides to {crops}")
+        crops = render_preview(index, out / "crops_isus.png", 8, config=config, seed=seed)
+    click.echo(f"4/5 wrote 8 ISUS crops of {c}x{c} with their masks, visible/original boxes and truncated sides "
+               f"to {crops}")
     click.echo("")
-    crop = (640, 640)  # larger than P5's smallest objects (448 px), so every level can be reached
-    click.echo(f"5/5 simulating 4000 CUS and 4000 ISUS crops of {crop[0]}x{crop[1]} from the index (isus stats)")
-    result, plots = run_stats(index, out / "stats", isus.SamplerConfig(crop_size=crop), 4000, seed, per_class=False)
+    click.echo(f"5/5 simulating 4000 CUS and 4000 ISUS crops of {c}x{c} from the index (isus stats)")
+    result, plots = run_stats(index, out / "stats", config, 4000, seed, per_class=False)
     click.echo("  instances per FPN level (those overlapping each crop, at the level of their visible box):")
     click.echo(level_table(result))
     click.echo("  plots (scale distribution, crop truncation, per-level supervision): "

@@ -9,6 +9,7 @@ import click
 
 import isus
 from isus._fsio import naming
+from isus_cli._options import DatasetArgs, check_overwrite, dataset_options, out_dir_option, overwrite_option, workers_option
 
 
 def parse_percentiles(ctx, param, value: str) -> tuple[float, ...]:
@@ -23,20 +24,15 @@ def parse_percentiles(ctx, param, value: str) -> tuple[float, ...]:
 
 @click.command("eval")
 @click.argument("runs", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--dataset", "name", type=click.Choice(["mvd", "cityscapes", "idd", "coco"]), default=None,
-              help="Dataset format of the ground truth.")
-@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Dataset root directory, as downloaded.")
-@click.option("--split", default=None, help="Split to evaluate (default: the reader's).")
-@click.option("--version", "version", default=None, help="MVD label version: v1.2 (default) or v2.0.")
+@dataset_options(required=False)
 @click.option("--predictions", type=click.Path(exists=True, path_type=Path), default=None,
               help="COCO panoptic predictions: the JSON, or a folder holding it (PNGs beside it or in the "
                    "folder named like it).")
 @click.option("--instances", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="COCO results JSON of scored instances, for box/mask AP by size.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval"), show_default=True,
-              help="Output directory (eval.json, eval_by_size.png).")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Parallel processes (default: all cores).")
+@out_dir_option("Output directory (eval.json, eval_by_size.png; with --compare compare.json, compare_by_size.png).",
+                default=Path("eval"))
+@workers_option
 @click.option("--percentiles", callback=parse_percentiles, default="0,25,50,75,95,100", show_default=True,
               help="Size-bucket edges as percentiles of the GT instance areas.")
 @click.option("--max-dets", type=click.IntRange(min=1), default=100, show_default=True,
@@ -45,8 +41,9 @@ def parse_percentiles(ctx, param, value: str) -> tuple[float, ...]:
               help="Evaluate only the ground-truth images that have a prediction (default: every image needs one).")
 @click.option("--compare", is_flag=True, help="Compare the eval.json files given as arguments instead.")
 @click.option("--labels", default=None, help="With --compare: comma-separated run labels (default: folder names).")
-def eval_(runs, name, root, split, version, predictions, instances, out, workers, percentiles, max_dets,
-          only_predicted, compare, labels) -> None:
+@overwrite_option
+def eval_(runs, dataset: DatasetArgs | None, predictions, instances, out, workers, percentiles, max_dets,
+          only_predicted, compare, labels, overwrite) -> None:
     """Evaluate panoptic predictions at all scales: PQ, SQ, RQ, PQ†, PC, mIoU, box/mask AP by size.
 
     Predictions are COCO panoptic (JSON + RGB PNGs, as panopticapi and detectron2 write them);
@@ -55,12 +52,14 @@ def eval_(runs, name, root, split, version, predictions, instances, out, workers
 
     Example:
 
+    \b
         isus eval --dataset mvd --root /data/mvd --split validation --predictions preds/ --instances dets.json --out ev
-
         isus eval --compare crop/eval.json crop_cabb_isus/eval.json --out cmp
     """
     from isus.eval.plots import format_buckets, format_compare, format_row, plot_by_size
 
+    names_out = ("compare.json", "compare_by_size.png") if compare else ("eval.json", "eval_by_size.png")
+    check_overwrite([out / n for n in names_out], overwrite)
     out.mkdir(parents=True, exist_ok=True)
     if compare:
         if len(runs) < 1:
@@ -81,18 +80,17 @@ def eval_(runs, name, root, split, version, predictions, instances, out, workers
         return
     if runs:
         raise click.UsageError(f"unexpected arguments {[str(r) for r in runs]} (eval.json files go with --compare)")
-    for flag, value in (("--dataset", name), ("--root", root), ("--predictions", predictions)):
+    for flag, value in (("--dataset", dataset), ("--predictions", predictions)):
         if value is None:
             raise click.UsageError(f"{flag} is required (or use --compare)")
-    kwargs = {"version": version} if version is not None else {}
-    ds = isus.open_dataset(name, root, split=split, **kwargs)
+    ds = dataset.open()
     from isus.eval.run import evaluate_dataset
 
     res = evaluate_dataset(ds, predictions, instances, workers=workers or os.cpu_count() or 1,
                            percentiles=percentiles, max_dets=max_dets, only_predicted=only_predicted,
                            progress=True)
     part = f" (of {len(ds)}, --only-predicted)" if res.images < len(ds) else ""
-    click.echo(f"{name} {ds.split}: {res.images} images{part}, {len(ds.categories)} categories (percent)")
+    click.echo(f"{ds.name} {ds.split}: {res.images} images{part}, {len(ds.categories)} categories (percent)")
     click.echo(format_row(res, "this run"))
     click.echo("")
     click.echo(format_buckets(res))

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-import isus
 from isus.index import Index, build_index, merge_indexes, remove_checkpoint
 from isus._fsio import naming, remove_stale_temps
 from isus.summary import format_bytes
+from isus_cli._options import DatasetArgs, dataset_options, index_root_option, workers_option
 
 
 def save_index(index_: Index, out: Path) -> None:
@@ -40,47 +40,54 @@ def index() -> None:
 
     Example:
 
-        isus index build --dataset mvd --root /data/mvd --out mvd.isusidx
+    \b
+        isus index build --dataset mvd --root /data/mvd --out mvd-training.isusidx
+        isus index info mvd-training.isusidx
     """
 
 
 @index.command()
-@click.option("--dataset", "name", type=click.Choice(["mvd", "cityscapes", "idd", "coco"]), required=True,
-              help="Dataset format.")
-@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="Dataset root directory, as downloaded.")
-@click.option("--split", default=None, help="Split (default: the reader's, e.g. training for MVD, train elsewhere).")
-@click.option("--version", "version", default=None, help="MVD label version: v1.2 (default) or v2.0.")
-@click.option("--source", default=None, help="Annotation source (instances, panoptic, polygons, labels; default: auto).")
+@dataset_options()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Index file to write (default: ./{dataset}-{split}.isusidx).")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Parallel processes (default: all cores).")
+              help="Index file to write (default: ./{dataset}-{split}.isusidx, or "
+                   "./{dataset}-{split}.shard{K}of{N}.isusidx with --shard).")
+@workers_option
 @click.option("--resume", is_flag=True, help="Continue an interrupted build of the same --out.")
 @click.option("--shard", callback=parse_shard, default=None, help="Build only part K of N (K/N); join with `isus index merge`.")
 @click.option("--cache-annotations/--no-cache-annotations", default=None,
-              help="Also write the annotation cache (default: on for MVD) to OUT.cache/.")
+              help="Also write the annotation cache (default: on for MVD) to OUT.cache/ (shards without --out: "
+                   "to the whole index's, {dataset}-{split}.isusidx.cache/).")
 @click.option("--grid", type=click.IntRange(1, 256), default=16, show_default=True,
               help="Classes are located on a GRIDxGRID partition of each image.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images per progress checkpoint (what an interruption can lose at most).")
-def build(name, root, split, version, source, out, workers, resume, shard, cache_annotations, grid,
-          checkpoint_every) -> None:
+def build(dataset: DatasetArgs, out, workers, resume, shard, cache_annotations, grid, checkpoint_every) -> None:
     """Scan every annotation once and write the index sampling needs.
 
     An interrupted build (Ctrl-C, kill) leaves nothing at --out -- an index already there, and
     the cache entries it refers to, stay as they were; its progress is kept in OUT.partial/ and
     `--resume` continues from there. Under torchrun, each rank builds its
-    shard and rank 0 merges them.
+    shard and rank 0 merges them. Layouts other than the format's default: the path options
+    (--images-dir, --config, --annotations, ...), relative to --root.
 
     Example:
 
+    \b
         isus index build --dataset mvd --root /data/mvd --split training --workers 8
+        isus index build --dataset mvd --root /data/mvd --shard 0/2   # mvd-training.shard0of2.isusidx
+        isus index build --dataset coco --root /data/coco --split val --annotations ann/val.json --images-dir val
     """
-    kwargs = {k: v for k, v in (("version", version), ("source", source)) if v is not None}
-    ds = isus.open_dataset(name, root, split=split, **kwargs)
-    out = out or Path(f"{name}-{ds.split}.isusidx")
-    cache = (name == "mvd") if cache_annotations is None else cache_annotations
-    cache_dir = out.with_name(out.name + ".cache") if cache else None
+    name = dataset.name
+    ds = dataset.open()
+    whole = Path(f"{name}-{ds.split}.isusidx")  # the default name of the index, and of the shards' merge
+    if out is None:
+        # each shard its own file; their annotation cache is the whole index's, as a single build's
+        out = whole if shard is None else Path(f"{name}-{ds.split}.shard{shard[0]}of{shard[1]}.isusidx")
+        cache_dir = whole.with_name(whole.name + ".cache")
+    else:
+        cache_dir = out.with_name(out.name + ".cache")
+    if not ((name == "mvd") if cache_annotations is None else cache_annotations):
+        cache_dir = None
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and shard is None:
         from isus.index.distributed import build_index_distributed
@@ -132,7 +139,8 @@ def merge(parts, out: Path) -> None:
 
     Example:
 
-        isus index merge mvd.0.isusidx mvd.1.isusidx --out mvd.isusidx
+    \b
+        isus index merge mvd-training.shard0of2.isusidx mvd-training.shard1of2.isusidx --out mvd-training.isusidx
     """
     merged = merge_indexes(parts)
     save_index(merged, out)
@@ -144,8 +152,7 @@ def merge(parts, out: Path) -> None:
 
 @index.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="The dataset's root, when it moved since the build (default: the recorded one).")
+@index_root_option
 @click.option("--all/--sample", "all_images", default=True, show_default=True,
               help="Check every image's files, or only the sample checked whenever the index is opened.")
 def verify(file: Path, root: Path | None, all_images: bool) -> None:

@@ -8,26 +8,37 @@ import click
 import isus
 from isus._fsio import naming
 from isus.preview import render_preview
-from isus_cli._options import OutDir
+from isus_cli._options import (check_overwrite, index_root_option, out_dir_option, overwrite_option, sampler_options,
+                               samples_option, seed_option)
 
 
 @click.command()
 @click.argument("index_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", type=OutDir(), required=True, help="Output directory.")
-@click.option("-n", "num", type=click.IntRange(1, 64), default=16, show_default=True, help="Number of crops.")
-@click.option("--preset", type=click.Choice(["mvd", "cityscapes", "idd"]), default=None,
-              help="Sampler preset (default: 512x512 ISUS crops without s0).")
-@click.option("--mode", type=click.Choice(["isus", "cus"]), default="isus", show_default=True, help="Sampling mode.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
-def preview(index_file: Path, out: Path, num: int, preset: str | None, mode: str, seed: int) -> None:
+@out_dir_option("Output directory (preview_{mode}.png).")
+@sampler_options(mode=True)
+@samples_option
+@seed_option
+@index_root_option
+@overwrite_option
+def preview(index_file: Path, out: Path, config: isus.SamplerConfig, samples: int | None, seed: int, root: Path | None,
+            overwrite: bool) -> None:
     """Draw sampled crops with masks, visible boxes, original boxes and truncated sides.
+
+    Each tile's title gives the class, σ (the scale relative to the preset's s0 rescale; "clamped"
+    when ISUS clamped it to r_th) and the FPN level aimed at.
 
     Example:
 
-        isus preview mvd-training.isusidx --out previews -n 16 --preset mvd
+    \b
+        isus preview mvd-training.isusidx --out previews --samples 16 --preset mvd
+        isus preview mvd-training.isusidx --out previews --mode cus --crop 512 --overwrite
     """
-    index = isus.Index.load(index_file)
-    cfg = (isus.SamplerConfig.preset(preset, mode=mode) if preset else isus.SamplerConfig(crop_size=(512, 512), mode=mode))
-    with naming(out / f"preview_{mode}.png"):
-        path = render_preview(index, out / f"preview_{mode}.png", num, config=cfg, seed=seed)
+    samples = 16 if samples is None else samples
+    if samples > 64:
+        raise click.BadParameter(f"draws at most 64 crops in one grid; got {samples}", param_hint="--samples")
+    index = isus.Index.load(index_file, root=root)
+    path = out / f"preview_{config.mode}.png"
+    check_overwrite([path], overwrite)
+    with naming(path):
+        path = render_preview(index, path, samples, config=config, seed=seed)
     click.echo(f"wrote {path}")

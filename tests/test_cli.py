@@ -1,26 +1,90 @@
 """The CLI through click's CliRunner."""
 from __future__ import annotations
 
+import re
+import shlex
+from pathlib import Path
+
 import click
 import pytest
 from click.testing import CliRunner
 
 import isus
+from isus_cli._options import examples
 from isus_cli.main import cli
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def test_every_command_is_documented_with_an_example():
-    for name, cmd in cli.commands.items():
-        assert cmd.help and "Example:" in cmd.help, f"isus {name} needs help text with an Example: block"
-        for p in cmd.params:
-            if isinstance(p, click.Option) and p.name != "help":
-                assert p.help, f"isus {name} {p.opts[0]} has no help"
+
+def _commands(group: click.Group = cli, path: tuple[str, ...] = ("isus",)):
+    yield path, group
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, path + (name,))
+        else:
+            yield path + (name,), cmd
+
+
+DOCS = "\n".join(p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+
+
+@pytest.mark.parametrize("path", [" ".join(p) for p, _ in _commands()][1:])
+def test_every_command_has_help_with_an_example_and_a_docs_entry(path):
+    """sqlite-utils style: walk the command tree; each command's --help works and shows an
+    Example: block of its own command lines, every visible option has help, and the docs
+    (README.md, docs/*.md) use the command."""
+    cmd = dict((" ".join(p), c) for p, c in _commands())[path]
+    res = CliRunner().invoke(cli, path.split()[1:] + ["--help"])
+    assert res.exit_code == 0, res.output
+    assert "Example:" in res.output, f"{path} --help has no Example: block"
+    lines = examples(cmd)
+    assert lines and all(line.startswith(path) for line in lines), f"{path}: examples {lines}"
+    for p in cmd.params:
+        if isinstance(p, click.Option) and p.name != "help" and not p.hidden:
+            assert p.help, f"{path} {p.opts[0]} has no help"
+    assert path + " " in DOCS or path + "`" in DOCS, f"{path} is not in README.md or docs/*.md"
+
+
+def _problems(line: str) -> list[str]:
+    """What is wrong with the command line ``isus ...``: an unknown command, an unknown or a
+    deprecated (hidden) option."""
+    tokens = shlex.split(line.replace("\\\n", " ").split(" #")[0].rstrip("\\"))[1:]
+    cmd: click.Command = cli
+    while isinstance(cmd, click.Group) and tokens and not tokens[0].startswith("-"):
+        if tokens[0] not in cmd.commands:
+            return [f"no command {tokens[0]!r}"]
+        cmd = cmd.commands[tokens.pop(0)]
+    visible = {o for p in cmd.params if not getattr(p, "hidden", False) for o in p.opts + p.secondary_opts}
+    known = {o for p in cmd.params for o in p.opts + p.secondary_opts} | {"--help", "-h"}
+    opts = [t.split("=")[0] for t in tokens if t.startswith("-") and not t[1:2].isdigit()]
+    return ([f"unknown option {o}" for o in opts if o not in known]
+            + [f"deprecated option {o}" for o in opts if o in known - visible - {"--help", "-h"}])
+
+
+def test_help_examples_use_current_options():
+    for path, cmd in _commands():
+        for line in examples(cmd):
+            assert not _problems(line), f"{' '.join(path)} --help: {line}: {_problems(line)}"
+
+
+def test_docs_command_lines_use_current_options():
+    """Every `isus ...` command line in README.md and docs/*.md (code blocks and inline code)
+    names commands and options that exist under their current names."""
+    lines = re.findall(r"^\s*(?:\$ )?(isus (?:\\\n|[^\n])*)$", DOCS, re.M)
+    lines += re.findall(r"`(isus [^`]+)`", DOCS)
+    checked = 0
+    for line in lines:
+        if line.split()[1] not in cli.commands:  # prose such as "isus evaluator"
+            continue
+        checked += 1
+        assert not _problems(line), f"{line}: {_problems(line)}"
+    assert checked > 30
 
 
 @pytest.mark.parametrize("layout", isus.synth.LAYOUTS)
 def test_synth_writes_an_openable_dataset(layout, tmp_path):
     out = tmp_path / layout
-    res = CliRunner().invoke(cli, ["synth", "--layout", layout, "--out", str(out), "--images", "2", "--size", "96x64"])
+    res = CliRunner().invoke(cli, ["synth", "--dataset", layout, "--out", str(out), "--images", "2", "--size", "96x64"])
     assert res.exit_code == 0, res.output
     ds = isus.open_dataset(layout, out)
     assert len(ds) == 2 and ds.image_info(0).width == 96 and ds.image_info(0).height == 64

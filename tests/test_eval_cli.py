@@ -125,7 +125,7 @@ def test_missing_and_extra_predictions_are_clean_errors(mvd, tmp_path):
     data = json.loads(pred.read_text())
     data["annotations"].append({**data["annotations"][0], "image_id": "not-an-image"})
     pred.write_text(json.dumps(data))
-    res = _eval(["--dataset", "mvd", "--root", mvd.root, "--predictions", pred, "--out", tmp_path / "ev"])
+    res = _eval(["--dataset", "mvd", "--root", mvd.root, "--predictions", pred, "--out", tmp_path / "ev", "--overwrite"])
     assert res.exit_code == 1 and "1 predictions for image ids the ground truth does not have" in res.output
     assert "'not-an-image'" in res.output and "matching split" in res.output
 

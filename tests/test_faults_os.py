@@ -103,7 +103,7 @@ def _setup(cmd: str, base: Path, tmp: Path, monkeypatch, code: int):
     if cmd == "stats":
         assert _invoke(["stats", base / "mvd.isusidx", "--out", tmp / "st", "--samples", "50"]).exit_code == 0
         _fail_os(monkeypatch, "fsync", code, False)
-        return ["stats", base / "mvd.isusidx", "--out", tmp / "st", "--samples", "60"], "stats.json"
+        return ["stats", base / "mvd.isusidx", "--out", tmp / "st", "--samples", "60", "--overwrite"], "stats.json"
     if cmd == "preview":
         (tmp / "pv").mkdir()
         (tmp / "pv" / "earlier.png").write_bytes(b"earlier")
@@ -116,7 +116,7 @@ def _setup(cmd: str, base: Path, tmp: Path, monkeypatch, code: int):
         (tmp / "cmp").mkdir()
         (tmp / "cmp" / "compare.json").write_text("{}")
         _fail_os(monkeypatch, "fsync", code, False)
-        return ["eval", "--compare", base / "run" / "eval.json", "--out", tmp / "cmp"], "compare.json"
+        return ["eval", "--compare", base / "run" / "eval.json", "--out", tmp / "cmp", "--overwrite"], "compare.json"
     raise AssertionError(cmd)
 
 

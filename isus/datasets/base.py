@@ -1,6 +1,8 @@
 """The record API every dataset reader implements, and the registry behind ``open_dataset``."""
 from __future__ import annotations
 
+import inspect
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -314,8 +316,57 @@ def register_dataset(*names: str) -> Callable:
 
 
 def dataset_names() -> list[str]:
-    """Names accepted by :func:`open_dataset`."""
+    """Names accepted by :func:`open_dataset`, aliases included (``mapillary`` and ``vistas`` for
+    ``mvd``, ``coco_panoptic`` for ``coco``)."""
     return sorted(_REGISTRY)
+
+
+def _reader(name: str) -> type:
+    try:
+        return _REGISTRY[str(name).lower()]
+    except KeyError:
+        raise ValueError(f"open_dataset(name=) expects one of {', '.join(dataset_names())}; got {name!r}") from None
+
+
+def canonical_name(name: str) -> str:
+    """The format's own name for ``name`` or an alias of it: ``"mapillary"`` -> ``"mvd"``."""
+    return _reader(name).name
+
+
+def reader_options(name: str) -> tuple[str, ...]:
+    """The keyword options (besides ``root`` and ``split``) that the reader of ``name`` takes:
+    ``reader_options("coco")`` -> ``("annotations", "categories", "images_dir", "panoptic_dir")``."""
+    found: dict[str, None] = {}
+    for klass in _reader(name).__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        found.update((p.name, None) for p in params if p.kind is p.KEYWORD_ONLY)
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return tuple(sorted(found))
+
+
+#: Where each format keeps one folder per split: (glob under the root, regex giving the split name).
+_SPLIT_DIRS = {
+    "mvd": [("*/images", r"^([^/]+)/images$")],
+    "cityscapes": [("leftImg8bit/*", r"^leftImg8bit/([^/]+)$")],
+    "idd": [("leftImg8bit/*", r"^leftImg8bit/([^/]+)$")],
+    "coco": [("*2017", r"^(.+)2017$"), ("annotations/panoptic_*2017.json", r"^annotations/panoptic_(.+)2017\.json$")],
+}
+
+
+def find_splits(name: str, root: str | Path) -> list[str]:
+    """The splits found under ``root`` in the default layout of format ``name`` (for messages)."""
+    root = Path(root)
+    found = set()
+    for pattern, regex in _SPLIT_DIRS.get(canonical_name(name), []):
+        for p in root.glob(pattern):
+            m = re.match(regex, p.relative_to(root).as_posix())
+            if m and m.group(1) != "annotations":
+                found.add(m.group(1))
+    return sorted(found)
 
 
 def open_dataset(name: str, root: str | Path, split: str | None = None, **kwargs: Any) -> PanopticDataset:
@@ -324,28 +375,37 @@ def open_dataset(name: str, root: str | Path, split: str | None = None, **kwargs
     Parameters
     ----------
     name
-        ``"mvd"``, ``"cityscapes"``, ``"idd"`` or ``"coco"`` (see :func:`dataset_names`).
+        ``"mvd"``, ``"cityscapes"``, ``"idd"`` or ``"coco"``, or an alias (see :func:`dataset_names`).
     root
         The dataset's root directory, as downloaded.
     split
         Split name in the dataset's own terms (``"training"`` for MVD, ``"train"``/``"val"``
-        elsewhere); each reader has a default.
+        elsewhere); each reader has a default. A split that is not there is an error listing those
+        that are.
     **kwargs
         Format-specific options (``version=`` for MVD, ``source=``, paths overriding the
-        default layout); see ``docs/datasets.md``.
+        default layout; :func:`reader_options` lists them); see ``docs/datasets.md``.
 
     Examples
     --------
     >>> ds = open_dataset("mvd", "/data/mapillary", split="training", version="v1.2")  # doctest: +SKIP
     >>> ds.load_panoptic(0).segments[:3]  # doctest: +SKIP
     """
-    try:
-        cls = _REGISTRY[name.lower()]
-    except KeyError:
-        raise ValueError(f"open_dataset(name=) expects one of {', '.join(dataset_names())}; got {name!r}") from None
+    cls = _reader(name)
+    unknown = sorted(set(kwargs) - set(reader_options(name)))
+    if unknown:
+        raise ValueError(f"open_dataset({cls.name!r}) does not take {', '.join(k + '=' for k in unknown)}; it takes "
+                         f"split=, {', '.join(k + '=' for k in reader_options(name))}")
     if split is not None:
         kwargs["split"] = split
-    ds = cls(Path(root), **kwargs)
+    try:
+        ds = cls(Path(root), **kwargs)
+    except DatasetError as e:
+        splits = find_splits(name, root) if split is not None and Path(root).is_dir() else []
+        if splits and split not in splits:
+            raise DatasetError(f"{cls.name} has no split {split!r} here; the splits found are "
+                               f"{', '.join(splits)} ({e})", root) from e
+        raise
     # Enough to reopen the same dataset elsewhere (an index records it).
     ds.open_args = {"name": ds.name, "root": str(Path(root).resolve()),
                     **{k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()}, "split": ds.split}

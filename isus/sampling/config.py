@@ -95,19 +95,24 @@ class SamplerConfig:
 
     @classmethod
     def preset(cls, dataset: str, **overrides) -> "SamplerConfig":
-        """The paper's App. D settings for ``"mvd"``, ``"cityscapes"`` or ``"idd"``.
+        """The paper's App. D settings for ``"mvd"``, ``"cityscapes"`` or ``"idd"``, and ours for ``"coco"``.
 
         Cityscapes: crop 512, s0 = 1024, r_st = [0.5, 2]; IDD: crop 512, s0 = 1080, r_st = [0.5, 2];
         MVD: crop 1024 and, since the paper's text loses its s0/r_st line, our choice of
-        s0 = 2048 and r_st = [0.5, 2]. All use r_th = [0.25, 4] and flips. ``overrides`` replace fields.
+        s0 = 2048 and r_st = [0.5, 2]. COCO is not in the paper: our choice is s0 = 800 (the usual
+        COCO training size) with 640 crops and the same ranges. All use r_th = [0.25, 4] and flips.
+        Dataset aliases (``"mapillary"``, ``"coco_panoptic"``) name the same presets. ``overrides``
+        replace fields.
         """
         presets = {
             "mvd": dict(crop_size=(1024, 1024), shortest_side=2048),
             "cityscapes": dict(crop_size=(512, 512), shortest_side=1024),
             "idd": dict(crop_size=(512, 512), shortest_side=1080),
+            "coco": dict(crop_size=(640, 640), shortest_side=800),
         }
+        aliases = {"mapillary": "mvd", "vistas": "mvd", "coco_panoptic": "coco"}
         try:
-            base = presets[dataset]
+            base = presets[aliases.get(str(dataset).lower(), str(dataset).lower())]
         except KeyError:
             raise ValueError(f"SamplerConfig.preset() expects one of {sorted(presets)}; got {dataset!r}") from None
         return replace(cls(stuff_scale_range=(0.5, 2.0), thing_scale_range=(0.25, 4.0), **base), **overrides)
