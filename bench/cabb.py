@@ -1,9 +1,10 @@
 """Benchmark of the CABB loss against the standard smooth-L1 box loss, measured in one run.
 
     python bench/cabb.py [--sizes 1000 16000 128000] [--weights 10 10 5 5] [--beta 0.1111]
+                         [--device cpu|cuda|all] [--backward] [--compile] [--json PATH]
 
 For each N (half of the boxes truncated on at least one side) and device (CPU; CUDA when
-available), prints the fastest of repeated, interleaved calls of:
+available, or the one ``--device`` names), prints the fastest of repeated, interleaved calls of:
 
 * ``smooth_l1``: ``F.smooth_l1_loss(pred, targets)`` on precomputed encoded targets;
 * ``standard``: the standard box loss from boxes: BoxCoder-style encoding + smooth-L1;
@@ -12,12 +13,17 @@ available), prints the fastest of repeated, interleaved calls of:
   box, ``tests/cabb_reference.paper_targets``), CPU and unweighted only, timed on up to 2,000
   boxes (best of 3 passes) and scaled to N;
 
-and the ratios cabb / smooth_l1, cabb / standard and per-box / cabb.
+and the ratios cabb / smooth_l1, cabb / standard and per-box / cabb. ``--backward`` adds
+forward + backward times (``sl1 f+b``, ``cabb f+b``: what a training step pays);
+``--compile`` adds ``cabb_loss`` under ``torch.compile(fullgraph=True)`` (forward + backward,
+compiled once per N, compile time and the largest difference to eager printed below the
+table). ``--json`` writes every figure (milliseconds) to a file.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -109,42 +115,107 @@ def fmt(seconds: float) -> str:
     return f"{seconds * 1e3:10.3f} ms"
 
 
-def main(argv: list[str] | None = None) -> None:
+def fwd_bwd(loss_fn, p):
+    """One training-step use of a box loss: forward, then backward into ``p.grad``."""
+
+    def run():
+        p.grad = None
+        loss_fn(p).backward()
+
+    return run
+
+
+def compiled_loss(p, a, b, tr, crop, weights, beta, device):
+    """``cabb_loss`` under ``torch.compile(fullgraph=True)`` for these shapes: (loss_fn, compile
+    seconds, largest relative difference of the per-box loss to eager)."""
+    fn = torch.compile(cabb.cabb_loss, fullgraph=True, dynamic=False)
+    t0 = time.perf_counter()
+    q = p.detach().clone().requires_grad_(True)
+    fn(q, a, b, tr, crop, weights, beta).backward()  # compiles forward and backward
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    eager = cabb.cabb_loss(p.detach(), a, b, tr, crop, weights, beta, reduction="none")
+    comp = fn(p.detach(), a, b, tr, crop, weights, beta, reduction="none")
+    diff = float(((comp - eager).abs() / (1.0 + eager.abs())).max()) if eager.numel() else 0.0
+    return (lambda x: fn(x, a, b, tr, crop, weights, beta)), seconds, diff
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 16000, 128000])
     ap.add_argument("--weights", type=float, nargs=4, default=[1.0, 1.0, 1.0, 1.0])
     ap.add_argument("--beta", type=float, default=1.0 / 9.0)
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     ap.add_argument("--loop-boxes", type=int, default=2000, help="boxes timed for the per-box loop")
+    ap.add_argument("--device", choices=["all", "cpu", "cuda"], default="all",
+                    help="all: the CPU, and CUDA when available (default)")
+    ap.add_argument("--backward", action="store_true", help="also time forward + backward")
+    ap.add_argument("--compile", action="store_true", help="also time cabb_loss under torch.compile (f+b)")
+    ap.add_argument("--min-time", type=float, default=1.0, help="seconds of repeated calls per measurement")
+    ap.add_argument("--json", type=Path, default=None, help="write the figures (ms) to this file")
     args = ap.parse_args(argv)
     weights, beta = tuple(args.weights), args.beta
     dtype = getattr(torch, args.dtype)
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, weights {weights}, beta {beta:.4g}, {args.dtype}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench/cabb.py --device cuda: no CUDA device")
+    devices = [torch.device("cpu")] if args.device in ("all", "cpu") else []
+    if args.device == "cuda" or (args.device == "all" and torch.cuda.is_available()):
+        devices.append(torch.device("cuda"))
+    gpu = f", {torch.cuda.get_device_name()}" if any(d.type == "cuda" for d in devices) else ""
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads{gpu}, weights {weights}, "
+          f"beta {beta:.4g}, {args.dtype}")
     if not torch.cuda.is_available():
         print("no CUDA device: CPU only")
     header = (
         f"{'device':6} {'N':>7} {'smooth_l1':>13} {'standard':>13} {'cabb':>13} "
-        f"{'cabb/sl1':>9} {'cabb/std':>9} {'per-box':>13} {'loop/cabb':>10}"
+        f"{'cabb/sl1':>9} {'cabb/std':>9}"
     )
+    if args.backward:
+        header += f" {'sl1 f+b':>13} {'cabb f+b':>13}"
+    if args.compile:
+        header += f" {'compiled f+b':>13}"
+    header += f" {'per-box':>13} {'loop/cabb':>10}"
     print(header)
     print("-" * len(header))
+    rows: list[dict] = []
+    notes: list[str] = []
     for device in devices:
         for n in args.sizes:
             pred, anchors, vis, truncated, std = make_inputs(n, weights)
             p, a, b, s = (torch.tensor(x, dtype=dtype, device=device) for x in (pred, anchors, vis, std))
             tr = torch.tensor(truncated, device=device)
             crop = torch.tensor(CROP, dtype=dtype, device=device)
-            t_sl1, t_std, t_cabb = timeit(
-                [
-                    lambda: F.smooth_l1_loss(p, s, beta=beta, reduction="sum"),
-                    lambda: F.smooth_l1_loss(p, encode(b, a, weights), beta=beta, reduction="sum"),
-                    lambda: cabb.cabb_loss(p, a, b, tr, crop, weights, beta),
-                ],
-                device,
-            )
+            fns = [
+                lambda: F.smooth_l1_loss(p, s, beta=beta, reduction="sum"),
+                lambda: F.smooth_l1_loss(p, encode(b, a, weights), beta=beta, reduction="sum"),
+                lambda: cabb.cabb_loss(p, a, b, tr, crop, weights, beta),
+            ]
+            row = {"device": device.type, "n": n, "weights": list(weights), "beta": beta, "dtype": args.dtype}
+            pg = p.clone().requires_grad_(True)
+            if args.backward:
+                fns.append(fwd_bwd(lambda x: F.smooth_l1_loss(x, s, beta=beta, reduction="sum"), pg))
+                fns.append(fwd_bwd(lambda x: cabb.cabb_loss(x, a, b, tr, crop, weights, beta), pg))
+            if args.compile:
+                fn, compile_s, diff = compiled_loss(p, a, b, tr, crop, weights, beta, device)
+                fns.append(fwd_bwd(fn, pg))
+                row.update(compile_s=compile_s, compiled_max_rel_diff=diff)
+                notes.append(f"{device.type} N={n}: compiled in {compile_s:.1f} s (forward + backward), "
+                             f"largest |compiled - eager| / (1 + |eager|) of the per-box loss {diff:.2g}")
+            times = timeit(fns, device, min_time=args.min_time)
+            t_sl1, t_std, t_cabb = times[:3]
+            row.update(smooth_l1_ms=t_sl1 * 1e3, standard_ms=t_std * 1e3, cabb_ms=t_cabb * 1e3)
+            extra = ""
+            k = 3
+            if args.backward:
+                row.update(smooth_l1_fwd_bwd_ms=times[k] * 1e3, cabb_fwd_bwd_ms=times[k + 1] * 1e3)
+                extra += f" {fmt(times[k])} {fmt(times[k + 1])}"
+                k += 2
+            if args.compile:
+                row.update(compiled_cabb_fwd_bwd_ms=times[k] * 1e3)
+                extra += f" {fmt(times[k])}"
             loop = ""
-            if device.type == "cpu" and weights == (1.0, 1.0, 1.0, 1.0):
+            if device.type == "cpu" and weights == (1.0, 1.0, 1.0, 1.0) and args.loop_boxes > 0:
                 m = min(n, args.loop_boxes)
                 passes = []
                 for _ in range(3):
@@ -153,11 +224,19 @@ def main(argv: list[str] | None = None) -> None:
                         paper_targets(pred[i], anchors[i], vis[i], truncated[i], CROP, beta)
                     passes.append((time.perf_counter() - t0) / m * n)
                 t_loop = min(passes)
-                loop = f"{fmt(t_loop)} {t_loop / t_cabb:9.0f}x"
+                row.update(per_box_ms=t_loop * 1e3)
+                loop = f" {fmt(t_loop)} {t_loop / t_cabb:9.0f}x"
+            rows.append(row)
             print(
                 f"{device.type:6} {n:7d} {fmt(t_sl1)} {fmt(t_std)} {fmt(t_cabb)} "
-                f"{t_cabb / t_sl1:8.0f}x {t_cabb / t_std:8.1f}x {loop}"
+                f"{t_cabb / t_sl1:8.0f}x {t_cabb / t_std:8.1f}x{extra}{loop}",
+                flush=True,
             )
+    for line in notes:
+        print(line)
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    return rows
 
 
 if __name__ == "__main__":

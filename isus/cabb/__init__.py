@@ -2,15 +2,14 @@
 
 ``cabb_targets`` solves the inner minimisation (vectorised, any device); ``cabb_loss`` is the
 smooth-L1 loss against those targets (exact gradient by the envelope theorem). The
-``isus.cabb.torchvision`` adapters plug it into torchvision's RPN and box head (torchvision
-itself is imported lazily). See ``docs/cabb.md``.
+``isus.cabb.torchvision`` adapters plug it into torchvision's RPN and box head through
+subclasses (torchvision is neither imported nor patched). See ``docs/cabb.md``.
 """
 
 from isus.cabb.loss import cabb_loss, cabb_targets
 from isus.cabb.torchvision import (
     CabbInputs,
     fastrcnn_loss,
-    patch_fastrcnn_loss,
     rpn_box_loss,
     rpn_compute_loss,
 )
@@ -20,7 +19,6 @@ __all__ = [
     "cabb_loss",
     "CabbInputs",
     "fastrcnn_loss",
-    "patch_fastrcnn_loss",
     "rpn_box_loss",
     "rpn_compute_loss",
 ]

@@ -19,6 +19,30 @@ _REDUCTIONS = ("none", "mean", "sum")
 # that accelerators take).
 COMPACT_ON_CPU = True
 
+# torch.compiler.is_compiling (torch >= 2.3) is True while torch.compile traces: the paths that
+# read values on the host (CPU compaction, the CPU finiteness test) step aside for the dense,
+# value-independent one, so that cabb_loss compiles to one graph (fullgraph=True).
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) or (lambda: False)
+
+
+def _compact(device: torch.device) -> bool:
+    """Solve only the used rows/slots (data-dependent shapes): eager CPU tensors only."""
+    return COMPACT_ON_CPU and device.type == "cpu" and not _is_compiling()
+
+
+def _positive_finite(x: object) -> bool:
+    """A positive finite number (not a bool or a tensor: reading a tensor synchronises).
+
+    Comparisons rather than ``math.isfinite``: under ``torch.compile(dynamic=True)`` Python
+    floats arrive as symbolic floats, which ``math.isfinite`` and ``isinstance(x, float)`` reject.
+    """
+    if isinstance(x, (bool, Tensor)):
+        return False
+    try:
+        return bool(0 < x < math.inf)  # False for NaN
+    except TypeError:
+        return False
+
 
 def _describe(x: object) -> str:
     if isinstance(x, Tensor):
@@ -62,9 +86,9 @@ def _validate(
         w = tuple(float(x) for x in weights)
     except TypeError:
         w = ()
-    if len(w) != 4 or not all(math.isfinite(x) and x > 0 for x in w):
+    if len(w) != 4 or not all(_positive_finite(x) for x in w):
         raise ValueError(f"{fn}(weights=) expects 4 positive finite numbers (wx, wy, ww, wh); got {weights!r}")
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (math.isfinite(beta) and beta > 0):
+    if not _positive_finite(beta):
         raise ValueError(f"{fn}(beta=) expects a positive finite float; got {beta!r}")
     if steps is not None and not (
         isinstance(steps, tuple) and len(steps) == 2 and all(isinstance(k, int) and k >= 0 for k in steps)
@@ -89,7 +113,9 @@ def _check_finite_geometry(fn: str, anchors: Tensor, boxes: Tensor, crop: Tensor
 
 def _run_checks(fn: str, check: bool | None, pred: Tensor, anchors: Tensor, boxes: Tensor, crop: Tensor) -> None:
     if check is None:
-        if pred.device.type == "cpu":
+        # Under torch.compile the CPU test is skipped like on accelerators: it reads values on
+        # the host, which would break the graph.
+        if pred.device.type == "cpu" and not _is_compiling():
             _check_finite_geometry(fn, anchors, boxes, crop)
     elif check is True:
         _check_values(fn, pred, anchors, boxes, crop)
@@ -216,7 +242,7 @@ def _cabb_targets(
     if steps is None:
         steps = default_steps(dtype, 2.0 * beta / min(ww, wh))
 
-    if COMPACT_ON_CPU and pred.device.type == "cpu":
+    if _compact(pred.device):
         # No device to synchronise with: solve only the boxes with a truncated side.
         rows = truncated.any(dim=1).nonzero().squeeze(1)
         args = [pred, a_ctr, a_size, boxes, crop, truncated, std_c, std_s]
@@ -313,7 +339,7 @@ def _solve_slots(
     v_out = torch.zeros_like(omega_hat)
     for ax, wc, ws in groups:
         oh, tp, t0, nd = (x[..., ax].reshape(-1) for x in (omega_hat, t_p, log_om0, need))
-        if COMPACT_ON_CPU and oh.device.type == "cpu":
+        if _compact(oh.device):
             # On the CPU, compacting to the slots that are used costs no device sync and saves
             # most of the work; on accelerators every slot is solved (fixed shapes, no sync).
             idx = nd.nonzero().squeeze(1)

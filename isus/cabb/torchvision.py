@@ -1,12 +1,13 @@
 """Drop-in CABB box losses for torchvision's Faster/Mask R-CNN (RPN and box head).
 
-torchvision is imported lazily (only by ``patch_fastrcnn_loss``), so ``import isus`` works
-without it. Targets are torchvision's per-image dicts; CABB is used for the images whose
-target carries ``"truncated"`` ((G, 4) bool, per side x0, y0, x1, y1, as emitted by the crop
-engine, e.g. ``isus.torch.to_tv_tensors``) and optionally ``"crop_box"`` ((4,), the region
-the network saw, xyxy; without it a truncated side's border is the visible box's edge there,
-which the crop engine guarantees touches the crop border). Without ``"truncated"`` the
-functions compute exactly what torchvision computes.
+Nothing here imports torchvision, so ``import isus`` works without it, and nothing in
+torchvision is patched: the losses are plain functions that a subclass calls. Targets are
+torchvision's per-image dicts; CABB is used for the images whose target carries
+``"truncated"`` ((G, 4) bool, per side x0, y0, x1, y1, as emitted by the crop engine, e.g.
+``isus.torch.to_tv_tensors``) and optionally ``"crop_box"`` ((4,), the region the network saw,
+xyxy; without it a truncated side's border is the visible box's edge there, which the crop
+engine guarantees touches the crop border). Without ``"truncated"`` the functions compute
+exactly what torchvision computes.
 
 Plugging in takes a subclass of a few lines (see ``docs/cabb.md``)::
 
@@ -20,24 +21,37 @@ Plugging in takes a subclass of a few lines (see ``docs/cabb.md``)::
             return rpn_compute_loss(self, objectness, pred_bbox_deltas, labels,
                                     regression_targets, cabb=self._cabb)
 
-and for the box head (see ``docs/cabb.md``)::
+and for the box head, whose ``forward`` calls ``fastrcnn_loss`` itself, the subclass keeps the
+sampled proposals, captures the box predictor's outputs for the duration of the call and
+replaces ``loss_box_reg`` (``docs/cabb.md`` has the whole class; ``examples/panoptic/model.py``
+uses it)::
 
     class CabbRoIHeads(RoIHeads):
         def select_training_samples(self, proposals, targets):
-            out = super().select_training_samples(proposals, targets)
-            self._cabb = CabbInputs(out[0], None, targets, matched_idxs=out[1],
-                                    weights=self.box_coder.weights)
-            return out
+            self._samples = super().select_training_samples(proposals, targets)
+            return self._samples
 
         def forward(self, features, proposals, image_shapes, targets=None):
-            with patch_fastrcnn_loss(lambda: self._cabb):
+            if not self.training:
                 return super().forward(features, proposals, image_shapes, targets)
+            outputs = []
+            hook = self.box_predictor.register_forward_hook(lambda m, i, out: outputs.append(out))
+            try:
+                result, losses = super().forward(features, proposals, image_shapes, targets)
+            finally:
+                hook.remove()
+            (class_logits, box_regression), = outputs
+            sampled, matched_idxs, labels, regression_targets = self._samples
+            cabb = CabbInputs(sampled, None, targets, matched_idxs=matched_idxs,
+                              weights=self.box_coder.weights)
+            _, losses["loss_box_reg"] = fastrcnn_loss(class_logits, box_regression, labels,
+                                                      regression_targets, cabb)
+            return result, losses
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +61,7 @@ from torch import Tensor
 
 from isus.cabb.loss import cabb_loss
 
-__all__ = ["CabbInputs", "rpn_compute_loss", "rpn_box_loss", "fastrcnn_loss", "patch_fastrcnn_loss"]
+__all__ = ["CabbInputs", "rpn_compute_loss", "rpn_box_loss", "fastrcnn_loss"]
 
 # torchvision hard-codes this beta in both losses.
 TORCHVISION_BETA = 1.0 / 9.0
@@ -220,27 +234,3 @@ def fastrcnn_loss(
         refs, boxes, truncated, crop = cabb.gather(pos)
         box_loss = cabb_loss(pred, refs, boxes, truncated, crop, cabb.weights, TORCHVISION_BETA, reduction="sum")
     return classification_loss, box_loss / labels_cat.numel()
-
-
-@contextlib.contextmanager
-def patch_fastrcnn_loss(cabb: CabbInputs | Callable[[], CabbInputs | None] | None) -> Iterator[None]:
-    """Within the block, ``RoIHeads.forward`` uses :func:`fastrcnn_loss` with ``cabb``.
-
-    ``cabb`` may be a callable, called when the loss is computed: ``RoIHeads.forward`` only
-    matches proposals to targets (``select_training_samples``) after the block is entered.
-    torchvision calls the module-level ``roi_heads.fastrcnn_loss`` from ``RoIHeads.forward``;
-    this swaps it for the duration of the block (not thread-safe: one forward at a time).
-    """
-    from torchvision.models.detection import roi_heads  # lazy: isus imports without torchvision
-
-    original = roi_heads.fastrcnn_loss
-
-    def patched(class_logits: Tensor, box_regression: Tensor, labels: list[Tensor], regression_targets: list[Tensor]):
-        info = cabb() if callable(cabb) else cabb
-        return fastrcnn_loss(class_logits, box_regression, labels, regression_targets, info)
-
-    roi_heads.fastrcnn_loss = patched
-    try:
-        yield
-    finally:
-        roi_heads.fastrcnn_loss = original
