@@ -294,6 +294,9 @@ def main(argv=None) -> dict:
                       "samples_per_s": (step - last_step) * batch * world / max(now - t_last, 1e-9),
                       "data_wait_share": wait / max(now - t_last, 1e-9),
                       "steps_per_s": steps_per_s, "eta_s": (args.steps - step) / max(steps_per_s, 1e-9)}
+            if device.type == "cuda":  # peak since the start, GiB (allocated by tensors / held by the allocator)
+                record["gpu_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+                record["gpu_reserved_gib"] = torch.cuda.max_memory_reserved(device) / 2**30
             t_last, last_step, wait = now, step, 0.0
             log.write(json.dumps(record) + "\n")
             log.flush()
