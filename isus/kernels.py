@@ -10,7 +10,8 @@ import numpy as np
 
 __all__ = [
     "count_u16", "dense_segments", "scan_dense", "anchor_points", "rle_encode_rows", "rle_decode_window",
-    "rle_rows_valid", "rle_sample",
+    "rle_rows_valid", "rle_sample", "bilinear_taps", "resample_bilinear",
+    "crop_maps", "instance_masks",
     "pair_counts", "mask_rle_counts", "colors_to_ids", "segment_areas",
 ]
 
@@ -291,6 +292,151 @@ def rle_sample(offsets, values, ends, width, rows, xs, flip, out, row0):
             else:
                 o[k] = values[r]
     return out
+
+
+#: fixed-point bits of the bilinear weights: products of two stay within int32 (8 + 2 * 11 bits)
+BILINEAR_BITS = 11
+
+
+@_jit
+def bilinear_taps(start, step, n):
+    """Left/top neighbour and fixed-point weight of the right/bottom one for ``n`` output pixels
+    sampling source positions ``start + k * step`` (pixel centres at integers)."""
+    idx = np.empty(n, np.int64)
+    wgt = np.empty(n, np.int32)
+    one = 1 << BILINEAR_BITS
+    for k in range(n):
+        x = start + k * step
+        i = np.floor(x)
+        w = int(np.rint((x - i) * one))
+        if w == one:
+            i += 1
+            w = 0
+        idx[k] = int(i)
+        wgt[k] = w
+    return idx, wgt
+
+
+@_jit
+def _hrow(src, j, xi, xw, pad, inside, buf):
+    """Horizontal pass of source row ``j`` into ``buf`` (3 * len(xi),) int32."""
+    h, w = src.shape[0], src.shape[1]
+    one = 1 << BILINEAR_BITS
+    n = xi.shape[0]
+    if not 0 <= j < h:
+        for k in range(3 * n):
+            buf[k] = pad * one
+        return
+    row = src[j]
+    if inside:  # every tap inside the row: no branches in the loop
+        for u in range(n):
+            a = xw[u]
+            b = one - a
+            i = xi[u]
+            buf[3 * u] = np.int32(row[i, 0]) * b + np.int32(row[i + 1, 0]) * a
+            buf[3 * u + 1] = np.int32(row[i, 1]) * b + np.int32(row[i + 1, 1]) * a
+            buf[3 * u + 2] = np.int32(row[i, 2]) * b + np.int32(row[i + 1, 2]) * a
+        return
+    for u in range(n):
+        i = xi[u]
+        a = xw[u]
+        for c in range(3):
+            p0 = np.int32(row[i, c]) if 0 <= i < w else pad
+            p1 = np.int32(row[i + 1, c]) if 0 <= i + 1 < w else pad
+            buf[3 * u + c] = p0 * (one - a) + p1 * a
+
+
+@_jit
+def resample_bilinear(src, xi, xw, yi, yw, pad, swap, out):
+    """Separable bilinear resampling of ``src`` (H, W, 3) uint8 (rows contiguous) into ``out``
+    (len(yi), len(xi), 3) uint8, with the taps of :func:`bilinear_taps`: the horizontal
+    interpolation of rows ``yi`` and ``yi + 1`` at ``xi``, ``xi + 1``, then the vertical one;
+    neighbours outside ``src`` take the value ``pad``. With ``swap`` the channel order is
+    reversed (BGR in, RGB out).
+
+    Each source row is interpolated horizontally once (upscaling reuses it for several output
+    rows): the cost follows the output, not the source window.
+    """
+    n = xi.shape[0]
+    w = src.shape[1]
+    inside = n == 0 or (xi.min() >= 0 and xi.max() + 1 < w)
+    r0 = np.empty(3 * n, np.int32)
+    r1 = np.empty(3 * n, np.int32)
+    have0, have1 = -(1 << 62), -(1 << 62)
+    one = 1 << BILINEAR_BITS
+    half = 1 << (2 * BILINEAR_BITS - 1)
+    shift = 2 * BILINEAR_BITS
+    for v in range(yi.shape[0]):
+        j = yi[v]
+        if have0 != j:
+            if have1 == j:
+                r0, r1 = r1, r0
+                have0, have1 = have1, have0
+            else:
+                _hrow(src, j, xi, xw, pad, inside, r0)
+                have0 = j
+        if have1 != j + 1:
+            _hrow(src, j + 1, xi, xw, pad, inside, r1)
+            have1 = j + 1
+        b = yw[v]
+        a = one - b
+        o = out[v]
+        for u in range(n):
+            for c in range(3):
+                o[u, 2 - c if swap else c] = (r0[3 * u + c] * a + r1[3 * u + c] * b + half) >> shift
+    return out
+
+
+@_jit
+def crop_maps(dense, id_lut, sem_lut, crowd_lut):
+    """One pass over a crop's dense segment indices (0 void, ``k + 1`` segment ``k``): the segment
+    id map ``id_lut[dense]`` (int32), the semantic map ``sem_lut[dense]`` (int64), the crowd mask
+    ``crowd_lut[dense]``, and per segment ``k`` its pixel count and box ``(x0, y0, x1, y1)``
+    (exclusive ends; zeros when absent)."""
+    h, w = dense.shape
+    n = id_lut.shape[0] - 1
+    ids = np.empty((h, w), np.int32)
+    sem = np.empty((h, w), np.int64)
+    crowd = np.empty((h, w), np.bool_)
+    area = np.zeros(n, np.int64)
+    box = np.zeros((n, 4), np.int64)
+    box[:, 0] = w
+    box[:, 1] = h
+    for y in range(h):
+        for x in range(w):
+            d = dense[y, x]
+            ids[y, x] = id_lut[d]
+            sem[y, x] = sem_lut[d]
+            crowd[y, x] = crowd_lut[d]
+            if d > 0:
+                k = d - 1
+                area[k] += 1
+                if x < box[k, 0]:
+                    box[k, 0] = x
+                if x + 1 > box[k, 2]:
+                    box[k, 2] = x + 1
+                if y < box[k, 1]:
+                    box[k, 1] = y
+                box[k, 3] = y + 1
+    for k in range(n):
+        if area[k] == 0:
+            box[k, 0] = 0
+            box[k, 1] = 0
+    return ids, sem, crowd, area, box
+
+
+@_jit
+def instance_masks(dense, segs, box):
+    """``masks[j] = dense == segs[j] + 1``, (len(segs), H, W) bool, each compared only inside its
+    box ``box[j]`` ``(x0, y0, x1, y1)`` (zeros elsewhere: the box holds the whole segment)."""
+    h, w = dense.shape
+    masks = np.zeros((segs.shape[0], h, w), np.bool_)
+    for j in range(segs.shape[0]):
+        v = segs[j] + 1
+        for y in range(box[j, 1], box[j, 3]):
+            for x in range(box[j, 0], box[j, 2]):
+                masks[j, y, x] = dense[y, x] == v
+    return masks
 
 
 @_jit

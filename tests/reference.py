@@ -95,3 +95,34 @@ def segment_areas(ids, seg_ids):
     unknown_mask = (ids != 0) & ~np.isin(ids, seg_ids)
     first = int(ids[unknown_mask][0]) if unknown_mask.any() else 0  # raster order
     return areas, int(unknown_mask.sum()), first
+
+
+def bilinear_float(src, x_start, x_step, y_start, y_step, w_out, h_out, pad):
+    """Bilinear sampling in floating point, the textbook way (neighbours outside are ``pad``)."""
+    h, w = src.shape[:2]
+    padded = np.full((h + 4, w + 4, 3), pad, np.float64)
+    padded[2:-2, 2:-2] = src
+    xs = x_start + np.arange(w_out) * x_step
+    ys = y_start + np.arange(h_out) * y_step
+    x0, y0 = np.floor(xs).astype(int), np.floor(ys).astype(int)
+    ax, ay = (xs - x0)[None, :, None], (ys - y0)[:, None, None]
+    xa, xb = np.clip(x0 + 2, 0, w + 3), np.clip(x0 + 3, 0, w + 3)
+    ya, yb = np.clip(y0 + 2, 0, h + 3), np.clip(y0 + 3, 0, h + 3)
+    top = padded[ya][:, xa] * (1 - ax) + padded[ya][:, xb] * ax
+    bot = padded[yb][:, xa] * (1 - ax) + padded[yb][:, xb] * ax
+    return top * (1 - ay) + bot * ay
+
+
+def crop_maps(dense, id_lut, sem_lut, crowd_lut):
+    n = len(id_lut) - 1
+    area = np.bincount(dense.ravel(), minlength=n + 1)[1:].astype(np.int64)
+    box = np.zeros((n, 4), np.int64)
+    for k in range(n):
+        ys, xs = np.nonzero(dense == k + 1)
+        if len(ys):
+            box[k] = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    return id_lut[dense], sem_lut[dense], crowd_lut[dense], area, box
+
+
+def instance_masks(dense, segs):
+    return np.stack([dense == k + 1 for k in segs]) if len(segs) else np.zeros((0, *dense.shape), bool)

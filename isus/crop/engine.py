@@ -197,6 +197,12 @@ class CropEngine:
         img = img[ya - oy:yb - oy, xa - ox:xb - ox]
         m[0, 2] -= xa
         m[1, 2] -= ya
+        if self.config.interpolation == "linear":
+            # separable: each source row is interpolated once, straight into RGB order
+            xi, xw = kernels.bilinear_taps(m[0, 2], m[0, 0], cw)
+            yi, yw = kernels.bilinear_taps(m[1, 2], m[1, 1], ch)
+            return kernels.resample_bilinear(img, xi, xw, yi, yw, self.config.pad_value, True,
+                                             np.empty((ch, cw, 3), np.uint8))
         out = cv2.warpAffine(img, m, (cw, ch), flags=_INTERPOLATION[self.config.interpolation] | cv2.WARP_INVERSE_MAP,
                              borderMode=cv2.BORDER_CONSTANT, borderValue=pad)
         return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
@@ -244,14 +250,12 @@ class CropEngine:
         seg_ids = segments["id"]
         cats = segments["category_id"]
         crowd_flag = segments["iscrowd"].astype(bool)
-        ids = np.concatenate([[0], seg_ids]).astype(np.int32)[dense]
-        area, vbox, _, _ = kernels.scan_dense(dense, len(seg_ids), 1)
         train = np.array([self._train_id[int(c)] for c in cats], dtype=np.int64)
         isthing = np.array([self._isthing[int(c)] for c in cats], dtype=bool)
         lut_sem = np.concatenate([[cfg.ignore_label], np.where(crowd_flag & cfg.crowd_as_ignore, cfg.ignore_label, train)])
-        semantic = lut_sem[dense]
-        crowd_lut = np.concatenate([[False], crowd_flag])
-        crowd = crowd_lut[dense]
+        ids, semantic, crowd, area, vbox = kernels.crop_maps(
+            dense, np.concatenate([[0], seg_ids]).astype(np.int32), lut_sem.astype(np.int64),
+            np.concatenate([[False], crowd_flag]))
 
         present = area > 0
         cand = np.flatnonzero(present & isthing & ~crowd_flag)
@@ -284,13 +288,9 @@ class CropEngine:
             (boxes[:, 3] >= ch) & (ob[:, 3] > ch + eps) & (obox[:, 3] < h),
         ], axis=1) if len(keep) else np.zeros((0, 4), bool)
         # Compare only inside each visible box: most instances are small next to the crop.
-        masks = np.zeros((len(keep), ch, cw), dtype=bool)
-        for j, k in enumerate(keep):
-            bx0, by0, bx1, by1 = vbox[k]
-            masks[j, by0:by1, bx0:bx1] = dense[by0:by1, bx0:bx1] == k + 1
+        masks = kernels.instance_masks(dense, keep.astype(np.int64), vbox[keep])
         return CropSample(
-            image=image, panoptic=np.ascontiguousarray(ids, dtype=np.int32),
-            semantic=semantic.astype(np.int64, copy=False), masks=masks,
+            image=image, panoptic=ids, semantic=semantic, masks=masks,
             labels=train[keep], category_ids=cats[keep].astype(np.int64), segment_ids=seg_ids[keep].astype(np.int64),
             boxes=boxes.astype(np.float32), original_boxes=ob.astype(np.float32), truncated=truncated,
             crowd=crowd, dropped=int(dropped), spec=spec, window=spec.window,

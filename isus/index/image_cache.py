@@ -5,7 +5,7 @@ Level ``r`` (1, 2, 4, 8) holds the image exactly as the crop engine decodes it w
 (``dataset._load_image(i, r)``: for JPEGs libjpeg's DCT-scaled decode, the engine's reduced
 decode), so a lossless cache gives bit-identical crops and a JPEG cache differs from them only by
 the tiles' coding error. Tiles are ``tile`` pixels square (smaller at the right and bottom edges),
-encoded independently as JPEG (default, quality :data:`DEFAULT_QUALITY`, 4:4:4 chroma) or PNG
+encoded independently as JPEG (default: quality :data:`DEFAULT_QUALITY`, full-resolution chroma) or PNG
 (lossless), in BGR order, the engine's working order.
 
 Entries are named by their content, ``{index:07d}-{digest}.img``, beside the annotation cache's
@@ -76,17 +76,24 @@ class ImageCacheParams:
         JPEG quality, 1..100.
     tile
         Tile side in pixels (a multiple of 16 between 64 and 2048).
+    chroma
+        JPEG chroma sampling: ``"444"`` (full resolution, default) or ``"420"`` (a quarter
+        faster to decode and smaller, but colour edges blur: 35 dB instead of 45 dB on the
+        synthetic scenes' sharp colour edges; photos lose less).
     """
 
     codec: str = "jpeg"
     quality: int = DEFAULT_QUALITY
     tile: int = DEFAULT_TILE
+    chroma: str = "444"
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
             raise ValueError(f"image cache codec= expects one of {', '.join(CODECS)}; got {self.codec!r}")
         if not (isinstance(self.quality, int) and 1 <= self.quality <= 100):
             raise ValueError(f"image cache quality= expects an int in 1..100; got {self.quality!r}")
+        if self.chroma not in ("444", "420"):
+            raise ValueError(f"image cache chroma= expects '444' or '420'; got {self.chroma!r}")
         if not (isinstance(self.tile, int) and 64 <= self.tile <= 2048 and self.tile % 16 == 0):
             raise ValueError(f"image cache tile= expects a multiple of 16 in 64..2048; got {self.tile!r}")
 
@@ -97,8 +104,8 @@ def image_entry_name(i: int, digest: str) -> str:
 
 def _encode_tile(tile: np.ndarray, params: ImageCacheParams) -> bytes:
     if params.codec == "jpeg":
-        flags = [cv2.IMWRITE_JPEG_QUALITY, params.quality,
-                 cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+        flags = [cv2.IMWRITE_JPEG_QUALITY, params.quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                 cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444 if params.chroma == "444" else cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420]
         ok, buf = cv2.imencode(".jpg", tile, flags)
     else:
         ok, buf = cv2.imencode(".png", tile, [cv2.IMWRITE_PNG_COMPRESSION, 1])
@@ -123,7 +130,7 @@ def write_image_entry(cache_dir: Path, i: int, image_id: str, levels: list[np.nd
                 blobs.append(_encode_tile(np.ascontiguousarray(img[ty * t:(ty + 1) * t, tx * t:(tx + 1) * t]), params))
     h0, w0 = levels[0].shape[:2]
     header = json.dumps({"image_id": str(image_id), "height": int(h0), "width": int(w0), "tile": t,
-                         "codec": params.codec, "quality": params.quality, "levels": table},
+                         "codec": params.codec, "quality": params.quality, "chroma": params.chroma, "levels": table},
                         sort_keys=True).encode()
     offsets = np.zeros(len(blobs) + 1, "<i8")
     offsets[1:] = np.cumsum([len(b) for b in blobs])
