@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from isus.index import Index, build_index, merge_indexes, remove_checkpoint
+from isus.index.image_cache import ImageCacheParams
 from isus._fsio import naming, remove_stale_temps
 from isus.summary import format_bytes
 from isus_cli._options import DatasetArgs, dataset_options, index_root_option, workers_option
@@ -57,11 +58,19 @@ def index() -> None:
 @click.option("--cache-annotations/--no-cache-annotations", default=None,
               help="Also write the annotation cache (default: on for MVD) to OUT.cache/ (shards without --out: "
                    "to the whole index's, {dataset}-{split}.isusidx.cache/).")
+@click.option("--cache-images/--no-cache-images", default=False, show_default=True,
+              help="Also write the image cache (tiles at 1/1..1/8, beside the annotation cache): crops then decode "
+                   "only the tiles they cover. About 2-3x the JPEGs' bytes (docs/crops.md).")
+@click.option("--image-codec", type=click.Choice(["jpeg", "png"]), default="jpeg", show_default=True,
+              help="Image cache tiles: jpeg (small, fast) or png (lossless: crops bit-identical to uncached ones).")
+@click.option("--image-quality", type=click.IntRange(1, 100), default=95, show_default=True,
+              help="JPEG quality of the image cache's tiles.")
 @click.option("--grid", type=click.IntRange(1, 256), default=16, show_default=True,
               help="Classes are located on a GRIDxGRID partition of each image.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images per progress checkpoint (what an interruption can lose at most).")
-def build(dataset: DatasetArgs, out, workers, resume, shard, cache_annotations, grid, checkpoint_every) -> None:
+def build(dataset: DatasetArgs, out, workers, resume, shard, cache_annotations, cache_images, image_codec, image_quality,
+          grid, checkpoint_every) -> None:
     """Scan every annotation once and write the index sampling needs.
 
     An interrupted build (Ctrl-C, kill) leaves nothing at --out -- an index already there, and
@@ -76,6 +85,7 @@ def build(dataset: DatasetArgs, out, workers, resume, shard, cache_annotations, 
         isus index build --dataset mvd --root /data/mvd --split training --workers 8
         isus index build --dataset mvd --root /data/mvd --shard 0/2   # mvd-training.shard0of2.isusidx
         isus index build --dataset coco --root /data/coco --split val --annotations ann/val.json --images-dir val
+        isus index build --dataset mvd --root /data/mvd --cache-images   # O(crop) loading
     """
     name = dataset.name
     ds = dataset.open()
@@ -86,13 +96,17 @@ def build(dataset: DatasetArgs, out, workers, resume, shard, cache_annotations, 
         cache_dir = whole.with_name(whole.name + ".cache")
     else:
         cache_dir = out.with_name(out.name + ".cache")
-    if not ((name == "mvd") if cache_annotations is None else cache_annotations):
+    if cache_images and cache_annotations is False:
+        raise click.UsageError("--cache-images writes beside the annotation cache: drop --no-cache-annotations")
+    if not ((name == "mvd" or cache_images) if cache_annotations is None else cache_annotations):
         cache_dir = None
+    image_cache = ImageCacheParams(codec=image_codec, quality=image_quality) if cache_images else None
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and shard is None:
         from isus.index.distributed import build_index_distributed
 
-        index_ = build_index_distributed(ds, out, workers=workers, grid=grid, cache_dir=cache_dir, resume=resume)
+        index_ = build_index_distributed(ds, out, workers=workers, grid=grid, cache_dir=cache_dir, resume=resume,
+                                         image_cache=image_cache or False)
         if index_ is not None:
             click.echo(index_.describe())
         return
@@ -102,7 +116,8 @@ def build(dataset: DatasetArgs, out, workers, resume, shard, cache_annotations, 
     t0 = time.perf_counter()
     try:
         index_ = build_index(ds, workers=workers, progress=True, grid=grid, cache_dir=cache_dir, shard=shard,
-                             checkpoint_dir=partial, resume=resume, checkpoint_every=checkpoint_every)
+                             checkpoint_dir=partial, resume=resume, checkpoint_every=checkpoint_every,
+                             image_cache=image_cache or False)
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted: nothing was written to {out}; the images scanned so far are kept "
                                    f"in {partial}/, re-run with --resume to continue") from None
@@ -115,7 +130,9 @@ def build(dataset: DatasetArgs, out, workers, resume, shard, cache_annotations, 
         index_.prune_cache()  # entries of the replaced index (shards share the cache: merged later)
     click.echo(f"indexed {index_.num_images} images in {dt:.1f} s ({index_.num_images / dt:.1f} img/s); "
                f"index {format_bytes(out.stat().st_size)}"
-               + (f", annotation cache {format_bytes(index_.meta['cache_bytes'])} in {cache_dir}" if cache_dir else ""))
+               + (f", annotation cache {format_bytes(index_.meta['cache_bytes'])}" if cache_dir else "")
+               + (f", image cache {format_bytes(index_.meta['image_cache_bytes'])}" if image_cache else "")
+               + (f" in {cache_dir}" if cache_dir else ""))
     click.echo(index_.describe())
 
 
@@ -137,12 +154,15 @@ def info(file: Path) -> None:
 def merge(parts, out: Path) -> None:
     """Join shard indexes (from `--shard K/N`) into one, identical to a single build.
 
+    Shards built on different machines, each with its own OUT.cache/, are gathered into the
+    merged index's OUT.cache/ (hard links where possible): cache entries are named by content.
+
     Example:
 
     \b
         isus index merge mvd-training.shard0of2.isusidx mvd-training.shard1of2.isusidx --out mvd-training.isusidx
     """
-    merged = merge_indexes(parts)
+    merged = merge_indexes(parts, cache_dir=out.with_name(out.name + ".cache"))
     save_index(merged, out)
     merged = Index.load(out)
     merged.prune_cache()

@@ -257,3 +257,37 @@ def test_open_entries_are_reparsed_after_an_in_place_change(fresh):
         f.truncate(len(data) // 3)
     with pytest.raises(IndexFileError, match="truncated"):
         engine(SPEC)
+
+
+def test_cli_shards_merge_with_defaults_and_with_their_own_outs(tmp_path, monkeypatch):
+    """Issue: `--shard K/N --out sK.isusidx` then `index merge` failed ("its params differs") since
+    each shard's cache directory differed; with the defaults and with separate outs, the merge
+    must equal a single build, caches included."""
+    from click.testing import CliRunner
+
+    from isus_cli.main import cli
+
+    root = isus.synth.write_dataset(tmp_path / "mvd", "mvd", 4, size=(320, 240), seed=5)
+    run = CliRunner()
+
+    def ok(*args):
+        res = run.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    monkeypatch.chdir(tmp_path)
+    ok("index", "build", "--dataset", "mvd", "--root", root, "--out", "one.isusidx", "--cache-images")
+    for k in range(2):  # as on two machines: each its own out and cache
+        ok("index", "build", "--dataset", "mvd", "--root", root, "--shard", f"{k}/2", "--out", f"s{k}.isusidx", "--cache-images")
+    ok("index", "merge", "s0.isusidx", "s1.isusidx", "--out", "m.isusidx")
+    for k in range(2):  # the defaults: shard files, one shared cache directory
+        ok("index", "build", "--dataset", "mvd", "--root", root, "--shard", f"{k}/2")
+    ok("index", "merge", "mvd-training.shard0of2.isusidx", "mvd-training.shard1of2.isusidx", "--out", "mvd-training.isusidx")
+    ok("index", "build", "--dataset", "mvd", "--root", root, "--out", "plain.isusidx")
+    for merged, single in (("m.isusidx", "one.isusidx"), ("mvd-training.isusidx", "plain.isusidx")):
+        a, b = isus.Index.load(merged).arrays(), isus.Index.load(single).arrays()
+        assert sorted(a) == sorted(b)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        assert sorted(p.name for p in (tmp_path / f"{merged}.cache").iterdir()) == sorted(
+            p.name for p in (tmp_path / f"{single}.cache").iterdir())

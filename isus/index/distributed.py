@@ -10,7 +10,8 @@ from isus.index.index import Index
 
 
 def build_index_distributed(ds: PanopticDataset, out: str | Path, *, workers: int | None = None, grid: int = 16,
-                            cache_dir: str | Path | None = None, resume: bool = False) -> Index | None:
+                            cache_dir: str | Path | None = None, resume: bool = False,
+                            image_cache=False) -> Index | None:
     """Build ``ds``'s index across the ranks of a ``torch.distributed`` job and write ``out``.
 
     Initialises a gloo process group from torchrun's environment if none exists. Each rank
@@ -29,7 +30,7 @@ def build_index_distributed(ds: PanopticDataset, out: str | Path, *, workers: in
     part = out.with_name(f"{out.name}.part{rank}of{world}")
     partial = out.with_name(f"{out.name}.partial{rank}of{world}")
     index = build_index(ds, workers=workers, progress=rank == 0, grid=grid, cache_dir=cache_dir,
-                        shard=(rank, world), checkpoint_dir=partial, resume=resume)
+                        shard=(rank, world), checkpoint_dir=partial, resume=resume, image_cache=image_cache)
     index.save(part)
     remove_checkpoint(partial)
     dist.barrier()

@@ -528,8 +528,11 @@ class Index:
             lines.append("instance size, sqrt(area) in px:")
             lines += histogram_lines(scale_histogram(inst.scale[things]))
         cache = f"{self.cache_dir} ({format_bytes(self.meta.get('cache_bytes', 0))})" if p["cache_dir"] else "none"
+        ic = p.get("image_cache")
+        images = (f"{ic['codec']} tiles of {ic['tile']} px" + (f", quality {ic['quality']}" if ic["codec"] == "jpeg" else "")
+                  + f" ({format_bytes(self.meta.get('image_cache_bytes', 0))})") if ic else "none"
         lines.append(f"build        grid {p['grid']}x{p['grid']}, {p['anchors']} anchors per instance, "
-                     f"annotation cache: {cache}")
+                     f"annotation cache: {cache}, image cache: {images}")
         lines.append(f"file         {self.path} (schema {self.meta['schema']}, {self.checksum})")
         return "\n".join(lines)
 
