@@ -1,0 +1,77 @@
+"""bench/gpu_check.sh: its CPU fallback end to end (the mode CI can run), and the figures it
+derives from a training log. The CUDA mode itself runs on a GPU machine only
+(docs/benchmarks.md, "GPU check")."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import gpu_check  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+
+def test_cpu_fallback_runs_every_part_and_names_what_it_skips(tmp_path):
+    """~35 s on a busy 2-core machine: two tiny training runs dominate."""
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "ISUS_GPU_CHECK_NO_INSTALL": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.run(["bash", "bench/gpu_check.sh", "--cpu", "--work", str(tmp_path / "work")], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads((out / "gpu_figures.json").read_text())
+    assert (out / "gpu_check.log").read_text().count("GPU check (cpu)") == 1  # the summary, teed
+    assert data["mode"] == "cpu" and data["gpu"] is None
+    parts = data["parts"]
+    assert list(parts) == list(gpu_check.PART_NAMES)
+    for name in ("env", "cabb_bench", "data", "train_isus", "train_full"):
+        assert parts[name]["status"] == "ok", (name, parts[name])
+    for name in ("cuda_tests", "gpu_decode"):  # skipped, and saying why
+        assert parts[name]["status"] == "skipped" and parts[name]["reason"]
+    assert "CUDA" in parts["cuda_tests"]["reason"]
+    assert any("compile" in s for s in parts["cabb_bench"]["skipped_here"])
+    assert parts["env"]["figures"]["cuda_available"] is False
+    row = parts["cabb_bench"]["figures"]["rows"][0]
+    assert row["device"] == "cpu" and row["cabb_fwd_bwd_ms"] > 0
+    for name in ("train_isus", "train_full"):
+        f = parts[name]["figures"]
+        assert f["steps_logged"] >= 1 and f["samples_per_s"] > 0 and 0 <= f["data_wait_share"] <= 1
+        assert "gpu_peak_gib" not in f  # CPU: no GPU memory to report
+        assert (out / f"{name}.log.jsonl").exists()
+    assert data["seconds"] <= data["budget_s"] + 15
+    print(f"CPU fallback: {seconds:.0f} s")
+
+
+def test_train_figures_leave_out_the_first_window(tmp_path):
+    log = tmp_path / "log.jsonl"
+    records = [
+        {"step": 10, "samples_per_s": 4.0, "data_wait_share": 0.5, "loss": 3.0},  # start-up: apart
+        {"step": 20, "samples_per_s": 40.0, "data_wait_share": 0.02, "loss": 2.0, "gpu_peak_gib": 9.0},
+        {"step": 30, "samples_per_s": 20.0, "data_wait_share": 0.08, "loss": 1.5, "gpu_peak_gib": 10.0,
+         "gpu_reserved_gib": 12.0},
+    ]
+    log.write_text("\n".join(json.dumps(r) for r in records) + '\n{"step": 4')  # last line cut by a kill
+    f = gpu_check.train_figures(log, batch=4)
+    # windows of 40 samples: 1 s at 40/s, 2 s at 20/s -> 80 samples in 3 s; wait (0.02 + 0.16) / 3
+    assert f["samples_per_s"] == pytest.approx(80 / 3)
+    assert f["data_wait_share"] == pytest.approx(0.18 / 3)
+    assert f["first_window_samples_per_s"] == 4.0
+    assert (f["steps_logged"], f["windows"], f["gpu_peak_gib"], f["gpu_reserved_gib"]) == (30, 3, 10.0, 12.0)
+    assert gpu_check.train_figures(tmp_path / "missing.jsonl", batch=4) == {}
+
+
+def test_unknown_part_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        gpu_check.main(["--parts", "env,warp_drive"])
+    assert "warp_drive" in capsys.readouterr().err
