@@ -22,9 +22,10 @@ Sizes are made small before a block runs (real datasets and long trainings do no
 - options of shell commands and keyword arguments of Python calls: :data:`SMALL` (``--images 64``
   -> ``--images 3``, ``--steps 90000`` -> ``--steps 2``, ``num_workers=8`` -> ``num_workers=0``, ...).
 
-Environment variables: ``ISUS_DOCS_FULL=1`` runs the shell blocks at their documented sizes (slow:
-the timings quoted in docs/quickstart.md were measured that way, on a synthetic stand-in);
-``ISUS_DOCS_KEEP=DIR`` keeps each block's folder and output under ``DIR`` for a look.
+Environment variables: ``ISUS_DOCS_FULL=1`` runs the shell blocks at their documented sizes (slow,
+and still on the test's small dataset: only the options are left as written);
+``ISUS_DOCS_KEEP=DIR`` keeps each page's folder and every block's output (``block<line>.log``, with
+its wall time) under ``DIR``.
 """
 from __future__ import annotations
 
