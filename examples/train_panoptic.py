@@ -4,7 +4,7 @@ Examples
 --------
 Synthetic data on a CPU (see docs/training.md)::
 
-    isus synth --layout mvd --out data/mvd --images 64 --size 1024x768
+    isus synth --dataset mvd --out data/mvd --images 64 --size 1024x768
     isus index build --dataset mvd --root data/mvd --out data/mvd.isusidx
     python examples/train_panoptic.py --dataset mvd --root data/mvd --index data/mvd.isusidx \\
         --crop 256 --batch-size 2 --steps 400 --out runs/synthetic
