@@ -10,6 +10,7 @@ import click
 
 from isus.index import Index, build_index, merge_indexes, remove_checkpoint
 from isus.index.image_cache import ImageCacheParams
+from isus._progress import Progress
 from isus._fsio import naming, remove_stale_temps
 from isus.summary import format_bytes
 from isus_cli._options import DatasetArgs, dataset_options, index_root_option, workers_option
@@ -175,10 +176,13 @@ def merge(parts, out: Path) -> None:
 @index_root_option
 @click.option("--all/--sample", "all_images", default=True, show_default=True,
               help="Check every image's files, or only the sample checked whenever the index is opened.")
-def verify(file: Path, root: Path | None, all_images: bool) -> None:
-    """Check an index against its dataset: identity, file names, sizes and content samples.
+@click.option("--caches/--no-caches", default=True, show_default=True,
+              help="Also read every cache entry in full and check its checksums.")
+def verify(file: Path, root: Path | None, all_images: bool, caches: bool) -> None:
+    """Check an index against its dataset: identity, file names, sizes and content samples, and
+    its caches: every entry's digest and every band's and tile's checksum.
 
-    Exits with an error naming the first image that differs.
+    Exits with an error naming the first image or cache entry that differs.
 
     Example:
 
@@ -191,3 +195,12 @@ def verify(file: Path, root: Path | None, all_images: bool) -> None:
     n = index_.num_images if all_images else "a sample of the"
     click.echo(f"{file}: matches the dataset at {ds.root} ({n} images checked in "
                f"{time.perf_counter() - t0:.2f} s)")
+    if caches and index_.cache_dir is not None:
+        t0 = time.perf_counter()
+        bar = Progress(index_.num_images, "checking caches")
+        try:
+            count = index_.verify_caches(progress=bar)
+        finally:
+            bar.close()
+        click.echo(f"{file}: its {count} cache entries in {index_.cache_dir} are intact "
+                   f"({time.perf_counter() - t0:.2f} s)")

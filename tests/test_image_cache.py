@@ -291,3 +291,24 @@ def test_cli_shards_merge_with_defaults_and_with_their_own_outs(tmp_path, monkey
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
         assert sorted(p.name for p in (tmp_path / f"{merged}.cache").iterdir()) == sorted(
             p.name for p in (tmp_path / f"{single}.cache").iterdir())
+
+
+def test_verify_caches_reads_every_entry_and_names_a_bad_one(fresh, tmp_path):
+    from click.testing import CliRunner
+
+    from isus_cli.main import cli
+
+    ds, index = fresh
+    assert index.verify_caches() == 2 * len(ds)
+    res = CliRunner().invoke(cli, ["index", "verify", str(index.path)])
+    assert res.exit_code == 0 and f"its {2 * len(ds)} cache entries" in res.output, res.output
+    # damage the last tile of the coarsest level: no crop at these scales ever reads it
+    path = index.image_cache_path(3)
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(IndexFileError, match="tile") as e:
+        index.verify_caches()
+    assert str(path) in str(e.value)
+    res = CliRunner().invoke(cli, ["index", "verify", str(index.path)])
+    assert res.exit_code != 0 and path.name in res.output

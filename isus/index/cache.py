@@ -264,6 +264,18 @@ def _band(e: CacheEntry, b: int, path: Path) -> tuple[np.ndarray, np.ndarray, np
     return offs, vals, ends
 
 
+def verify_entry(path: Path, info: ImageInfo, digest: str | None = None) -> int:
+    """Check a whole annotation cache entry (digest, header against ``info``, every band's CRC and
+    structure); returns its size in bytes. Raises :class:`IndexFileError` naming the file."""
+    e = read_entry(path, digest)
+    if e.image_id != str(info.image_id) or (e.height, e.width) != (info.height, info.width):
+        raise IndexFileError(f"annotation cache entry is for image {e.image_id!r}, not {info.image_id!r}: the "
+                             "cache is stale, rebuild the index", path)
+    for b in range(len(e.band_runs)):
+        _band(e, b, path)
+    return _PREFIX.size + len(e.payload)
+
+
 def read_cached_sampled(path: Path, ys: np.ndarray, xs: np.ndarray, flip: bool, info: ImageInfo,
                         digest: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Nearest-neighbour sample of image ``info``'s cached segment map at rows ``ys`` and columns

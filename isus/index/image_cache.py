@@ -260,6 +260,21 @@ class OpenEntries:
 _OPEN = OpenEntries(OPEN_ENTRIES, _parse)
 
 
+def verify_entry(path: Path, info: ImageInfo, digest: str | None = None) -> int:
+    """Check a whole image cache entry (digest, header against ``info``, every tile's CRC);
+    returns its size in bytes. Raises :class:`IndexFileError` naming the file."""
+    e = _parse(path, digest)
+    if e.image_id != str(info.image_id) or (e.height, e.width) != (info.height, info.width):
+        raise IndexFileError(f"image cache entry is for image {e.image_id!r}, not {info.image_id!r}: the cache is "
+                             "stale, rebuild the index", path)
+    for k in range(len(e.crc)):
+        a, b = e.payload_start + int(e.offsets[k]), e.payload_start + int(e.offsets[k + 1])
+        if zlib.crc32(np.frombuffer(e.data, np.uint8, b - a, a)) != int(e.crc[k]):
+            raise IndexFileError(f"image cache entry checksum mismatch in tile {k}: the entry is corrupt; rebuild "
+                                 "the index", path)
+    return len(e.data)
+
+
 def read_window(path: Path, info: ImageInfo, reduce: int, x0: int, y0: int, x1: int, y1: int,
                 digest: str | None = None) -> tuple[np.ndarray, int, int]:
     """Decode the tiles of level ``reduce`` covering level pixels ``[x0, x1) x [y0, y1)`` (clipped to

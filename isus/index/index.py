@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -477,6 +477,26 @@ class Index:
         if self.cache_dir is None:
             return 0
         return prune_cache(self.cache_dir, {p.name for i in range(*self.image_range) for p in self.cache_paths(i)})
+
+    def verify_caches(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Read every cache entry this index refers to in full and check it: digests, every band's
+        and tile's CRC-32, each header against the index. Returns the number of entries checked;
+        raises :class:`IndexFileError` naming the first bad one."""
+        from isus.index import cache, image_cache
+
+        n = 0
+        total = self.num_images
+        for k, i in enumerate(range(*self.image_range)):
+            info = self.image_info(i)
+            if self.cache_dir is not None:
+                cache.verify_entry(self.cache_path(i), info, self._a["cache_digest"][i - self.image_range[0]].tobytes().hex())
+                n += 1
+            if self.image_cache is not None:
+                image_cache.verify_entry(self.image_cache_path(i), info, self._image_digest(i))
+                n += 1
+            if progress is not None:
+                progress(k + 1, total)
+        return n
 
     def load_image_window(self, i: int, reduce: int, window: tuple[int, int, int, int]) -> tuple[np.ndarray, int, int]:
         """BGR pixels of image ``i`` at level ``1/reduce`` (1, 2, 4, 8) from the image cache: the
