@@ -99,6 +99,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, of {', '.join(CONFIGS)}")
     p.add_argument("--report", action="store_true", help="only build the report from the runs that exist")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--allow-new-code", action="store_true",
+                   help="continue a study begun with another commit, or with uncommitted changes")
     args = p.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.configs = args.configs.split(",")
@@ -148,11 +150,35 @@ def command(root: Path, index: Path, run: Path, config: str, seed: int, scale: S
     return cmd
 
 
+def pin_code(out: Path, allow_new: bool) -> None:
+    """Record the commit the study runs (OUT/code.txt) and refuse to continue a study begun with
+    other code: runs of one study must differ only in their configuration and seed (the default
+    study ran from a frozen worktree of its commit while development went on)."""
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "isus", "examples"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return  # not a git checkout: nothing to pin
+    if dirty:
+        print(f"warning: uncommitted changes under isus/ or examples/; the study records {head}-dirty", flush=True)
+        head += "-dirty"
+    code = out / "code.txt"
+    if code.exists() and code.read_text().strip() != head and not allow_new:
+        raise SystemExit(f"{out} was started with commit {code.read_text().strip()}, this is {head}: run the study "
+                         "from that commit (git worktree add DIR COMMIT), or pass --allow-new-code to mix them")
+    out.mkdir(parents=True, exist_ok=True)
+    if not code.exists():
+        code.write_text(head + "\n")
+
+
 def run_all(args, scale: Scale) -> None:
     if not args.dry_run:
         require_torchvision(Path(__file__).name)  # before writing data: every run would fail
     root = prepare_data(args.data, scale)
     index = args.data / "mvd-training.isusidx"
+    pin_code(args.out, args.allow_new_code)
     todo = [(c, s) for s in args.seeds for c in args.configs]  # seed-major: every config gets seed 0 first
     for k, (config, seed) in enumerate(todo):
         run = run_dir(args.out, config, seed)
@@ -227,6 +253,9 @@ def report(out: Path) -> dict:
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
     summary: dict = {"runs": {}, "mean": {}, "paired_vs_" + BASELINE: {}}
+    code = out / "code.txt"
+    if code.exists():  # the commit every run executed (run_all refuses to mix commits)
+        summary["code"] = code.read_text().strip()
     for config, by_seed in runs.items():
         summary["runs"][config] = {str(s): {**{m: ev.get(m) for m in METRICS}, "buckets": ev.get("buckets"),
                                             "steps": ev.get("steps"), "train_seconds": ev.get("train_seconds"),

@@ -45,3 +45,16 @@ def test_smoke_study_runs_reports_skips_and_resumes(tmp_path):
     assert json.loads((out / "CROP+CABB" / "seed0" / "eval.json").read_text())["steps"] == 2
     # --report alone reads what exists
     assert "paired difference to CROP" in study("--out", out, "--report")
+
+
+def test_a_study_begun_with_other_code_is_not_continued(tmp_path, capsys):
+    from examples.scale_study import pin_code
+
+    pin_code(tmp_path, allow_new=False)
+    head = (tmp_path / "code.txt").read_text().strip()
+    assert len(head.split("-")[0]) == 40
+    pin_code(tmp_path, allow_new=False)  # the same code continues
+    (tmp_path / "code.txt").write_text("0" * 40 + "\n")
+    with pytest.raises(SystemExit, match="was started with commit 0000"):
+        pin_code(tmp_path, allow_new=False)
+    pin_code(tmp_path, allow_new=True)
