@@ -28,6 +28,9 @@ def render_preview(index: Index, out: str | Path, n: int = 16, *, config: Sample
     boxes (dashed, extending past the crop, whose border is the grey frame) and truncated sides
     (thick red). Titles give the class, σ (the scale relative to the s0 rescale; "clamped" when
     ISUS clamped it to ``r_th``) and (ISUS) the level aimed at.
+
+    A semantic-only dataset has no instances: its tiles show the semantic map in the classes'
+    colours instead (CUS only; ISUS raises :class:`~isus.InstancesUnavailableError`).
     """
     import matplotlib
 
@@ -39,6 +42,8 @@ def render_preview(index: Index, out: str | Path, n: int = 16, *, config: Sample
     config = config or SamplerConfig(crop_size=(512, 512))
     batch = SamplingPolicy(index, config).draw(np.random.default_rng(seed), n)
     engine = CropEngine(ds, index)
+    semantic_only = not ds.has_instances
+    colors = np.array([c.color for c in ds.categories], dtype=np.float32)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
     rng = np.random.default_rng(seed + 1)
@@ -52,8 +57,11 @@ def render_preview(index: Index, out: str | Path, n: int = 16, *, config: Sample
         overlay = s.image.astype(np.float32)
         for m in s.masks:
             overlay[m] = 0.55 * overlay[m] + 0.45 * rng.integers(40, 255, 3)
+        if semantic_only:
+            known = s.semantic != engine.config.ignore_label
+            overlay[known] = 0.55 * overlay[known] + 0.45 * colors[s.semantic[known]]
         ax.imshow(overlay.astype(np.uint8), extent=(0, w, h, 0))
-        mx, my = 0.35 * w, 0.35 * h
+        mx, my = (0.0, 0.0) if semantic_only else (0.35 * w, 0.35 * h)  # room for original boxes
         ax.set_xlim(-mx, w + mx)
         ax.set_ylim(h + my, -my)
         ax.add_patch(Rectangle((0, 0), w, h, fill=False, ec="0.5", lw=1))
@@ -67,13 +75,16 @@ def render_preview(index: Index, out: str | Path, n: int = 16, *, config: Sample
                     ax.plot([xa, xb], [ya, yb], color="red", lw=2.5)
         name = ds.category(spec.category).name.split("--")[-1]
         level = f", aimed P{spec.level}" if spec.level >= 0 else ""
+        targets = "semantic map only" if semantic_only else (
+            f"{len(s.labels)} inst., {int(s.truncated.any(1).sum())} truncated")
         ax.set_title(f"{name}: {sigma_label(float(batch.sigma[k]), bool(batch.clamped[k]))}{level}\n"
-                     f"{len(s.labels)} inst., "
-                     f"{int(s.truncated.any(1).sum())} truncated" + (", flipped" if spec.flip else ""), fontsize=8)
+                     + targets + (", flipped" if spec.flip else ""), fontsize=8)
     lo, hi = config.thing_scale_range
     s0 = f"s0 = {config.shortest_side}" if config.shortest_side else "the image as it is (no s0)"
-    fig.suptitle(f"{ds.name} {config.mode.upper()} crops {config.crop_size[0]}x{config.crop_size[1]}: masks, visible "
-                 "boxes (yellow), original boxes (cyan, dashed), truncated sides (red), crop border (grey)\n"
+    drawn = ("the semantic map in the classes' colours (a semantic-only dataset: no instances), crop border (grey)"
+             if semantic_only else "masks, visible boxes (yellow), original boxes (cyan, dashed), truncated sides "
+             "(red), crop border (grey)")
+    fig.suptitle(f"{ds.name} {config.mode.upper()} crops {config.crop_size[0]}x{config.crop_size[1]}: {drawn}\n"
                  f"σ: the scale relative to {s0}; clamped: ISUS held σ to r_th = [{lo:g}, {hi:g}]", fontsize=9)
     fig.tight_layout()
     out = Path(out)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 
-__all__ = ["Category", "ImageInfo", "Panoptic", "CropSpec", "SEGMENT_DTYPE", "make_segments"]
+__all__ = ["Category", "ImageInfo", "Panoptic", "CropSpec", "SEGMENT_DTYPE", "make_segments", "category_segments"]
 
 #: Structured dtype of :attr:`Panoptic.segments`: one row per segment of an image.
 SEGMENT_DTYPE = np.dtype([("id", "<i4"), ("category_id", "<i4"), ("iscrowd", "?")])
@@ -103,6 +104,16 @@ def make_segments(ids, category_ids, iscrowd) -> np.ndarray:
     seg["category_id"] = category_ids
     seg["iscrowd"] = iscrowd
     return np.sort(seg, order="id")
+
+
+def category_segments(category_ids: Iterable[int]) -> np.ndarray:
+    """The segments of a semantic-only annotation: one per category, whose id is the category id.
+
+    A semantic map read through it gives the index's scan (and annotation cache) and the crop
+    engine the same segments: each class is one segment, and there are no instances.
+    """
+    ids = np.array(sorted(category_ids), dtype=np.int32)
+    return make_segments(ids, ids, np.zeros(len(ids), bool))
 
 
 @dataclass(frozen=True)

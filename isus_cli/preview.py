@@ -25,7 +25,8 @@ def preview(index_file: Path, out: Path, config: isus.SamplerConfig, samples: in
     """Draw sampled crops with masks, visible boxes, original boxes and truncated sides.
 
     Each tile's title gives the class, σ (the scale relative to the preset's s0 rescale; "clamped"
-    when ISUS clamped it to r_th) and the FPN level aimed at.
+    when ISUS clamped it to r_th) and the FPN level aimed at. An index of a semantic-only dataset
+    (no instances) takes --mode cus only; its tiles show the semantic map in the classes' colours.
 
     Example:
 

@@ -8,7 +8,7 @@ import click
 
 import isus
 from isus._fsio import atomic_write_bytes, naming
-from isus.stats import compute_stats, write_plots
+from isus.stats import compute_stats, require_instances, write_plots
 from isus_cli._options import (check_overwrite, index_root_option, out_dir_option, overwrite_option,
                                sampler_options, samples_option, seed_option)
 from isus_cli._progress import progress
@@ -48,7 +48,8 @@ def stats(index_file: Path, out: Path, config: isus.SamplerConfig, samples: int 
     Computed from the index and simulated crops only: nothing is decoded. Writes
     scale_distribution.png, crop_truncation.png, level_supervision.png (and per_class_levels.png)
     and stats.json with every plotted number; refuses to replace those of an earlier run
-    without --overwrite.
+    without --overwrite. Every number is about instances: on an index without any (a
+    semantic-only dataset) it says so and writes nothing.
 
     Example:
 
@@ -58,6 +59,7 @@ def stats(index_file: Path, out: Path, config: isus.SamplerConfig, samples: int 
     """
     samples = 20000 if samples is None else samples
     index = isus.Index.load(index_file, root=root)
+    require_instances(index)  # a semantic-only index: say so, rather than draw empty plots
     check_overwrite(output_files(out, per_class), overwrite)
     result, paths = run_stats(index, out, config, samples, seed, per_class)
     click.echo(f"instances per FPN level ({samples} crops per mode; max/min: the imbalance):")

@@ -6,6 +6,11 @@ With the index's image cache only the tiles the window covers are decoded, from 
 without it the whole image is decoded at that level. With the annotation cache, the segment map
 is sampled straight into the crop from the rows the crop's pixels fall on (nearest neighbour,
 exactly as from the full-resolution map).
+
+A semantic-only dataset (e.g. an MVD tree with only ``labels/``) has no segment ids: its semantic
+map is read as one segment per category, as the index's scan reads it
+(:func:`~isus.types.category_segments`), so its crops have an image and a semantic map and no
+instance targets.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import numpy as np
 from isus import kernels
 from isus.datasets.base import PanopticDataset
 from isus.index.index import Index
-from isus.types import CropSpec, Panoptic
+from isus.types import CropSpec, Panoptic, category_segments
 
 __all__ = ["CropConfig", "CropSample", "crop_sample", "CropEngine"]
 
@@ -74,7 +79,8 @@ class CropSample:
     Attributes
     ----------
     image : (H, W, 3) uint8 RGB
-    panoptic : (H, W) int32 segment ids, 0 for void and padding
+    panoptic : (H, W) int32 segment ids, 0 for void and padding (0 everywhere for a semantic-only
+        dataset, which has no segment ids; its instance fields are then empty)
     semantic : (H, W) int64 training ids (position of the category in ``ds.categories``), ``ignore_label``
         for void, padding and crowd
     masks : (N, H, W) bool, one per thing instance in the crop (crowd excluded)
@@ -150,6 +156,9 @@ class CropEngine:
         self._train_id = {c.id: k for k, c in enumerate(ds.categories)}
         self._isthing = {c.id: c.isthing for c in ds.categories}
         self._verify = verify and index is not None
+        # Semantic-only: each category is one segment (as in the index), and none is an instance.
+        self._semantic_only = not ds.has_instances
+        self._category_segments = category_segments(self._train_id)
         self._verified: set[int] = set()
         if index is not None:
             if verify:
@@ -219,13 +228,17 @@ class CropEngine:
             return dense, segments, (info.height, info.width)
         if spec.flip:
             xs = xs[::-1]
-        pan: Panoptic = self.ds.load_panoptic(spec.image)
-        h, w = pan.ids.shape
+        if self._semantic_only:  # void is -1 here: 0 is a category
+            ids, segments, void = self.ds.load_semantic(spec.image), self._category_segments, -1
+        else:
+            pan: Panoptic = self.ds.load_panoptic(spec.image)
+            ids, segments, void = pan.ids, pan.segments, 0
+        h, w = ids.shape
         inside_x, inside_y = (xs >= 0) & (xs < w), (ys >= 0) & (ys < h)
-        out = pan.ids[np.ix_(np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1))]
-        out[~inside_y, :] = 0
-        out[:, ~inside_x] = 0
-        return kernels.dense_segments(out, pan.segments["id"].astype(np.int32)), pan.segments, (h, w)
+        out = ids[np.ix_(np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1))]
+        out[~inside_y, :] = void
+        out[:, ~inside_x] = void
+        return kernels.dense_segments(out, segments["id"].astype(np.int32)), segments, (h, w)
 
     def _original_boxes(self, spec: CropSpec, seg_ids: np.ndarray, ids_full_shape) -> np.ndarray:
         """Full-extent boxes (original pixels) of ``seg_ids`` from the index."""
@@ -253,16 +266,21 @@ class CropEngine:
         train = np.array([self._train_id[int(c)] for c in cats], dtype=np.int64)
         isthing = np.array([self._isthing[int(c)] for c in cats], dtype=bool)
         lut_sem = np.concatenate([[cfg.ignore_label], np.where(crowd_flag & cfg.crowd_as_ignore, cfg.ignore_label, train)])
+        lut_ids = np.concatenate([[0], seg_ids]).astype(np.int32)
+        if self._semantic_only:  # a category segment is a class, not an instance, and has no id
+            isthing[:] = False
+            lut_ids[:] = 0
         ids, semantic, crowd, area, vbox = kernels.crop_maps(
-            dense, np.concatenate([[0], seg_ids]).astype(np.int32), lut_sem.astype(np.int64),
-            np.concatenate([[False], crowd_flag]))
+            dense, lut_ids, lut_sem.astype(np.int64), np.concatenate([[False], crowd_flag]))
 
         present = area > 0
         cand = np.flatnonzero(present & isthing & ~crowd_flag)
         keep = cand[area[cand] >= cfg.min_instance_area]
         dropped = len(cand) - len(keep)
         boxes = vbox[keep].astype(np.float32)
-        if self.index is not None:
+        if not len(keep):
+            obox = np.zeros((0, 4), np.float64)
+        elif self.index is not None:
             obox = self._original_boxes(spec, seg_ids[keep], (h, w))
         else:
             full = self.ds.load_panoptic(spec.image).ids

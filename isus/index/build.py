@@ -27,7 +27,7 @@ from isus.index.fingerprint import SAMPLE_BYTES, file_names, image_fingerprint
 from isus.index.index import (CELL_COLUMNS, CLASS_COLUMNS, IMAGE_STRINGS, INSTANCE_COLUMNS, Index, _pack_strings,
                               assemble, image_strings)
 from isus.index.store import SCHEMA_VERSION, IndexFileError
-from isus.types import make_segments
+from isus.types import category_segments
 
 __all__ = ["BuildParams", "build_index", "merge_indexes", "scan_image", "shard_range"]
 
@@ -85,8 +85,7 @@ def scan_image(ds: PanopticDataset, i: int, params: BuildParams) -> dict[str, An
         ids, seg = pan.ids, pan.segments
     else:
         ids = ds.load_semantic(i)
-        cats = np.array(sorted(c.id for c in ds.categories), dtype=np.int32)
-        seg = make_segments(cats, cats, np.zeros(len(cats), bool))
+        seg = category_segments(c.id for c in ds.categories)
     if len(seg) > 65535:
         raise IsusError(f"image {info.file_name} has {len(seg)} segments; the index supports 65535")
     dense = kernels.dense_segments(ids, seg["id"])

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from isus.errors import IsusError
+from isus.errors import InstancesUnavailableError, IsusError
 from isus.index.index import Index
 from isus.sampling.config import SamplerConfig
 from isus.types import CropSpec
@@ -64,6 +64,9 @@ class SamplingPolicy:
     anchor pixel of the instance; otherwise a grid cell holding the class, or a class anchor
     pixel when the window is smaller than a cell).
 
+    ISUS needs instances: on the index of a semantic-only dataset (e.g. MVD with only
+    ``labels/``) it raises :class:`~isus.InstancesUnavailableError`; CUS works there.
+
     Subclass and override :meth:`class_weights` to change step 1, e.g. by frequency^α::
 
         class FrequencyWeighted(SamplingPolicy):
@@ -73,6 +76,14 @@ class SamplingPolicy:
 
     def __init__(self, index: Index, config: SamplerConfig) -> None:
         self.index, self.config = index, config
+        dataset = index.meta["dataset"]
+        if config.mode == "isus" and not dataset.get("has_instances", True):
+            # ISUS draws instances; without any it would be CUS under another name
+            raise InstancesUnavailableError(
+                f"ISUS samples object instances and needs instance annotations, but this index was built from "
+                f"a semantic-only dataset ({dataset['name']}, source={dataset.get('source')!r}) and has none: use "
+                "mode='cus' (on the command line: --mode cus) for class-uniform crops, or build the index from the "
+                "instance or panoptic annotations", index.path)
         a = index.arrays()
         self._a = a
         present = {c.id for c in index.present_categories()}

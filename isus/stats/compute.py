@@ -10,18 +10,37 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from isus.errors import InstancesUnavailableError
 from isus.index.index import Index
 from isus.sampling.config import SamplerConfig
 from isus.sampling.levels import LevelRule
 from isus.sampling.policy import CropBatch, SamplingPolicy
 
-__all__ = ["crop_instance_pairs", "crop_level_counts", "full_image_level_counts", "compute_stats", "scale_edges"]
+__all__ = ["crop_instance_pairs", "crop_level_counts", "full_image_level_counts", "compute_stats", "scale_edges",
+           "require_instances"]
 
 
 def scale_edges(lo: float = 2.0, hi: float = 8192.0, per_octave: int = 4) -> np.ndarray:
     """Log-spaced bin edges (pixels), ``per_octave`` bins per factor of 2."""
     n = int(round(np.log2(hi / lo) * per_octave))
     return lo * 2.0 ** (np.arange(n + 1) / per_octave)
+
+
+def require_instances(index: Index) -> None:
+    """Raise :class:`~isus.InstancesUnavailableError` when ``index`` has no non-crowd instance:
+    every statistic here is about instances, and would be empty."""
+    if (~index.instances.iscrowd).any():
+        return
+    dataset = index.meta["dataset"]
+    if not dataset.get("has_instances", True):
+        why = (f"it was built from a semantic-only dataset ({dataset['name']}, source={dataset.get('source')!r}); "
+               "build it from the instance or panoptic annotations")
+    else:
+        why = "its dataset has no thing segments, or only crowd ones"
+    raise InstancesUnavailableError(
+        "the index has no instances, and these statistics (object scales, how crops truncate objects, the "
+        f"instances each pyramid level receives) are all about instances, so there is nothing to compute: {why}",
+        index.path)
 
 
 def _by_image(index: Index) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +126,11 @@ def compute_stats(
       area(full), binned by the instance's scale.
     - ``levels``: instances per pyramid level under full-image training (one pass over the
       dataset at ``s0``), and over ``samples`` CUS and ``samples`` ISUS crops.
+
+    Raises :class:`~isus.InstancesUnavailableError` when the index has no non-crowd instance
+    (e.g. it was built from a semantic-only dataset): every number here would be empty.
     """
+    require_instances(index)
     inst = index.instances
     things = ~inst.iscrowd
     start = index.image_range[0]

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from isus._fsio import atomic_savefig
+from isus.errors import InstancesUnavailableError
 
 __all__ = ["write_plots"]
 
@@ -31,7 +32,12 @@ def _level_bands(ax, stats: dict[str, Any]) -> None:
 
 def write_plots(stats: dict[str, Any], out: str | Path) -> list[Path]:
     """Write ``scale_distribution.png``, ``crop_truncation.png``, ``level_supervision.png`` (and
-    with per-class numbers ``per_class_levels.png``) into ``out``; returns their paths."""
+    with per-class numbers ``per_class_levels.png``) into ``out``; returns their paths.
+
+    Raises :class:`~isus.InstancesUnavailableError`, writing nothing, when ``stats`` count no
+    instance: every plot would be empty."""
+    if not stats.get("num_instances"):
+        raise InstancesUnavailableError("these statistics count no instances: there is nothing to plot")
     import matplotlib
 
     matplotlib.use("Agg")
