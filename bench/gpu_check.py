@@ -153,6 +153,10 @@ def run_process(cmd: list[str], timeout: float, env: dict[str, str] | None = Non
                 break
             except subprocess.TimeoutExpired:
                 continue
+    try:  # whatever of the group outlived its leader (e.g. loader workers) goes too
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
     reader.join(timeout=5.0)
     return Proc(proc.returncode, timed_out, time.perf_counter() - t0, "".join(lines)[-4000:])
 
