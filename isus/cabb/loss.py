@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,7 @@ def _compact(device: torch.device) -> bool:
     return COMPACT_ON_CPU and device.type == "cpu" and not _is_compiling()
 
 
-def _positive_finite(x: object) -> bool:
+def _positive_finite(x: Any) -> bool:
     """A positive finite number (not a bool or a tensor: reading a tensor synchronises).
 
     Comparisons rather than ``math.isfinite``: under ``torch.compile(dynamic=True)`` Python
@@ -94,7 +95,7 @@ def _validate(
         isinstance(steps, tuple) and len(steps) == 2 and all(isinstance(k, int) and k >= 0 for k in steps)
     ):
         raise ValueError(f"{fn}(steps=) expects None or a pair of non-negative ints; got {steps!r}")
-    return w  # type: ignore[return-value]
+    return w
 
 
 def _check_finite_geometry(fn: str, anchors: Tensor, boxes: Tensor, crop: Tensor) -> None:
@@ -245,12 +246,9 @@ def _cabb_targets(
     if _compact(pred.device):
         # No device to synchronise with: solve only the boxes with a truncated side.
         rows = truncated.any(dim=1).nonzero().squeeze(1)
-        args = [pred, a_ctr, a_size, boxes, crop, truncated, std_c, std_s]
-        if crop.shape[0] == 1:
-            args = [x[rows] if k != 4 else x for k, x in enumerate(args)]
-        else:
-            args = [x[rows] for x in args]
-        cut = _cut_targets(*args, weights, beta, steps)
+        crop_rows = crop if crop.shape[0] == 1 else crop[rows]  # one crop broadcasts
+        cut = _cut_targets(pred[rows], a_ctr[rows], a_size[rows], boxes[rows], crop_rows, truncated[rows],
+                           std_c[rows], std_s[rows], weights, beta, steps)
         return torch.cat([std_c, std_s], dim=1).index_copy_(0, rows, cut).to(out_dtype)
     return _cut_targets(pred, a_ctr, a_size, boxes, crop, truncated, std_c, std_s, weights, beta, steps).to(out_dtype)
 

@@ -144,7 +144,9 @@ class CabbInputs:
             gt_idx = local + offs[img]
             boxes = all_gt[gt_idx]
         else:
-            boxes = torch.cat(list(self.matched_boxes), dim=0)[rows].to(dtype)
+            matched_boxes = self.matched_boxes
+            assert matched_boxes is not None  # (checked above: one of the two is given)
+            boxes = torch.cat(list(matched_boxes), dim=0)[rows].to(dtype)
             gt_img = torch.repeat_interleave(
                 torch.arange(len(gt_boxes), device=device),
                 torch.tensor([int(b.shape[0]) for b in gt_boxes], device=device),
