@@ -4,6 +4,8 @@ Implements "Improving Panoptic Segmentation at All Scales" (Porzi, Rota Bulò, K
 CVPR 2021): dataset readers for MVD, Cityscapes, IDD and COCO panoptic, synthetic datasets in
 each layout, and (in later modules) the index, ISUS/CUS samplers, crop engine and CABB loss.
 """
+from types import ModuleType
+
 from isus import synth
 from isus.datasets import PanopticDataset, dataset_names, open_dataset, register_dataset
 from isus.crop import CropConfig, CropEngine, CropSample, crop_sample
@@ -53,7 +55,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> ModuleType:
     # isus.torch and isus.cabb import torch, which takes seconds; isus.eval pycocotools: only when asked for.
     if name in ("torch", "cabb", "eval"):
         import importlib

@@ -10,7 +10,10 @@ import contextlib
 import os
 import re
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["naming", "pid_alive", "remove_stale_temps", "atomic_file", "atomic_write_bytes", "atomic_savefig"]
 
@@ -49,7 +52,7 @@ def remove_stale_temps(directory: str | Path, pattern: str) -> list[Path]:
     Only ever called with isus's own temp-file patterns; a missing or unreadable directory is left
     alone (the write that follows reports it)."""
     rx = re.compile(pattern)
-    removed = []
+    removed: list[Path] = []
     try:
         names = os.listdir(directory)
     except OSError:
@@ -115,7 +118,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         f.write(data)
 
 
-def atomic_savefig(fig, path: str | Path, **kwargs) -> Path:
+def atomic_savefig(fig: Figure, path: str | Path, **kwargs: Any) -> Path:
     """``fig.savefig`` rendered in memory and written with :func:`atomic_write_bytes`, so an
     interrupted or failed write never leaves a damaged plot where the previous one was."""
     import io

@@ -5,7 +5,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterable
 
 _STATE: dict[str, Any] = {}
@@ -28,7 +28,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _init(fn: Callable, state: Any, parent: int | None = None) -> None:
+def _init(fn: Callable[[Any, Any], Any], state: Any, parent: int | None = None) -> None:
     if parent is not None:
         _die_with_parent(parent)
     _STATE["fn"], _STATE["state"] = fn, state
@@ -38,7 +38,7 @@ def _call(item: Any) -> tuple[Any, Any]:
     return item, _STATE["fn"](_STATE["state"], item)
 
 
-def run_parallel(fn: Callable[[Any, Any], Any], state: Any, items: Iterable, workers: int,
+def run_parallel(fn: Callable[[Any, Any], Any], state: Any, items: Iterable[Any], workers: int,
                  on_done: Callable[[Any, Any], None]) -> None:
     """Call ``fn(state, item)`` for every item, in this process when ``workers <= 1``, else in
     ``workers`` forked processes (``state`` is sent to each once); ``on_done(item, result)``
@@ -55,7 +55,7 @@ def run_parallel(fn: Callable[[Any, Any], Any], state: Any, items: Iterable, wor
     ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init,
                                initargs=(fn, state, os.getpid()))
-    pending: set = set()
+    pending: set[Future[tuple[Any, Any]]] = set()
     it = iter(items)
     try:
         while True:

@@ -5,8 +5,11 @@ Setting ``NUMBA_DISABLE_JIT=1`` runs them as plain Python (slow, for debugging/c
 """
 from __future__ import annotations
 
+from typing import Any, Callable, TypeVar, cast
+
 import numba
 import numpy as np
+from numpy.typing import NDArray
 
 __all__ = [
     "count_u16", "dense_segments", "scan_dense", "anchor_points", "rle_encode_rows", "rle_decode_window",
@@ -15,11 +18,18 @@ __all__ = [
     "pair_counts", "mask_rle_counts", "colors_to_ids", "segment_areas",
 ]
 
-_jit = numba.njit(nogil=True, cache=True)
+_F = TypeVar("_F", bound=Callable[..., Any])
+_njit = numba.njit(nogil=True, cache=True)
+
+
+def _jit(fn: _F) -> _F:
+    """``numba.njit(nogil=True, cache=True)``, typed as keeping ``fn``'s signature (older numba
+    releases ship no type information)."""
+    return cast(_F, _njit(fn))
 
 
 @_jit
-def count_u16(values):
+def count_u16(values: NDArray[np.uint16]) -> NDArray[np.int64]:
     """Histogram of a uint16 array over 0..65535 (``np.bincount`` would first copy it to int64)."""
     counts = np.zeros(65536, dtype=np.int64)
     flat = values.ravel()
@@ -29,7 +39,7 @@ def count_u16(values):
 
 
 @_jit
-def _run_end(dense, y, x):
+def _run_end(dense: np.ndarray, y: int, x: int) -> int:
     """End (exclusive) of the run of equal values starting at ``dense[y, x]``."""
     w = dense.shape[1]
     d = dense[y, x]
@@ -40,7 +50,7 @@ def _run_end(dense, y, x):
 
 
 @_jit
-def _search(sorted_values, v):
+def _search(sorted_values: np.ndarray, v: int) -> int:
     """First position in ``sorted_values`` whose value is >= ``v`` (binary search)."""
     lo, hi = 0, sorted_values.shape[0]
     while lo < hi:
@@ -53,7 +63,7 @@ def _search(sorted_values, v):
 
 
 @_jit
-def dense_segments(ids, seg_ids):
+def dense_segments(ids: np.ndarray, seg_ids: np.ndarray) -> NDArray[np.uint16]:
     """Map segment ids to dense indices: ``seg_ids[k]`` -> ``k + 1``, anything else -> 0.
 
     ``seg_ids`` must be sorted ascending. Runs of equal ids (the common case in raster order)
@@ -76,7 +86,8 @@ def dense_segments(ids, seg_ids):
 
 
 @_jit
-def scan_dense(dense, n, grid):
+def scan_dense(dense: np.ndarray, n: int, grid: int
+               ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64], NDArray[np.int64]]:
     """One pass over a dense segment map (0 = void, 1..n = segments).
 
     Returns
@@ -134,7 +145,7 @@ def scan_dense(dense, n, grid):
 
 
 @_jit
-def anchor_points(dense, area, k):
+def anchor_points(dense: np.ndarray, area: NDArray[np.int64], k: int) -> NDArray[np.int32]:
     """``k`` pixels of each segment, evenly spread over its pixels in raster order.
 
     Anchor ``j`` of segment ``s`` is its pixel of rank ``floor((j + 0.5) * area[s] / k)``.
@@ -167,7 +178,7 @@ def anchor_points(dense, area, k):
 
 
 @_jit
-def rle_encode_rows(dense):
+def rle_encode_rows(dense: np.ndarray) -> tuple[NDArray[np.int64], NDArray[np.uint16], NDArray[np.int32]]:
     """Run-length encode each row of a dense map.
 
     Returns ``row_offsets`` (H+1,) int64 into ``values`` (uint16) and ``ends`` (int32, exclusive
@@ -199,7 +210,8 @@ def rle_encode_rows(dense):
 
 
 @_jit
-def rle_decode_window(offsets, values, ends, y0, y1, x0, x1, fill):
+def rle_decode_window(offsets: np.ndarray, values: np.ndarray, ends: np.ndarray, y0: int, y1: int, x0: int, x1: int,
+                      fill: int) -> NDArray[np.uint16]:
     """Decode rows ``[y0, y1)`` and columns ``[x0, x1)`` of a row-RLE map made by
     :func:`rle_encode_rows`; ``x1`` may exceed the map's width, those pixels get ``fill``."""
     out = np.full((y1 - y0, x1 - x0), fill, dtype=np.uint16)
@@ -225,7 +237,7 @@ def rle_decode_window(offsets, values, ends, y0, y1, x0, x1, fill):
 
 
 @_jit
-def rle_rows_valid(offsets, ends, width):
+def rle_rows_valid(offsets: np.ndarray, ends: np.ndarray, width: int) -> bool:
     """Whether row-RLE tables are well formed: offsets start at 0, never decrease and end at
     ``len(ends)``; within each row the run ends increase and the last one is ``width``.
 
@@ -248,7 +260,8 @@ def rle_rows_valid(offsets, ends, width):
 
 
 @_jit
-def rle_sample(offsets, values, ends, width, rows, xs, flip, out, row0):
+def rle_sample(offsets: np.ndarray, values: np.ndarray, ends: np.ndarray, width: int, rows: np.ndarray,
+               xs: np.ndarray, flip: bool, out: np.ndarray, row0: int) -> np.ndarray:
     """Nearest-neighbour sample of a row-RLE map into ``out[row0 + j]`` for each ``rows[j]``.
 
     ``rows[j]`` is a row of the tables, or -1 for a row outside the map; ``xs`` are the source
@@ -299,7 +312,7 @@ BILINEAR_BITS = 11
 
 
 @_jit
-def bilinear_taps(start, step, n):
+def bilinear_taps(start: float, step: float, n: int) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
     """Left/top neighbour and fixed-point weight of the right/bottom one for ``n`` output pixels
     sampling source positions ``start + k * step`` (pixel centres at integers)."""
     idx = np.empty(n, np.int64)
@@ -318,7 +331,8 @@ def bilinear_taps(start, step, n):
 
 
 @_jit
-def _hrow(src, j, xi, xw, pad, inside, buf):
+def _hrow(src: np.ndarray, j: int, xi: NDArray[np.int64], xw: NDArray[np.int32], pad: int, inside: bool,
+          buf: NDArray[np.int32]) -> None:
     """Horizontal pass of source row ``j`` into ``buf`` (3 * len(xi),) int32."""
     h, w = src.shape[0], src.shape[1]
     one = 1 << BILINEAR_BITS
@@ -347,7 +361,8 @@ def _hrow(src, j, xi, xw, pad, inside, buf):
 
 
 @_jit
-def resample_bilinear(src, xi, xw, yi, yw, pad, swap, out):
+def resample_bilinear(src: np.ndarray, xi: NDArray[np.int64], xw: NDArray[np.int32], yi: NDArray[np.int64],
+                      yw: NDArray[np.int32], pad: int, swap: bool, out: NDArray[np.uint8]) -> NDArray[np.uint8]:
     """Separable bilinear resampling of ``src`` (H, W, 3) uint8 (rows contiguous) into ``out``
     (len(yi), len(xi), 3) uint8, with the taps of :func:`bilinear_taps`: the horizontal
     interpolation of rows ``yi`` and ``yi + 1`` at ``xi``, ``xi + 1``, then the vertical one;
@@ -388,7 +403,8 @@ def resample_bilinear(src, xi, xw, yi, yw, pad, swap, out):
 
 
 @_jit
-def crop_maps(dense, id_lut, sem_lut, crowd_lut):
+def crop_maps(dense: np.ndarray, id_lut: np.ndarray, sem_lut: np.ndarray, crowd_lut: np.ndarray
+              ) -> tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.bool_], NDArray[np.int64], NDArray[np.int64]]:
     """One pass over a crop's dense segment indices (0 void, ``k + 1`` segment ``k``): the segment
     id map ``id_lut[dense]`` (int32), the semantic map ``sem_lut[dense]`` (int64), the crowd mask
     ``crowd_lut[dense]``, and per segment ``k`` its pixel count and box ``(x0, y0, x1, y1)``
@@ -426,7 +442,7 @@ def crop_maps(dense, id_lut, sem_lut, crowd_lut):
 
 
 @_jit
-def instance_masks(dense, segs, box):
+def instance_masks(dense: np.ndarray, segs: NDArray[np.int64], box: np.ndarray) -> NDArray[np.bool_]:
     """``masks[j] = dense == segs[j] + 1``, (len(segs), H, W) bool, each compared only inside its
     box ``box[j]`` ``(x0, y0, x1, y1)`` (zeros elsewhere: the box holds the whole segment)."""
     h, w = dense.shape
@@ -440,7 +456,7 @@ def instance_masks(dense, segs, box):
 
 
 @_jit
-def _dense_index(seg_ids, v):
+def _dense_index(seg_ids: np.ndarray, v: int) -> int:
     """Position + 1 of ``v`` in the sorted ``seg_ids``; 0 for id 0; ``len + 1`` for an unknown id."""
     if v == 0:
         return 0
@@ -450,7 +466,8 @@ def _dense_index(seg_ids, v):
 
 
 @_jit
-def pair_counts(gt_ids, pred_ids, gt_seg_ids, pred_seg_ids):
+def pair_counts(gt_ids: np.ndarray, pred_ids: np.ndarray, gt_seg_ids: np.ndarray, pred_seg_ids: np.ndarray
+                ) -> NDArray[np.int64]:
     """Pixel counts of every (ground-truth segment, predicted segment) pair in one pass.
 
     ``gt_seg_ids`` and ``pred_seg_ids`` are sorted ascending. Returns an int64 matrix of shape
@@ -487,7 +504,8 @@ def pair_counts(gt_ids, pred_ids, gt_seg_ids, pred_seg_ids):
 
 
 @_jit
-def _emit(counts, write, n, cur, run, v, length):
+def _emit(counts: NDArray[np.int64], write: bool, n: int, cur: int, run: int, v: int, length: int
+          ) -> tuple[int, int, int]:
     """Append ``length`` pixels of value ``v`` to the runs: ``(n, cur, run)`` after them."""
     if v == cur:
         return n, cur, run + length
@@ -497,7 +515,8 @@ def _emit(counts, write, n, cur, run, v, length):
 
 
 @_jit
-def _mask_runs(dense, k, x0, y0, x1, y1, counts, write):
+def _mask_runs(dense: np.ndarray, k: int, x0: int, y0: int, x1: int, y1: int, counts: NDArray[np.int64],
+               write: bool) -> int:
     h, w = dense.shape
     n, cur, run = 0, 0, x0 * h  # the open run: zeros of the whole columns left of the box
     for x in range(x0, x1):
@@ -516,7 +535,7 @@ def _mask_runs(dense, k, x0, y0, x1, y1, counts, write):
 
 
 @_jit
-def mask_rle_counts(dense, k, x0, y0, x1, y1):
+def mask_rle_counts(dense: np.ndarray, k: int, x0: int, y0: int, x1: int, y1: int) -> NDArray[np.int64]:
     """Uncompressed COCO RLE (column-major run lengths, starting with a run of zeros) of the
     mask ``dense == k``, whose pixels all lie in the box ``[x0, x1) x [y0, y1)``.
 
@@ -530,7 +549,7 @@ def mask_rle_counts(dense, k, x0, y0, x1, y1):
 
 
 @_jit
-def colors_to_ids(img, bgr):
+def colors_to_ids(img: np.ndarray, bgr: bool) -> NDArray[np.int32]:
     """COCO panoptic colour encoding ``id = R + 256 G + 256^2 B`` of an ``(H, W, 3)`` uint8 image
     (channels in B, G, R order when ``bgr``), as int32, without an int32 copy per channel."""
     h, w = img.shape[0], img.shape[1]
@@ -543,7 +562,7 @@ def colors_to_ids(img, bgr):
 
 
 @_jit
-def segment_areas(ids, seg_ids):
+def segment_areas(ids: np.ndarray, seg_ids: np.ndarray) -> tuple[NDArray[np.int64], int, int]:
     """Pixels of each id in the sorted ``seg_ids``, in one run-based pass over ``ids``.
 
     Returns ``(areas, unknown, first_unknown)``: ``(n,)`` int64 counts, the number of pixels whose

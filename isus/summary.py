@@ -74,7 +74,7 @@ class DatasetSummary:
         return "\n".join(lines)
 
 
-def format_bytes(n: int) -> str:
+def format_bytes(n: float) -> str:
     """``1536`` -> ``'1.5 KiB'``."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":

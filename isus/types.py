@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -97,7 +97,8 @@ class Panoptic:
         return lut_cat[order][pos]
 
 
-def make_segments(ids, category_ids, iscrowd) -> np.ndarray:
+def make_segments(ids: Sequence[int] | np.ndarray, category_ids: Sequence[int] | np.ndarray,
+                  iscrowd: Sequence[bool] | np.ndarray) -> np.ndarray:
     """Build a sorted :data:`SEGMENT_DTYPE` array from three equally long sequences."""
     seg = np.empty(len(ids), dtype=SEGMENT_DTYPE)
     seg["id"] = ids

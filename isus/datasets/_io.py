@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -141,7 +141,7 @@ def read_png_header(path: Path, modes: tuple[str, ...], what: str) -> tuple[int,
 
 
 @contextlib.contextmanager
-def _png_errors(path: Path, what: str):
+def _png_errors(path: Path, what: str) -> Iterator[None]:
     """PIL's errors on a missing, corrupt or oversized PNG as :class:`DatasetError` naming it."""
     try:
         yield
@@ -155,7 +155,7 @@ def _png_errors(path: Path, what: str):
 
 
 @contextlib.contextmanager
-def _open_png(path: Path, modes: tuple[str, ...], what: str):
+def _open_png(path: Path, modes: tuple[str, ...], what: str) -> Iterator[Image.Image]:
     """The opened PNG (header read, pixels not yet), its mode checked against ``modes``."""
     with _png_errors(path, what):
         im = Image.open(path)
@@ -168,7 +168,8 @@ def _open_png(path: Path, modes: tuple[str, ...], what: str):
 def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
     """COCO panoptic colour encoding: ``id = R + 256 G + 256^2 B`` (in int32, no uint8 overflow)."""
     rgb = rgb.astype(np.int32, copy=False)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+    ids: np.ndarray = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+    return ids
 
 
 def id_to_rgb(ids: np.ndarray) -> np.ndarray:

@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, cast
 
 from isus.datasets._io import read_json
 from isus.errors import DatasetError
 from isus.types import Category
 
+if TYPE_CHECKING:
+    from isus.datasets.base import Record
 
-def load_panoptic_json(path: Path) -> dict:
+
+def load_panoptic_json(path: Path) -> dict[str, Any]:
     """Read and shape-check a panoptic JSON. ``images``/``categories`` may be absent (trimmed
     copies exist), ``annotations`` may not."""
     data = read_json(path, "panoptic JSON")
@@ -40,7 +44,7 @@ def is_id(v: object) -> bool:
 MAX_CATEGORY_ID = 65535
 
 
-def categories_from_json(items: list, path: Path, name_key: str = "name") -> list[Category]:
+def categories_from_json(items: list[Any], path: Path, name_key: str = "name") -> list[Category]:
     """Categories from a panoptic JSON's ``categories`` list."""
     cats = []
     for k, c in enumerate(items):
@@ -50,7 +54,8 @@ def categories_from_json(items: list, path: Path, name_key: str = "name") -> lis
                     id=int(c["id"]),
                     name=str(c[name_key]),
                     isthing=bool(c["isthing"]),
-                    color=tuple(int(v) for v in c.get("color", (0, 0, 0))),
+                    # Category checks the length
+                    color=cast("tuple[int, int, int]", tuple(int(v) for v in c.get("color", (0, 0, 0)))),
                 )
             )
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as e:
@@ -61,9 +66,9 @@ def categories_from_json(items: list, path: Path, name_key: str = "name") -> lis
     return cats
 
 
-def annotations_by_image(data: dict, path: Path) -> dict:
+def annotations_by_image(data: dict[str, Any], path: Path) -> dict[int | str, dict[str, Any]]:
     """``image_id -> annotation``; a duplicated image id is an error."""
-    out = {}
+    out: dict[int | str, dict[str, Any]] = {}
     for a in data["annotations"]:
         if a["image_id"] in out:
             raise DatasetError(f"image_id {a['image_id']!r} has two annotations", path)
@@ -71,7 +76,8 @@ def annotations_by_image(data: dict, path: Path) -> dict:
     return out
 
 
-def match_records(frames, data: dict, pan_dir: Path, json_path: Path, where: Path) -> list:
+def match_records(frames: Iterable[tuple[int | str, Path]], data: dict[str, Any], pan_dir: Path, json_path: Path,
+                  where: Path) -> list[Record]:
     """One record per image ``(key, path)`` in ``frames``, with its annotation found by
     ``image_id == key``; an image without annotation, or an annotation without image, is an error."""
     from isus.datasets.base import Record

@@ -5,7 +5,7 @@ import inspect
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -26,7 +26,7 @@ class Record:
     annotation: Any  # reader-specific: a path, or (path, segments_info)
     height: int | None = None
     width: int | None = None
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class PanopticDataset:
@@ -262,7 +262,7 @@ def panoptic_from_packed(
 
 
 def panoptic_from_rgb(
-    rgb: np.ndarray, segments_info: list[dict], dataset: PanopticDataset, path: Path, json_path: Path
+    rgb: np.ndarray, segments_info: list[dict[str, Any]], dataset: PanopticDataset, path: Path, json_path: Path
 ) -> Panoptic:
     """Decode a COCO-style RGB panoptic PNG against its ``segments_info`` from the JSON.
 
@@ -301,13 +301,14 @@ def panoptic_from_rgb(
 
 
 # -- registry ---------------------------------------------------------------------------------
-_REGISTRY: dict[str, Callable[..., PanopticDataset]] = {}
+_REGISTRY: dict[str, type[PanopticDataset]] = {}
+_D = TypeVar("_D", bound=type[PanopticDataset])
 
 
-def register_dataset(*names: str) -> Callable:
+def register_dataset(*names: str) -> Callable[[_D], _D]:
     """Class decorator: make a reader available to :func:`open_dataset` under ``names``."""
 
-    def deco(cls):
+    def deco(cls: _D) -> _D:
         for n in names:
             _REGISTRY[n.lower()] = cls
         return cls
@@ -321,7 +322,7 @@ def dataset_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _reader(name: str) -> type:
+def _reader(name: str) -> type[PanopticDataset]:
     try:
         return _REGISTRY[str(name).lower()]
     except KeyError:

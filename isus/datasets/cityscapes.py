@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -63,7 +64,7 @@ def _idd_scheme() -> LabelScheme:
     )
 
 
-def rasterize_polygons(objects: list, height: int, width: int, scheme: LabelScheme, path: Path) -> np.ndarray:
+def rasterize_polygons(objects: list[Any], height: int, width: int, scheme: LabelScheme, path: Path) -> np.ndarray:
     """Rasterise a ``*_gtFine_polygons.json`` object list into a packed instance map.
 
     Follows the official converters (cityscapesScripts ``json2instanceImg``, AutoNUE's copy):
@@ -192,7 +193,7 @@ class _CityscapesLike(PanopticDataset):
     def _frame_key(self, folder: str, stem: str) -> str:
         return stem
 
-    def _decode_packed(self, present: np.ndarray):
+    def _decode_packed(self, present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cls = np.where(present >= 1000, present // 1000, present).astype(np.int64)
         valid = cls < len(self._is_category)
         is_cat = np.zeros(len(cls), dtype=bool)
@@ -250,7 +251,7 @@ class Cityscapes(_CityscapesLike):
     name = "cityscapes"
     scheme = _cityscapes_scheme()
 
-    def __init__(self, root: Path, split: str = "train", **kwargs) -> None:
+    def __init__(self, root: Path, split: str = "train", **kwargs: Any) -> None:
         super().__init__(root, split, **kwargs)
 
 
@@ -269,7 +270,7 @@ class IDD(_CityscapesLike):
     name = "idd"
     scheme = _idd_scheme()
 
-    def __init__(self, root: Path, split: str = "train", **kwargs) -> None:
+    def __init__(self, root: Path, split: str = "train", **kwargs: Any) -> None:
         super().__init__(root, split, **kwargs)
 
     def _frame_key(self, folder: str, stem: str) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -19,7 +20,7 @@ SOURCES = ("auto", "instances", "panoptic", "labels")
 PANOPTIC_JSON = {"v1.2": "panoptic_2018.json", "v2.0": "panoptic_2020.json"}
 
 
-def mvd_categories(config: dict, path: Path) -> tuple[list[Category], int | None]:
+def mvd_categories(config: object, path: Path) -> tuple[list[Category], int | None]:
     """Categories from an MVD ``config*.json`` and the index of its void label.
 
     The label id is the position in ``labels``; ``void--unlabeled`` (if present) is void, not
@@ -32,7 +33,8 @@ def mvd_categories(config: dict, path: Path) -> tuple[list[Category], int | None
     for k, lab in enumerate(labels):
         try:
             name = str(lab["name"])
-            cat = Category(k, name, bool(lab["instances"]), tuple(int(v) for v in lab["color"]),
+            color = cast("tuple[int, int, int]", tuple(int(v) for v in lab["color"]))  # Category checks the length
+            cat = Category(k, name, bool(lab["instances"]), color,
                            bool(lab.get("evaluate", True)))
         except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise DatasetError(f"labels[{k}] lacks or mistypes a field ({e!r}); expected "
@@ -96,7 +98,7 @@ class MapillaryVistas(PanopticDataset):
         flat = not (root / split / version).is_dir() and (root / split).is_dir()
         ann_root = root / split if flat else root / split / version
 
-        def pick(override, default):
+        def pick(override: str | Path | None, default: Path) -> Path:
             return root / override if override is not None else default
 
         default_cfg = root / f"config_{version}.json"
@@ -143,7 +145,7 @@ class MapillaryVistas(PanopticDataset):
         crowd_of_label = np.array([not self._by_id[k].evaluate if k in self._by_id else False
                                    for k in range(256)])
 
-        def decode(present):
+        def decode(present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             labels = present >> 8
             if labels.max(initial=0) >= self._num_labels:
                 bad = int(labels.max())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from isus import kernels
 from isus.errors import IsusError
 from isus.segments import segment_geometry
 from isus.types import Panoptic
+
+if TYPE_CHECKING:
+    from isus.eval.stats import CategoryTable
 
 __all__ = ["Detections", "DEFAULT_PERCENTILES", "bucket_edges", "coco_ap"]
 
@@ -54,7 +57,7 @@ class Detections:
             raise ValueError(f"Detections expects N={n} masks; got {len(self.masks)}")
 
     @classmethod
-    def from_coco(cls, results: Sequence[dict]) -> "Detections":
+    def from_coco(cls, results: Sequence[dict[str, Any]]) -> "Detections":
         """From COCO results dicts of one image (``bbox`` in ``x, y, w, h``, ``score``,
         ``category_id`` and optionally ``segmentation`` as RLE)."""
         boxes = np.array([r["bbox"] for r in results], dtype=np.float64).reshape(-1, 4)
@@ -66,18 +69,18 @@ class Detections:
                    np.array([r["category_id"] for r in results], dtype=np.int64), masks)
 
 
-def _mask_api():
+def _mask_api() -> Any:  # pycocotools.mask: no type information
     from pycocotools import mask as mask_utils
 
     return mask_utils
 
 
-def _rle_str(rle: dict) -> dict:
+def _rle_str(rle: dict[str, Any]) -> dict[str, Any]:
     counts = rle["counts"]
     return {"size": [int(v) for v in rle["size"]], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
 
 
-def gt_instances_to_coco(gt: Panoptic, table) -> list[dict]:
+def gt_instances_to_coco(gt: Panoptic, table: CategoryTable) -> list[dict[str, Any]]:
     """The ground-truth segments of thing categories as COCO annotations with RLE masks
     (crowd segments as ``iscrowd``). Each mask is encoded from its bounding box only."""
     mu = _mask_api()
@@ -101,7 +104,7 @@ def gt_instances_to_coco(gt: Panoptic, table) -> list[dict]:
     return out
 
 
-def detections_to_coco(det: Detections, table, size: tuple[int, int], image: str) -> list[dict]:
+def detections_to_coco(det: Detections, table: CategoryTable, size: tuple[int, int], image: str) -> list[dict[str, Any]]:
     """COCO results dicts for one image; unknown categories and wrong mask sizes are errors."""
     mu = _mask_api()
     n = len(det.scores)
@@ -114,7 +117,7 @@ def detections_to_coco(det: Detections, table, size: tuple[int, int], image: str
         raise IsusError(f"{image}: a detection has category id {int(bad)}, which is a stuff category; "
                         "AP is evaluated on thing categories only")
     boxes = np.asarray(det.boxes, dtype=np.float64)
-    rles: list | None = None
+    rles: list[dict[str, Any]] | None = None
     if det.masks is not None:
         if isinstance(det.masks, np.ndarray):
             if det.masks.shape[1:] != size:
@@ -162,7 +165,7 @@ def _area_ranges(edges: np.ndarray) -> list[list[float]]:
     return rngs
 
 
-def coco_ap(gt_images: list[list[dict]], det_images: list[list[dict]], heights: list[int], widths: list[int],
+def coco_ap(gt_images: list[list[dict[str, Any]]], det_images: list[list[dict[str, Any]]], heights: list[int], widths: list[int],
             category_ids: Sequence[int], edges: np.ndarray, max_dets: int = 100) -> dict[str, Any]:
     """Run ``COCOeval`` for ``bbox`` and ``segm`` over the images and summarise AP overall, by COCO
     area and by bucket. Fractions in [0, 1]; NaN where a range holds no ground truth."""
@@ -171,7 +174,8 @@ def coco_ap(gt_images: list[list[dict]], det_images: list[list[dict]], heights: 
 
     names = ["all", "small", "medium", "large"] + [f"b{k}" for k in range(len(edges) - 1)]
     rngs = [[0.0, 1e10], *(list(v) for v in COCO_AREAS.values())] + _area_ranges(edges)
-    images, anns = [], []
+    images: list[dict[str, int]] = []
+    anns: list[dict[str, Any]] = []
     for i, (g, h, w) in enumerate(zip(gt_images, heights, widths)):
         images.append({"id": i + 1, "height": int(h), "width": int(w)})
         for a in g:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import numpy as np
 
@@ -64,14 +64,15 @@ class EvalResult:
     miou: float
     ap_box: float | None = None
     ap_mask: float | None = None
-    ap: dict = field(default_factory=dict)
-    buckets: dict = field(default_factory=dict)
-    per_class: dict = field(default_factory=dict)
+    ap: dict[str, Any] = field(default_factory=dict)
+    buckets: dict[str, Any] = field(default_factory=dict)
+    per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
     images: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (NaN becomes None)."""
-        return _nan_to_none(asdict(self))
+        out: dict[str, Any] = _nan_to_none(asdict(self))
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EvalResult":
@@ -88,7 +89,7 @@ class EvalResult:
             if f.type == "float" and kw[f.name] is None:
                 kw[f.name] = float("nan")
         # nested NaNs: to_dict wrote them as None wherever a float is always present
-        nan = lambda v: float("nan") if v is None else v  # noqa: E731
+        nan: Callable[[Any], Any] = lambda v: float("nan") if v is None else v  # noqa: E731
         ap = kw.get("ap") or {}
         evaluated = {k: isinstance(ap.get(k), dict) for k in ("box", "mask")}
         for k in ("box", "mask"):
@@ -228,7 +229,7 @@ class PanopticEvaluator:
             pc=_mean(pc_c, has_gt), pc_th=_mean(pc_c, has_gt & thing), pc_st=_mean(pc_c, has_gt & ~thing),
             miou=_mean(iou_c, has_union), images=s.images,
         )
-        per_ap = {"box": {}, "mask": {}}
+        per_ap: dict[str, dict[int, float | None]] = {"box": {}, "mask": {}}
         if ap is not None:
             res.ap_box = ap["box"]["ap"]
             res.ap_mask = ap["mask"]["ap"] if ap["mask"] is not None else None
@@ -251,7 +252,7 @@ class PanopticEvaluator:
             }
         return res
 
-    def _ap(self) -> dict | None:
+    def _ap(self) -> dict[str, Any] | None:
         s = self.stats
         with_dets = [d is not None for d in s.detections]
         if not any(with_dets):
@@ -260,11 +261,14 @@ class PanopticEvaluator:
             missing = with_dets.index(False)
             raise IsusError(f"scored instances were given for {sum(with_dets)} of {len(with_dets)} images "
                             f"(none for image #{missing}); AP needs them for every image or for none")
-        areas = np.array([a["area"] for g in s.gt_instances for a in g if not a["iscrowd"]], dtype=np.float64)
+        # every image has detections, hence its ground-truth instances (image_stats records both)
+        gts = cast("list[list[dict[str, Any]]]", s.gt_instances)
+        dets = cast("list[list[dict[str, Any]]]", s.detections)
+        areas = np.array([a["area"] for g in gts for a in g if not a["iscrowd"]], dtype=np.float64)
         edges = np.asarray(self.edges, dtype=np.float64) if self.edges is not None else \
             bucket_edges(areas, self.percentiles)
         thing_ids = [c.id for c in self.table.categories if c.isthing]
-        out = coco_ap(s.gt_instances, s.detections, s.heights, s.widths, thing_ids, edges, self.max_dets)
+        out = coco_ap(gts, dets, s.heights, s.widths, thing_ids, edges, self.max_dets)
         counts = []
         for k in range(len(edges) - 1):
             lo, hi = edges[k], edges[k + 1]

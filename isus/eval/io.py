@@ -15,7 +15,7 @@ from isus._fsio import atomic_file, remove_stale_temps
 from isus.errors import IsusError
 from isus.eval.coco import Detections
 from isus.segments import segment_geometry
-from isus.types import Panoptic, make_segments
+from isus.types import Category, Panoptic, make_segments
 
 __all__ = ["PanopticPredictions", "PanopticPredictionWriter", "read_instances", "write_instances",
            "PredictionFileError"]
@@ -77,7 +77,7 @@ class PanopticPredictions:
         if png_dir is None:
             png_dir = path.with_suffix("") if path.with_suffix("").is_dir() else path.parent
         self.png_dir = Path(png_dir)
-        self._by_id: dict[str, dict] = {}
+        self._by_id: dict[str, dict[str, Any]] = {}
         for k, a in enumerate(anns):
             if not isinstance(a, dict) or "image_id" not in a or "file_name" not in a or \
                     not isinstance(a.get("segments_info"), list):
@@ -158,10 +158,10 @@ class PanopticPredictionWriter:
         self.png_dir = self.out / name
         self.png_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(self.png_dir, r"^\..*\.tmp-(\d+)(?:\.png)?$")  # left by a killed writer
-        self._annotations: list[dict] = []
+        self._annotations: list[dict[str, Any]] = []
         self._seen: set[str] = set()
 
-    def add(self, image_id: Any, pred: Panoptic, file_name: str | None = None) -> dict:
+    def add(self, image_id: Any, pred: Panoptic, file_name: str | None = None) -> dict[str, Any]:
         """Write the PNG of one image's prediction and return its JSON record (``image_id``,
         ``file_name``, ``segments_info``). Segment ids must be < 2**24, the RGB encoding's range."""
         import cv2
@@ -198,11 +198,12 @@ class PanopticPredictionWriter:
         return record
 
     @property
-    def records(self) -> list[dict]:
+    def records(self) -> list[dict[str, Any]]:
         """The JSON records of the images added so far, in order."""
         return list(self._annotations)
 
-    def close(self, categories: Iterable | None = None, records: Iterable[dict] | None = None) -> Path:
+    def close(self, categories: Iterable[Category] | None = None,
+              records: Iterable[dict[str, Any]] | None = None) -> Path:
         """Write the JSON and return its path.
 
         Parameters
@@ -223,7 +224,7 @@ class PanopticPredictionWriter:
     def __enter__(self) -> "PanopticPredictionWriter":
         return self
 
-    def __exit__(self, exc_type, *_) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         if exc_type is None:
             self.close()
 
@@ -242,7 +243,7 @@ def read_instances(path: str | Path) -> dict[str, Detections]:
     if not isinstance(data, list):
         raise PredictionFileError("instances JSON must be a list of COCO results "
                                   "[{image_id, category_id, bbox, score, segmentation}]", path)
-    groups: dict[str, list[dict]] = defaultdict(list)
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for k, r in enumerate(data):
         if not isinstance(r, dict) or not all(f in r for f in ("image_id", "category_id", "bbox", "score")):
             raise PredictionFileError(f"result [{k}] needs 'image_id', 'category_id', 'bbox' and 'score'", path)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
@@ -14,14 +15,17 @@ from isus.eval.coco import DEFAULT_PERCENTILES, Detections
 from isus.eval.evaluator import EvalResult, PanopticEvaluator
 from isus.eval.io import PanopticPredictions, PredictionFileError, _key
 from isus.eval.stats import CategoryTable, ImageStats, image_stats
-from isus.types import Panoptic
+from isus.types import Category, Panoptic
 
 __all__ = ["evaluate_dataset", "load_pair"]
 
 ProgressFn = Callable[[int, int], None]
 
 
-def _task(state: tuple, i: int) -> ImageStats:
+_State = tuple[PanopticDataset, PanopticPredictions, dict[str, Detections] | None, CategoryTable]
+
+
+def _task(state: _State, i: int) -> ImageStats:
     return _one(*state, i)
 
 
@@ -63,7 +67,7 @@ def evaluate_dataset(
     predictions: PanopticPredictions | str,
     instances: dict[str, Detections] | str | None = None,
     *,
-    categories: Sequence | None = None,
+    categories: Sequence[Category] | None = None,
     workers: int = 1,
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     edges: Sequence[float] | None = None,
@@ -141,7 +145,7 @@ def evaluate_dataset(
     return ev.result()
 
 
-def _check_coverage(gt_keys: list[str], pred_keys: set[str], where, what: str) -> None:
+def _check_coverage(gt_keys: list[str], pred_keys: set[str], where: str | Path | None, what: str) -> None:
     missing = [k for k in gt_keys if k not in pred_keys]
     if missing:
         raise PredictionFileError(f"no {what} for {len(missing)} of {len(gt_keys)} ground-truth images "
@@ -152,7 +156,8 @@ def _check_coverage(gt_keys: list[str], pred_keys: set[str], where, what: str) -
                                   f"(first: {extra[0]!r}); evaluate the matching split", where)
 
 
-def _run(ds, preds, instances, table, todo: Sequence[int], workers: int,
+def _run(ds: PanopticDataset, preds: PanopticPredictions, instances: dict[str, Detections] | None,
+         table: CategoryTable, todo: Sequence[int], workers: int,
          on_done: Callable[[int, ImageStats], None]) -> None:
     _warm_up(table)
     run_parallel(_task, (ds, preds, instances, table), todo, workers, on_done)

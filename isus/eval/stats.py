@@ -8,7 +8,7 @@ process; nothing per-pixel is kept.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -103,14 +103,14 @@ class ImageStats:
     sem_pred: np.ndarray
     pc_num: np.ndarray
     pc_den: np.ndarray
-    gt_instances: list = field(default_factory=list)  # per image: list of annotation dicts
-    detections: list = field(default_factory=list)  # per image: list of result dicts, or None
-    heights: list = field(default_factory=list)
-    widths: list = field(default_factory=list)
+    gt_instances: list[list[dict[str, Any]] | None] = field(default_factory=list)  # per image: annotation dicts, or None
+    detections: list[list[dict[str, Any]] | None] = field(default_factory=list)  # per image: list of result dicts, or None
+    heights: list[int] = field(default_factory=list)
+    widths: list[int] = field(default_factory=list)
 
     @classmethod
     def empty(cls, num_categories: int) -> "ImageStats":
-        z = lambda dt: np.zeros(num_categories, dtype=dt)  # noqa: E731
+        z: Callable[[type[np.generic]], np.ndarray] = lambda dt: np.zeros(num_categories, dtype=dt)  # noqa: E731
         return cls(0, z(np.int64), z(np.int64), z(np.int64), z(np.float64), z(np.int64), z(np.int64),
                    z(np.int64), z(np.float64), z(np.int64))
 
@@ -271,4 +271,5 @@ def on_crowd_any(inter: np.ndarray, crowd: np.ndarray) -> np.ndarray:
 
 def _unknown(p: Panoptic) -> list[int]:
     present = np.unique(p.ids)
-    return np.setdiff1d(present[present != 0], p.segments["id"])[:5].tolist()
+    ids: list[int] = np.setdiff1d(present[present != 0], p.segments["id"])[:5].tolist()
+    return ids

@@ -113,6 +113,7 @@ def scan_image(ds: PanopticDataset, i: int, params: BuildParams) -> dict[str, An
     if params.image_cache is not None:
         # each level exactly as the crop engine decodes it without the cache
         levels = [ds._load_image(i, r, bgr=True) for r in LEVELS]
+        assert params.cache_dir is not None  # BuildParams requires it with image_cache
         image_cache_bytes, image_cache_digest = write_image_entry(
             Path(params.cache_dir), i, str(info.image_id), levels, ImageCacheParams(**params.image_cache))
     return {
@@ -150,7 +151,7 @@ _EMPTY = {
 }
 
 
-def _concat(scans: dict[int, dict], anchors: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], bool]:
+def _concat(scans: dict[int, dict[str, Any]], anchors: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], bool]:
     """Image table and image-major rows from per-image scans, in image order."""
     order = sorted(scans)
     rows: dict[str, np.ndarray] = {}
@@ -165,7 +166,7 @@ def _concat(scans: dict[int, dict], anchors: int) -> tuple[dict[str, np.ndarray]
     rows["cls_image"] = np.repeat(np.array(order, np.int32), [len(scans[i]["cls_category"]) for i in order])
     ids = [scans[i]["image_id"] for i in order]
     int_ids = all(s.lstrip("-").isdigit() for s in ids) and len(ids) > 0
-    images = {"image_height": np.array([scans[i]["height"] for i in order], np.int32),
+    images: dict[str, np.ndarray] = {"image_height": np.array([scans[i]["height"] for i in order], np.int32),
               "image_width": np.array([scans[i]["width"] for i in order], np.int32)}
     images["image_id_blob"], images["image_id_offsets"] = _pack_strings(ids)
     for key in IMAGE_STRINGS[1:]:
@@ -212,11 +213,11 @@ class _Checkpoint:
             f.write(json.dumps(fingerprint, indent=1).encode())
         self._n = len(list(directory.glob("chunk_*.npz")))
 
-    def load(self) -> dict[int, dict]:
+    def load(self) -> dict[int, dict[str, Any]]:
         import zipfile
         import zlib
 
-        scans: dict[int, dict] = {}
+        scans: dict[int, dict[str, Any]] = {}
         for path in sorted(self.dir.glob("chunk_*.npz")):
             try:
                 with open(path, "rb") as fh, np.load(fh) as z:
@@ -231,7 +232,7 @@ class _Checkpoint:
                                      f"{self.dir} to start the build over", path) from None
         return scans
 
-    def save(self, scans: dict[int, dict]) -> None:
+    def save(self, scans: dict[int, dict[str, Any]]) -> None:
         if not scans:
             return
         order = sorted(scans)
@@ -245,7 +246,7 @@ class _Checkpoint:
 
 
 # -- parallel scan ------------------------------------------------------------------------------
-def _scan_task(state: tuple[PanopticDataset, BuildParams], i: int) -> dict:
+def _scan_task(state: tuple[PanopticDataset, BuildParams], i: int) -> dict[str, Any]:
     return scan_image(state[0], i, state[1])
 
 
@@ -257,7 +258,8 @@ def _warm_up() -> None:
     kernels.rle_encode_rows(d)
 
 
-def _run(ds, todo: Sequence[int], params: BuildParams, workers: int, on_done: Callable[[int, dict], None]) -> None:
+def _run(ds: PanopticDataset, todo: Sequence[int], params: BuildParams, workers: int,
+         on_done: Callable[[int, dict[str, Any]], None]) -> None:
     _warm_up()
     run_parallel(_scan_task, (ds, params), todo, workers, on_done)
 
@@ -320,7 +322,7 @@ def build_index(
         Path(params.cache_dir).mkdir(parents=True, exist_ok=True)
     _check_names(ds, start, stop)
     meta = _meta(ds, params, (start, stop))
-    scans: dict[int, dict] = {}
+    scans: dict[int, dict[str, Any]] = {}
     ckpt = None
     if checkpoint_dir is not None:
         ckpt = _Checkpoint(Path(checkpoint_dir), {"dataset": meta["dataset"], "params": meta["params"],
@@ -329,10 +331,10 @@ def build_index(
     todo = [i for i in range(start, stop) if i not in scans]
     bar = Progress(stop - start, f"indexing {ds.name}", done=stop - start - len(todo)) if progress is True else None
     report = bar if bar is not None else (progress if callable(progress) else None)
-    unsaved: dict[int, dict] = {}
+    unsaved: dict[int, dict[str, Any]] = {}
     last_save = time.monotonic()
 
-    def on_done(i: int, scan: dict) -> None:
+    def on_done(i: int, scan: dict[str, Any]) -> None:
         nonlocal last_save
         scans[i] = unsaved[i] = scan
         if report is not None:
@@ -446,9 +448,9 @@ def merge_indexes(parts: Iterable[str | Path | Index], cache_dir: str | Path | N
         raise IndexFileError(f"cannot merge: the parts cover images 0..{expected - 1} of {total}; "
                              f"shards {expected}.. are missing", loaded[-1].path)
     fixed = ("image_height", "image_width", "cache_digest", "image_cache_digest") + tuple(name for name, _, _ in FINGERPRINT_ARRAYS)
-    images: dict[str, list] = {k: [] for k in fixed}
-    strings: dict[str, list] = {k: [] for k in IMAGE_STRINGS}
-    rows: dict[str, list] = {c: [] for c in INSTANCE_COLUMNS + CLASS_COLUMNS + CELL_COLUMNS}
+    images: dict[str, list[np.ndarray]] = {k: [] for k in fixed}
+    strings: dict[str, list[str]] = {k: [] for k in IMAGE_STRINGS}
+    rows: dict[str, list[np.ndarray]] = {c: [] for c in INSTANCE_COLUMNS + CLASS_COLUMNS + CELL_COLUMNS}
     for ix in loaded:
         a = ix.arrays()
         for k in fixed:

@@ -6,12 +6,13 @@ from pathlib import Path
 
 from isus.datasets.base import PanopticDataset
 from isus.index.build import build_index, merge_indexes, remove_checkpoint
+from isus.index.image_cache import ImageCacheParams
 from isus.index.index import Index
 
 
 def build_index_distributed(ds: PanopticDataset, out: str | Path, *, workers: int | None = None, grid: int = 16,
                             cache_dir: str | Path | None = None, resume: bool = False,
-                            image_cache=False) -> Index | None:
+                            image_cache: bool | ImageCacheParams = False) -> Index | None:
     """Build ``ds``'s index across the ranks of a ``torch.distributed`` job and write ``out``.
 
     Initialises a gloo process group from torchrun's environment if none exists. Each rank

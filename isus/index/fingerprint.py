@@ -13,7 +13,10 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from isus.datasets.base import PanopticDataset
 
 __all__ = ["FIELDS", "OPEN_SAMPLE", "SAMPLE_BYTES", "file_names", "file_sample", "image_files", "image_fingerprint"]
 
@@ -46,7 +49,7 @@ def file_sample(path: str | Path, extra: bytes = b"") -> tuple[int, int]:
     return size, int.from_bytes(h.digest(), "little")
 
 
-def image_files(ds, i: int) -> tuple[Path, Path | None, Any]:
+def image_files(ds: PanopticDataset, i: int) -> tuple[Path, Path | None, Any]:
     """``(image path, annotation path or None, segments_info or None)`` of image ``i``."""
     r = ds._record(i)
     ann, segments_info = r.annotation, None
@@ -66,13 +69,13 @@ def relative_name(path: Path | None, root: Path) -> str:
         return str(path)
 
 
-def file_names(ds, i: int) -> tuple[str, str]:
+def file_names(ds: PanopticDataset, i: int) -> tuple[str, str]:
     """Image and annotation file names of image ``i``, relative to the dataset root."""
     img, ann, _ = image_files(ds, i)
     return relative_name(img, ds.root), relative_name(ann, ds.root)
 
 
-def image_fingerprint(ds, i: int) -> dict[str, Any]:
+def image_fingerprint(ds: PanopticDataset, i: int) -> dict[str, Any]:
     """The fingerprint of image ``i``'s files (keys of :data:`FIELDS` plus ``ann_name``)."""
     img, ann, segments_info = image_files(ds, i)
     image_size, image_sample = file_sample(img)

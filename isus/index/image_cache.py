@@ -269,7 +269,7 @@ def verify_entry(path: Path, info: ImageInfo, digest: str | None = None) -> int:
                              "stale, rebuild the index", path)
     for k in range(len(e.crc)):
         a, b = e.payload_start + int(e.offsets[k]), e.payload_start + int(e.offsets[k + 1])
-        if zlib.crc32(np.frombuffer(e.data, np.uint8, b - a, a)) != int(e.crc[k]):
+        if zlib.crc32(np.frombuffer(e.data, np.uint8, b - a, a).data) != int(e.crc[k]):
             raise IndexFileError(f"image cache entry checksum mismatch in tile {k}: the entry is corrupt; rebuild "
                                  "the index", path)
     return len(e.data)
@@ -300,7 +300,7 @@ def read_window(path: Path, info: ImageInfo, reduce: int, x0: int, y0: int, x1: 
             k = first + ty * nx + tx
             a, b = e.payload_start + int(e.offsets[k]), e.payload_start + int(e.offsets[k + 1])
             blob = np.frombuffer(e.data, np.uint8, b - a, a)
-            if zlib.crc32(blob) != int(e.crc[k]):
+            if zlib.crc32(blob.data) != int(e.crc[k]):
                 raise IndexFileError(f"image cache entry checksum mismatch in tile ({tx}, {ty}) of level 1/{reduce}: "
                                      "the entry is corrupt; rebuild the index", path)
             tile = cv2.imdecode(blob, flags)

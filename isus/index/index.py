@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from isus.index.store import IndexFileError, IndexMismatchError, read_arrays, read_header, write_arrays
-from isus.types import Category, ImageInfo
+from isus.types import Category, ImageInfo, Panoptic
+
+if TYPE_CHECKING:
+    from isus.datasets.base import PanopticDataset
 
 __all__ = ["Index", "Instances"]
 
@@ -49,7 +52,7 @@ class Instances:
     def __len__(self) -> int:
         return len(self.image)
 
-    def __getitem__(self, sel) -> "Instances":
+    def __getitem__(self, sel: slice | np.ndarray | Sequence[int]) -> "Instances":
         return Instances(*(getattr(self, f)[sel] for f in self.__dataclass_fields__))
 
     @property
@@ -99,7 +102,7 @@ def assemble(meta: dict[str, Any], images: dict[str, np.ndarray], rows: dict[str
     ncat = len(cat_ids)
     order_of = np.argsort(cat_ids)
 
-    def rank(cats):
+    def rank(cats: np.ndarray) -> np.ndarray:
         pos = np.searchsorted(cat_ids[order_of], cats)
         return order_of[np.clip(pos, 0, max(ncat - 1, 0))]
 
@@ -207,7 +210,7 @@ class Index:
         index._file_id = _file_id(os.stat(path))
         return index
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[..., Index], tuple[Any, ...]]:
         if self.path is None:
             return (Index, (self.meta, {k: np.array(v) for k, v in self._a.items()}, None, self.checksum, self.root))
         # Workers re-map the same file instead of receiving a copy of the arrays, after checking
@@ -302,7 +305,8 @@ class Index:
         k = lo + np.searchsorted(self._a["cls_image"][lo:hi], image)
         if k == hi or self._a["cls_image"][k] != image:
             return np.zeros((0, 2), np.int32)
-        return self._a["cls_anchors"][k]
+        anchors: np.ndarray = self._a["cls_anchors"][k]
+        return anchors
 
     def instances_of(self, category_id: int, image: int | None = None) -> Instances:
         """Instance rows of a thing class, optionally only those in ``image`` (crowd included:
@@ -314,7 +318,7 @@ class Index:
             lo, hi = lo + int(np.searchsorted(imgs, image)), lo + int(np.searchsorted(imgs, image, side="right"))
         return self.instances[lo:hi]
 
-    def open_dataset(self, root: str | Path | None = None, verify: bool = True):
+    def open_dataset(self, root: str | Path | None = None, verify: bool = True) -> PanopticDataset:
         """Reopen the dataset this index was built from (same reader, split and options) at
         ``root``, else the root given to :meth:`load`, else the recorded one; with ``verify``,
         check it against the index (:meth:`verify_dataset`, a sample of images)."""
@@ -333,7 +337,7 @@ class Index:
         return ds
 
     # -- verification against a dataset ---------------------------------------------------------
-    def _mismatch(self, i: int | None, field: str, ours, theirs, ds) -> IndexMismatchError:
+    def _mismatch(self, i: int | None, field: str, ours: object, theirs: object, ds: PanopticDataset) -> IndexMismatchError:
         where = "the dataset" if i is None else f"image {i} ({self._names_of('file_name')[i - self.image_range[0]]})"
         return IndexMismatchError(
             f"{where}: {field} differs from what the index was built from (index: {ours}, dataset at {ds.root}: "
@@ -345,7 +349,7 @@ class Index:
             self._names = image_strings(self._a)
         return self._names[key]
 
-    def verify_dataset(self, ds, images: str | Iterable[int] = "sample") -> None:
+    def verify_dataset(self, ds: PanopticDataset, images: str | Iterable[int] = "sample") -> None:
         """Check that ``ds`` is the dataset this index was built from.
 
         Always compares the dataset's identity (format, split, annotation source, categories,
@@ -370,11 +374,13 @@ class Index:
                                     ("number of images", d["num_images"], len(ds))):
             if ours != theirs:
                 raise self._mismatch(None, field, ours, theirs, ds)
-        ours = [(c.id, c.name, c.isthing) for c in self.categories]
-        theirs = [(c.id, c.name, c.isthing) for c in ds.categories]
-        if ours != theirs:
-            diff = next((k for k, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
-            raise self._mismatch(None, "categories", ours[diff:diff + 1] or "none", theirs[diff:diff + 1] or "none", ds)
+        our_cats = [(c.id, c.name, c.isthing) for c in self.categories]
+        their_cats = [(c.id, c.name, c.isthing) for c in ds.categories]
+        if our_cats != their_cats:
+            diff = next((k for k, (a, b) in enumerate(zip(our_cats, their_cats)) if a != b),
+                        min(len(our_cats), len(their_cats)))
+            raise self._mismatch(None, "categories", our_cats[diff:diff + 1] or "none",
+                                 their_cats[diff:diff + 1] or "none", ds)
         start, stop = self.image_range
         names, anns = self._names_of("file_name"), self._names_of("ann_name")
         for k, i in enumerate(range(start, stop)):
@@ -396,7 +402,7 @@ class Index:
         for i in todo:
             self.verify_image(ds, int(i), names=False)
 
-    def verify_image(self, ds, i: int, names: bool = True) -> None:
+    def verify_image(self, ds: PanopticDataset, i: int, names: bool = True) -> None:
         """Check image ``i``'s files in ``ds`` against the index's fingerprint (two small reads
         per file); raises :class:`IndexMismatchError` naming the image and the field."""
         from isus.index.fingerprint import FIELDS, file_names, image_fingerprint
@@ -413,12 +419,12 @@ class Index:
                     raise self._mismatch(i, field, ours, theirs, ds)
         fp = image_fingerprint(ds, i)
         for array, key, field in FIELDS:
-            ours = int(self._a[array][k])
-            if ours != fp[key]:
+            recorded = int(self._a[array][k])
+            if recorded != fp[key]:
                 if key.endswith("size") and fp[key] == -1:
-                    raise self._mismatch(i, field, ours, "file missing", ds)
+                    raise self._mismatch(i, field, recorded, "file missing", ds)
                 show = (lambda v: v) if key.endswith("size") else (lambda v: f"{v:016x}")
-                raise self._mismatch(i, field, show(ours), show(fp[key]), ds)
+                raise self._mismatch(i, field, show(recorded), show(fp[key]), ds)
 
     # -- annotation cache -------------------------------------------------------------------------
     @property
@@ -446,13 +452,15 @@ class Index:
     @property
     def image_cache(self) -> dict[str, Any] | None:
         """The image cache's settings (codec, quality, tile), if the index was built with one."""
-        return self.meta["params"].get("image_cache")
+        settings: dict[str, Any] | None = self.meta["params"].get("image_cache")
+        return settings
 
     def _image_digest(self, i: int) -> str:
         start, stop = self.image_range
         if not start <= i < stop:
             raise IndexError(f"image {i} is not in this index (images {start}..{stop - 1})")
-        return self._a["image_cache_digest"][i - start].tobytes().hex()
+        digest: str = self._a["image_cache_digest"][i - start].tobytes().hex()
+        return digest
 
     def image_cache_path(self, i: int) -> Path:
         """The image cache entry of image ``i`` (named by its content digest)."""
@@ -507,7 +515,7 @@ class Index:
         return read_window(self.image_cache_path(i), self.image_info(i), reduce, *window,
                            digest=self._image_digest(i))
 
-    def load_annotation(self, i: int, window: tuple[int, int, int, int] | None = None):
+    def load_annotation(self, i: int, window: tuple[int, int, int, int] | None = None) -> Panoptic:
         """Panoptic annotation of image ``i`` from the annotation cache, optionally only the
         ``window`` ``(x0, y0, x1, y1)`` (decoding only the bands it covers; parts outside the
         image are void)."""

@@ -21,7 +21,7 @@ import mmap
 import os
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -70,11 +70,11 @@ def _le(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _digest(header: dict, arrays: dict[str, np.ndarray]) -> str:
+def _digest(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
     h = hashlib.blake2b(digest_size=20)
     h.update(json.dumps({k: header[k] for k in ("meta", "arrays")}, sort_keys=True).encode())
     for name in sorted(arrays):
-        h.update(np.ascontiguousarray(arrays[name]).reshape(-1).view(np.uint8))
+        h.update(np.ascontiguousarray(arrays[name]).reshape(-1).view(np.uint8).data)
     return "blake2b:" + h.hexdigest()
 
 
@@ -86,13 +86,14 @@ def write_arrays(path: str | Path, meta: dict[str, Any], arrays: dict[str, np.nd
     """
     path = Path(path)
     arrays = {k: _le(v) for k, v in arrays.items()}
-    table, offset = {}, 0
+    table: dict[str, Any] = {}
+    offset = 0
     for name in sorted(arrays):
         a = arrays[name]
         table[name] = {"dtype": a.dtype.str, "shape": list(a.shape), "offset": offset}
         offset += -(-a.nbytes // _ALIGN) * _ALIGN
-    header = {"meta": meta, "arrays": table}
-    header["checksum"] = _digest(header, arrays)
+    header: dict[str, Any] = {"meta": meta, "arrays": table}
+    checksum = header["checksum"] = _digest(header, arrays)
     # Offsets are relative to the data start until the header size is known.
     blob = json.dumps(header).encode()
     data_start = -(-(_PREFIX.size + len(blob)) // _ALIGN) * _ALIGN
@@ -104,10 +105,10 @@ def write_arrays(path: str | Path, meta: dict[str, Any], arrays: dict[str, np.nd
             a = arrays[name]
             f.write(a.reshape(-1).view(np.uint8).data)
             f.write(b"\0" * (-(-a.nbytes // _ALIGN) * _ALIGN - a.nbytes))
-    return header["checksum"]
+    return checksum
 
 
-def read_arrays(path: str | Path, verify: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray], str]:
+def read_arrays(path: str | Path, verify: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray], str | None]:
     """Memory-map an index file: ``(meta, arrays, checksum)``; arrays are read-only views.
 
     Raises
@@ -122,7 +123,7 @@ def read_arrays(path: str | Path, verify: bool = True) -> tuple[dict[str, Any], 
         size = os.fstat(f.fileno()).st_size
         data_start = -(-(_PREFIX.size + header_len) // _ALIGN) * _ALIGN
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
-    arrays = {}
+    arrays: dict[str, np.ndarray] = {}
     try:
         table = header["arrays"]
         meta = header["meta"]
@@ -133,7 +134,8 @@ def read_arrays(path: str | Path, verify: bool = True) -> tuple[dict[str, Any], 
             if start + nbytes > size:
                 raise IndexFileError(f"index file is truncated (array {name!r} ends at byte "
                                      f"{start + nbytes}, the file has {size})", path)
-            arr = (np.frombuffer(mm, dtype=dtype, count=nbytes // dtype.itemsize, offset=start) if nbytes
+            arr = (np.frombuffer(mm, dtype=dtype, count=nbytes // dtype.itemsize, offset=start)
+                   if nbytes and mm is not None
                    else np.empty(0, dtype))
             arrays[name] = arr.reshape(shape)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -146,7 +148,7 @@ def read_arrays(path: str | Path, verify: bool = True) -> tuple[dict[str, Any], 
     return meta, arrays, header.get("checksum")
 
 
-def _read_header(f, path: Path) -> tuple[dict, int]:
+def _read_header(f: BinaryIO, path: Path) -> tuple[dict[str, Any], int]:
     prefix = f.read(_PREFIX.size)
     if len(prefix) < _PREFIX.size or prefix[:8] != MAGIC:
         raise IndexFileError("not an isus index file (bad magic bytes)", path)
@@ -177,7 +179,7 @@ def _read_header(f, path: Path) -> tuple[dict, int]:
     return header, header_len
 
 
-def _open(path: Path):
+def _open(path: Path) -> BinaryIO:
     try:
         return open(path, "rb")
     except FileNotFoundError:

@@ -6,6 +6,7 @@ Pure generation, no files: :func:`make_scene` gives the ground truth of one imag
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -85,13 +86,14 @@ class Scene:
     polygons: list[ScenePolygon]
 
 
-def _ellipse(cx, cy, rx, ry, n, rng, jitter=0.08):
+def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int, rng: np.random.Generator,
+             jitter: float = 0.08) -> np.ndarray:
     t = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
     r = 1.0 + rng.uniform(-jitter, jitter, n)
     return np.stack([cx + rx * r * np.cos(t), cy + ry * r * np.sin(t)], axis=1)
 
 
-def _rect(x0, y0, x1, y1):
+def _rect(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
     return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
 
 
@@ -127,7 +129,7 @@ def make_scene(seed: int, index: int, height: int, width: int, *, integer_coords
     next_id = [1]
     stuff_ids: dict[int, int] = {}
 
-    def stuff(cls_key, pts):
+    def stuff(cls_key: str, pts: np.ndarray) -> None:
         c = _CLS[cls_key]
         if c not in stuff_ids:
             stuff_ids[c] = next_id[0]
@@ -159,6 +161,7 @@ def make_scene(seed: int, index: int, height: int, width: int, *, integer_coords
 
     # Things: sqrt(area) is Pareto-distributed (long tail), drawn from large to small so the
     # small ones stay visible; about one in ten is pushed onto an image border.
+    things: Sequence[tuple[int | None, float]]
     if preset == "scale-study":
         things = _scale_study_things(rng, H, W)
     elif index % 7 != 3:
@@ -252,4 +255,5 @@ def render_image(scene: Scene, seed: int, index: int) -> np.ndarray:
     edge[:, 1:] |= scene.ids[:, 1:] != scene.ids[:, :-1]
     img[edge] *= 0.45
     img += rng.normal(0.0, 6.0, img.shape).astype(np.float32)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip(img, 0, 255).astype(np.uint8)
+    return out

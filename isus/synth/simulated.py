@@ -1,13 +1,18 @@
 """An index with MVD-like statistics, made without images (for benchmarks of sampling and statistics)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from isus.index.index import Index
 
 __all__ = ["simulated_index"]
 
 
 def simulated_index(num_images: int = 18000, *, num_stuff: int = 28, num_things: int = 37, seed: int = 0,
-                    grid: int = 16, anchors: int = 4):
+                    grid: int = 16, anchors: int = 4) -> Index:
     """An :class:`isus.Index` with MVD-like statistics, made without images (for benchmarks).
 
     Image sizes from 1920x1080 to 5376x3024; about 20 classes per image; about 50 instances per

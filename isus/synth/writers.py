@@ -6,7 +6,7 @@ import base64
 import json
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -66,7 +66,7 @@ def check_split_name(split: object) -> None:
                          f"stay inside the output directory); got {split!r}")
 
 
-def read_manifest(root: str | Path) -> dict | None:
+def read_manifest(root: str | Path) -> dict[str, Any] | None:
     """The manifest of a synthetic dataset written by :func:`write_dataset`, or None.
 
     ``{"layout", "width", "height", "seed", "preset", "integer_coords", "num_images" (all splits),
@@ -77,7 +77,7 @@ def read_manifest(root: str | Path) -> dict | None:
     if not path.is_file():
         return None
     with open(path) as f:
-        man = json.load(f)
+        man: dict[str, Any] = json.load(f)
     if "splits" not in man:  # isus 0.1: one split, scenes 0..n-1
         man["splits"] = {man.pop("split"): {"first_index": 0, "num_images": man["num_images"],
                                             "image_ids": man.pop("image_ids")}}
@@ -112,6 +112,7 @@ def _save_png(path: Path, arr: np.ndarray, mode: str | None = None, palette: lis
         im = Image.fromarray(arr.astype(np.uint16))
     elif mode == "P":
         im = Image.fromarray(arr.astype(np.uint8), mode="L").convert("P")
+        assert palette is not None, "mode P needs a palette"
         im.putpalette(palette)
     else:
         im = Image.fromarray(arr)
@@ -129,7 +130,7 @@ def _save_image(path: Path, rgb: np.ndarray) -> None:
         buf.tofile(path)
 
 
-def _write_json(path: Path, data) -> None:
+def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with naming(path), open(path, "w") as f:
         json.dump(data, f, indent=1)
@@ -149,7 +150,7 @@ def _panoptic_ids(scene: Scene, rng: np.random.Generator) -> dict[int, int]:
     return {s: int(v) for s, v in zip(sorted(scene.segments), vals)}
 
 
-def _segments_info(scene: Scene, enc: dict[int, int], category: Callable[[int, bool], int]) -> list[dict]:
+def _segments_info(scene: Scene, enc: dict[int, int], category: Callable[[int, bool], int]) -> list[dict[str, Any]]:
     boxes = segment_boxes(scene.ids, sorted(scene.segments))
     info = []
     for s in sorted(scene.segments):
@@ -172,9 +173,9 @@ class _MvdWriter:
         self.out, self.split = out, split
         names = [c.mvd for c in SYNTH_CLASSES]
         self.label = {k: names.index(c.mvd) for k, c in enumerate(SYNTH_CLASSES)}
-        labels = [{"name": c.mvd, "readable": c.key.title(), "instances": c.isthing, "evaluate": True,
+        labels: list[dict[str, Any]] = [{"name": c.mvd, "readable": c.key.title(), "instances": c.isthing, "evaluate": True,
                    "color": list(c.color)} for c in SYNTH_CLASSES]
-        self.group = {}
+        self.group: dict[int, int] = {}
         for key, name in _MVD_GROUP.items():
             self.group[_CLS[key]] = len(labels)
             labels.append({"name": name, "readable": f"{key.title()} Group", "instances": True, "evaluate": False,
@@ -184,8 +185,8 @@ class _MvdWriter:
                        "color": [0, 0, 0]})
         self.labels = labels
         self.palette = [v for lab in labels for v in lab["color"]]
-        self.panoptic = {"v1.2": [], "v2.0": []}
-        self.images = []
+        self.panoptic: dict[str, list[dict[str, Any]]] = {"v1.2": [], "v2.0": []}
+        self.images: list[dict[str, Any]] = []
 
     def label_of(self, c: int, crowd: bool) -> int:
         return self.group[c] if crowd else self.label[c]
@@ -253,7 +254,8 @@ class _CityscapesLikeWriter:
         self.categories = [{"id": i, "name": n, "isthing": int(t), "color": list(col), "supercategory": n}
                            for i, n, t, col in cats]
         self.offset = 0 if layout == "cityscapes" else 1
-        self.images, self.annotations = [], []
+        self.images: list[dict[str, Any]] = []
+        self.annotations: list[dict[str, Any]] = []
 
     def names(self, index: int) -> tuple[str, str, str]:
         if self.layout == "cityscapes":
@@ -269,7 +271,10 @@ class _CityscapesLikeWriter:
         gt = self.out / "gtFine" / self.split / folder
         # Packed values exactly as the official rasteriser numbers them: class*1000 + k, with k
         # counted per class value in drawing order (hidden instances use up a k too).
-        objects, values, drawn, counters = [], {}, [], {}
+        objects: list[dict[str, Any]] = []
+        values: dict[int, int] = {}
+        drawn: list[int] = []
+        counters: dict[int, int] = {}
         for p in scene.polygons:
             if p.cls == VOID:
                 label, value = "unlabeled", self.void_value
@@ -330,7 +335,8 @@ class _CocoWriter:
         for c in SYNTH_CLASSES:
             self.categories.append({"id": c.coco[0], "name": c.coco[1], "isthing": int(c.isthing),
                                     "color": list(c.color), "supercategory": c.key})
-        self.images, self.annotations = [], []
+        self.images: list[dict[str, Any]] = []
+        self.annotations: list[dict[str, Any]] = []
 
     def write(self, index: int, scene: Scene, rgb: np.ndarray, rng: np.random.Generator) -> int | str:
         image_id = 1000 + index
@@ -450,6 +456,6 @@ def write_dataset(
     return out
 
 
-def _write_json_atomic(path: Path, data) -> None:
+def _write_json_atomic(path: Path, data: Any) -> None:
     with atomic_file(path) as f:
         f.write(json.dumps(data, indent=1).encode())
