@@ -198,12 +198,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if args.backward:
                 fns.append(fwd_bwd(lambda x: F.smooth_l1_loss(x, s, beta=beta, reduction="sum"), pg))
                 fns.append(fwd_bwd(lambda x: cabb.cabb_loss(x, a, b, tr, crop, weights, beta), pg))
-            if args.compile:
-                fn, first_s, diff = compiled_loss(compiled, p, a, b, tr, crop, weights, beta, device)
-                fns.append(fwd_bwd(fn, pg))
-                row.update(first_call_s=first_s, compiled_max_rel_diff=diff)
-                notes.append(f"{device.type} N={n}: first compiled call {first_s:.1f} s (forward + backward), "
-                             f"largest |compiled - eager| / (1 + |eager|) of the per-box loss {diff:.2g}")
+            use_compiled = compiled is not None
+            if use_compiled:
+                try:
+                    fn, first_s, diff = compiled_loss(compiled, p, a, b, tr, crop, weights, beta, device)
+                except Exception as e:  # the eager figures still count (bench/gpu_check.py runs this unattended)
+                    use_compiled = False
+                    row["compile_error"] = f"{type(e).__name__}: {e}"[:2000]
+                    notes.append(f"{device.type} N={n}: torch.compile failed: {row['compile_error'][:300]}")
+                else:
+                    fns.append(fwd_bwd(fn, pg))
+                    row.update(first_call_s=first_s, compiled_max_rel_diff=diff)
+                    notes.append(f"{device.type} N={n}: first compiled call {first_s:.1f} s (forward + backward), "
+                                 f"largest |compiled - eager| / (1 + |eager|) of the per-box loss {diff:.2g}")
             times = timeit(fns, device, min_time=args.min_time)
             t_sl1, t_std, t_cabb = times[:3]
             row.update(smooth_l1_ms=t_sl1 * 1e3, standard_ms=t_std * 1e3, cabb_ms=t_cabb * 1e3)
@@ -213,9 +220,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 row.update(smooth_l1_fwd_bwd_ms=times[k] * 1e3, cabb_fwd_bwd_ms=times[k + 1] * 1e3)
                 extra += f" {fmt(times[k])} {fmt(times[k + 1])}"
                 k += 2
-            if args.compile:
+            if use_compiled:
                 row.update(compiled_cabb_fwd_bwd_ms=times[k] * 1e3)
                 extra += f" {fmt(times[k])}"
+            elif args.compile:
+                extra += f" {'failed':>13}"
             loop = ""
             if device.type == "cpu" and weights == (1.0, 1.0, 1.0, 1.0) and args.loop_boxes > 0:
                 m = min(n, args.loop_boxes)
@@ -229,6 +238,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 row.update(per_box_ms=t_loop * 1e3)
                 loop = f" {fmt(t_loop)} {t_loop / t_cabb:9.0f}x"
             rows.append(row)
+            if args.json is not None:  # after every row: a run cut short keeps what it measured
+                args.json.write_text(json.dumps(rows, indent=1) + "\n")
             print(
                 f"{device.type:6} {n:7d} {fmt(t_sl1)} {fmt(t_std)} {fmt(t_cabb)} "
                 f"{t_cabb / t_sl1:8.0f}x {t_cabb / t_std:8.1f}x{extra}{loop}",

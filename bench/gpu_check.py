@@ -424,6 +424,7 @@ def summary_lines(data: dict) -> list[str]:
                          + (f", {r['cabb_fwd_bwd_ms']:.3f} ms f+b" if "cabb_fwd_bwd_ms" in r else "")
                          + (f", compiled {r['compiled_cabb_fwd_bwd_ms']:.3f} ms f+b"
                             if "compiled_cabb_fwd_bwd_ms" in r else "")
+                         + (", torch.compile failed" if "compile_error" in r else "")
                          + f"  (smooth_l1 {r['smooth_l1_ms']:.3f} ms)")
             if "goal_16k_fwd_bwd_le_1ms" in f:
                 line += f"\n      goal <= 1 ms per 16k-box loss f+b: {'met' if f['goal_16k_fwd_bwd_le_1ms'] else 'missed'}"
