@@ -15,6 +15,7 @@ instance targets.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -118,7 +119,7 @@ def crop_size(spec: CropSpec) -> tuple[int, int]:
     return max(1, int(round((x1 - x0) * spec.scale))), max(1, int(round((y1 - y0) * spec.scale)))
 
 
-def choose_reduce(scale: float, allowed=(8, 4, 2, 1)) -> int:
+def choose_reduce(scale: float, allowed: Sequence[int] = (8, 4, 2, 1)) -> int:
     """Coarsest decode reduction whose resolution still covers the crop's (``r * scale <= 1``)."""
     for r in allowed:
         if r * scale <= 1.0 + 1e-9:
@@ -128,7 +129,8 @@ def choose_reduce(scale: float, allowed=(8, 4, 2, 1)) -> int:
 
 def source_pixels(start: float, scale: float, n: int) -> np.ndarray:
     """Original pixel under the centre of each of ``n`` crop pixels (nearest neighbour)."""
-    return np.floor(start + (np.arange(n) + 0.5) / scale).astype(np.int64)
+    px: np.ndarray = np.floor(start + (np.arange(n) + 0.5) / scale).astype(np.int64)
+    return px
 
 
 class CropEngine:
@@ -170,7 +172,7 @@ class CropEngine:
             self._image_offsets = np.searchsorted(inst.image[self._by_image],
                                                   np.arange(index.image_range[0], index.image_range[1] + 1))
         self._use_cache = index is not None and config.use_cache and index.cache_dir is not None
-        self._use_image_cache = self._use_cache and index.image_cache is not None
+        self._use_image_cache = self._use_cache and index is not None and index.image_cache is not None
 
     # -- pieces -----------------------------------------------------------------------------------
     def _image(self, spec: CropSpec, size: tuple[int, int]) -> np.ndarray:
@@ -196,6 +198,7 @@ class CropEngine:
         win = (int(np.floor(min(xs))) - 2, int(np.floor(min(ys))) - 2,
                int(np.ceil(max(xs))) + 3, int(np.ceil(max(ys))) + 3)
         if self._use_image_cache:
+            assert self.index is not None  # the caches imply an index
             img, ox, oy = self.index.load_image_window(spec.image, r, win)
         else:
             img, ox, oy = self.ds._load_image(spec.image, r, bgr=True), 0, 0
@@ -223,6 +226,7 @@ class CropEngine:
         xs = source_pixels(spec.window[0], spec.scale, cw)
         ys = source_pixels(spec.window[1], spec.scale, ch)
         if self._use_cache:
+            assert self.index is not None  # the caches imply an index
             info = self.index.image_info(spec.image)
             dense, segments = self.index.sample_annotation(spec.image, ys, xs, spec.flip)
             return dense, segments, (info.height, info.width)
@@ -240,8 +244,9 @@ class CropEngine:
         out[:, ~inside_x] = void
         return kernels.dense_segments(out, segments["id"].astype(np.int32)), segments, (h, w)
 
-    def _original_boxes(self, spec: CropSpec, seg_ids: np.ndarray, ids_full_shape) -> np.ndarray:
+    def _original_boxes(self, spec: CropSpec, seg_ids: np.ndarray, ids_full_shape: tuple[int, int]) -> np.ndarray:
         """Full-extent boxes (original pixels) of ``seg_ids`` from the index."""
+        assert self.index is not None  # called only with an index
         k = spec.image - self.index.image_range[0]
         rows = self._by_image[self._image_offsets[k]:self._image_offsets[k + 1]]
         inst = self.index.instances
@@ -254,6 +259,7 @@ class CropEngine:
         cfg = self.config
         if self._verify and spec.image not in self._verified:
             # First use of this image here: its files must still be those the index was built from.
+            assert self.index is not None  # _verify implies an index
             self.index.verify_image(self.ds, spec.image, names=False)
             self._verified.add(spec.image)
         size = crop_size(spec)
@@ -316,7 +322,7 @@ class CropEngine:
 
 
 def crop_sample(ds: PanopticDataset, spec: CropSpec, *, index: Index | None = None,
-                config: CropConfig | None = None, **options) -> CropSample:
+                config: CropConfig | None = None, **options: Any) -> CropSample:
     """Apply ``spec`` to ``ds`` (one-off; build a :class:`CropEngine` to crop many).
 
     ``options`` override :class:`CropConfig` fields, e.g. ``ignore_label=255``.

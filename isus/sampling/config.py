@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -13,7 +13,7 @@ __all__ = ["SamplerConfig"]
 MODES = ("isus", "cus")
 
 
-def _range(name: str, value) -> tuple[float, float]:
+def _range(name: str, value: Any) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
@@ -23,7 +23,7 @@ def _range(name: str, value) -> tuple[float, float]:
     return lo, hi
 
 
-def _classes(value) -> tuple[int, ...]:
+def _classes(value: object) -> tuple[int, ...]:
     """Category ids as a tuple of ints; an empty list or a non-integer id is an argument error
     (rather than an index "without categories" later)."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
@@ -94,7 +94,7 @@ class SamplerConfig:
             object.__setattr__(self, "classes", _classes(self.classes))
 
     @classmethod
-    def preset(cls, dataset: str, **overrides) -> "SamplerConfig":
+    def preset(cls, dataset: str, **overrides: Any) -> "SamplerConfig":
         """The paper's App. D settings for ``"mvd"``, ``"cityscapes"`` or ``"idd"``, and ours for ``"coco"``.
 
         Cityscapes: crop 512, s0 = 1024, r_st = [0.5, 2]; IDD: crop 512, s0 = 1080, r_st = [0.5, 2];
@@ -104,7 +104,7 @@ class SamplerConfig:
         Dataset aliases (``"mapillary"``, ``"coco_panoptic"``) name the same presets. ``overrides``
         replace fields.
         """
-        presets = {
+        presets: dict[str, dict[str, Any]] = {
             "mvd": dict(crop_size=(1024, 1024), shortest_side=2048),
             "cityscapes": dict(crop_size=(512, 512), shortest_side=1024),
             "idd": dict(crop_size=(512, 512), shortest_side=1080),

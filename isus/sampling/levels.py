@@ -95,5 +95,5 @@ class FPNLevels(LevelRule):
         return (f"FPNLevels(levels={self._levels}, canonical_size={self.canonical_size:g}, "
                 f"canonical_level={self.canonical_level}, end_octaves={self.end_octaves:g})")
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, FPNLevels) and repr(self) == repr(other)

@@ -6,6 +6,7 @@ batch of samples at once with numpy; nothing is decoded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class CropBatch:
         return CropSpec(int(self.image[k]), int(self.category[k]), int(self.instance[k]), int(self.level[k]),
                         float(self.scale[k]), (float(w[0]), float(w[1]), float(w[2]), float(w[3])), bool(self.flip[k]))
 
-    def __getitem__(self, sel) -> "CropBatch":
+    def __getitem__(self, sel: slice | np.ndarray | Sequence[int]) -> "CropBatch":
         return CropBatch(*(getattr(self, f)[sel] for f in self.__dataclass_fields__))
 
 
@@ -49,7 +50,8 @@ def _place(rng: np.random.Generator, a: np.ndarray, b: np.ndarray, size: np.ndar
     window, that keep the image inside it."""
     lo = np.maximum(b - size, np.where(size <= extent, 0.0, extent - size))
     hi = np.minimum(a, np.where(size <= extent, extent - size, 0.0))
-    return lo + rng.random(len(a)) * np.maximum(hi - lo, 0.0)
+    start: np.ndarray = lo + rng.random(len(a)) * np.maximum(hi - lo, 0.0)
+    return start
 
 
 class SamplingPolicy:

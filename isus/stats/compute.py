@@ -58,7 +58,8 @@ def _base_scale(index: Index, shortest_side: float | None) -> np.ndarray:
     return shortest_side / short if shortest_side else np.ones_like(short)
 
 
-def crop_instance_pairs(index: Index, batch: CropBatch, by_image=None):
+def crop_instance_pairs(index: Index, batch: CropBatch, by_image: tuple[np.ndarray, np.ndarray] | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every (crop, non-crowd instance) pair whose full box overlaps the crop's window.
 
     Returns
@@ -143,8 +144,9 @@ def compute_stats(
     levels = config.levels
     cat_names = {c.id: c.name for c in index.categories}
 
-    def hist(values):
-        return np.histogram(values, bins=edges)[0].astype(int).tolist()
+    def hist(values: np.ndarray) -> list[int]:
+        counts: list[int] = np.histogram(values, bins=edges)[0].astype(int).tolist()
+        return counts
 
     out: dict[str, Any] = {
         "dataset": {k: index.meta["dataset"].get(k) for k in ("name", "split", "root", "num_images")},

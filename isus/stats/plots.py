@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from isus._fsio import atomic_savefig
 from isus.errors import InstancesUnavailableError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["write_plots"]
 
@@ -22,7 +25,7 @@ def _subtitle(stats: dict[str, Any]) -> str:
             f"r_th={st['thing_scale_range']}, {st['samples']} crops per mode")
 
 
-def _level_bands(ax, stats: dict[str, Any]) -> None:
+def _level_bands(ax: Axes, stats: dict[str, Any]) -> None:
     colors = ("#e8f0fe", "#fdf1e6")
     for k, (level, (lo, hi)) in enumerate(zip(stats["settings"]["levels"], stats["settings"]["level_intervals"])):
         ax.axvspan(lo, hi, color=colors[k % 2], zorder=0)

@@ -37,7 +37,7 @@ def sample_to_tensors(s: CropSample) -> dict[str, Any]:
     }
 
 
-class PanopticCropDataset(Dataset):
+class PanopticCropDataset(Dataset[dict[str, Any]]):
     """Map-style dataset indexed by :class:`~isus.CropSpec`: use it with a :class:`~isus.torch.CropSampler`.
 
     ``dataset[spec]`` returns the dict of :func:`sample_to_tensors`: ``image`` (3, H, W) uint8,
@@ -65,7 +65,7 @@ class PanopticCropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ds)
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_engine"] = None  # workers rebuild it; nothing large crosses the process boundary
         return state
@@ -98,7 +98,7 @@ def collate_crops(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def to_tv_tensors(sample: dict[str, Any]):
+def to_tv_tensors(sample: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """``(image, target)`` for torchvision's v2 transforms and detection models: ``tv_tensors.Image``
     and a target dict with ``boxes`` (``BoundingBoxes``, XYXY), ``masks`` (``Mask``), ``labels``,
     plus ``original_boxes`` and ``truncated`` for CABB. Requires torchvision."""

@@ -211,7 +211,7 @@ class CropSampler(Sampler[CropSpec]):
                                     "saved configuration, or pass strict=False to continue deliberately.")
         saved_ix, now_ix = state["index"], self.index_fingerprint()
         if not isinstance(saved_ix, dict) or saved_ix.get("digest") != now_ix["digest"]:
-            def show(fp):
+            def show(fp: object) -> str:
                 return (f"{fp.get('digest')} ({fp.get('dataset')}, {fp.get('num_images')} images)"
                         if isinstance(fp, dict) else repr(fp))
             raise SamplerStateError(f"CropSampler state was saved for another index: saved {show(saved_ix)}, this "
