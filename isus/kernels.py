@@ -396,9 +396,19 @@ def resample_bilinear(src: np.ndarray, xi: NDArray[np.int64], xw: NDArray[np.int
         b = yw[v]
         a = one - b
         o = out[v]
-        for u in range(n):
-            for c in range(3):
-                o[u, 2 - c if swap else c] = (r0[3 * u + c] * a + r1[3 * u + c] * b + half) >> shift
+        # the channel order is fixed per call: two loops without a branch inside
+        if swap:
+            for u in range(n):
+                k = 3 * u
+                o[u, 2] = (r0[k] * a + r1[k] * b + half) >> shift
+                o[u, 1] = (r0[k + 1] * a + r1[k + 1] * b + half) >> shift
+                o[u, 0] = (r0[k + 2] * a + r1[k + 2] * b + half) >> shift
+        else:
+            for u in range(n):
+                k = 3 * u
+                o[u, 0] = (r0[k] * a + r1[k] * b + half) >> shift
+                o[u, 1] = (r0[k + 1] * a + r1[k + 1] * b + half) >> shift
+                o[u, 2] = (r0[k + 2] * a + r1[k + 2] * b + half) >> shift
     return out
 
 
