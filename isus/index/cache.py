@@ -40,7 +40,7 @@ import numpy as np
 from isus import kernels
 from isus._fsio import atomic_file
 from isus.index.image_cache import ENTRY_RE as IMAGE_ENTRY_RE
-from isus.index.image_cache import OPEN_ENTRIES, OpenEntries, map_file
+from isus.index.image_cache import OPEN_ENTRIES, OpenEntries, check_image, header_length, map_file
 from isus.index.store import IndexFileError
 from isus.types import SEGMENT_DTYPE, ImageInfo, Panoptic, make_segments
 
@@ -130,12 +130,7 @@ def read_entry(path: str | Path, digest: str | None = None) -> CacheEntry:
     """
     path = Path(path)
     data = map_file(path, "annotation cache entry")
-    if len(data) < _PREFIX.size or data[:8] != _MAGIC:
-        raise IndexFileError("not an isus annotation cache entry (bad magic bytes)", path)
-    _, version, _, hlen = _PREFIX.unpack_from(data)
-    if version != ENTRY_VERSION:
-        raise IndexFileError(f"annotation cache entry version {version}; this isus reads {ENTRY_VERSION}: "
-                             "rebuild the index", path)
+    hlen = header_length(data, _MAGIC, ENTRY_VERSION, "annotation cache entry", path)
     try:
         if hlen > len(data) - _PREFIX.size:
             raise EOFError
@@ -187,9 +182,7 @@ def read_cached(path: Path, window: tuple[int, int, int, int] | None, info: Imag
     against ``digest`` and ``info``."""
     e = read_entry(path, digest)
     h, w = e.height, e.width
-    if e.image_id != str(info.image_id) or (h, w) != (info.height, info.width):
-        raise IndexFileError(f"annotation cache entry is for image {e.image_id!r} ({w}x{h}), not "
-                             f"{info.image_id!r} ({info.width}x{info.height}): the cache is stale, rebuild the index", path)
+    check_image("annotation cache entry", e.image_id, e.height, e.width, info, path)
     x0, y0, x1, y1 = (0, 0, w, h) if window is None else (int(v) for v in window)
     if x1 <= x0 or y1 <= y0:
         raise ValueError(f"load_annotation(window=) expects x0 < x1 and y0 < y1; got {window}")
@@ -199,30 +192,7 @@ def read_cached(path: Path, window: tuple[int, int, int, int] | None, info: Imag
         for b in range(max(y0, 0) // BAND_ROWS, (min(y1, h) - 1) // BAND_ROWS + 1 if min(y1, h) > max(y0, 0) else 0):
             by0 = b * BAND_ROWS
             rows = min(BAND_ROWS, h - by0)
-            blob = e.payload[e.band_offsets[b]:e.band_offsets[b + 1]]
-            n = int(e.band_runs[b])
-            if zlib.crc32(blob) != int(e.band_crc[b]):
-                raise IndexFileError(f"annotation cache entry checksum mismatch in band {b} (rows {by0}.."
-                                     f"{by0 + rows - 1}): the entry is corrupt; rebuild the index", path)
-            try:
-                raw = zlib.decompress(blob)
-                if len(raw) != 4 * (rows + 1) + 6 * n:
-                    raise ValueError("band size")
-                offs = np.frombuffer(raw, "<i4", rows + 1).astype(np.int64)
-                vals = np.frombuffer(raw, "<u2", n, offset=4 * (rows + 1))
-                ends = np.frombuffer(raw, "<i4", n, offset=4 * (rows + 1) + 2 * n)
-                # Row offsets within the runs, run ends increasing within each row and the last
-                # one at the right edge: the decoding kernel indexes without bounds checks.
-                if offs[0] != 0 or offs[-1] != n or (np.diff(offs) <= (0 if w else -1)).any():
-                    raise ValueError("run offsets")
-                if n:
-                    prev = np.empty(n, np.int64)
-                    prev[0], prev[1:] = 0, ends[:-1]
-                    prev[offs[:-1][offs[:-1] < n]] = 0
-                    if (ends <= prev).any() or (ends[offs[1:] - 1] != w).any():
-                        raise ValueError("run ends")
-            except (zlib.error, ValueError):
-                raise IndexFileError(f"annotation cache entry is corrupt in band {b}", path) from None
+            offs, vals, ends = _band(e, b, path)
             ya, yb = max(y0, by0), min(y1, by0 + rows)
             out[ya - y0:yb - y0, cx0 - x0:cx1 - x0] = kernels.rle_decode_window(
                 offs, vals, ends, ya - by0, yb - by0, cx0, cx1, 0)
@@ -268,9 +238,7 @@ def verify_entry(path: Path, info: ImageInfo, digest: str | None = None) -> int:
     """Check a whole annotation cache entry (digest, header against ``info``, every band's CRC and
     structure); returns its size in bytes. Raises :class:`IndexFileError` naming the file."""
     e = read_entry(path, digest)
-    if e.image_id != str(info.image_id) or (e.height, e.width) != (info.height, info.width):
-        raise IndexFileError(f"annotation cache entry is for image {e.image_id!r}, not {info.image_id!r}: the "
-                             "cache is stale, rebuild the index", path)
+    check_image("annotation cache entry", e.image_id, e.height, e.width, info, path)
     for b in range(len(e.band_runs)):
         _band(e, b, path)
     return _PREFIX.size + len(e.payload)
@@ -288,9 +256,7 @@ def read_cached_sampled(path: Path, ys: np.ndarray, xs: np.ndarray, flip: bool, 
     """
     e = _OPEN.get(path, digest)
     h, w = e.height, e.width
-    if e.image_id != str(info.image_id) or (h, w) != (info.height, info.width):
-        raise IndexFileError(f"annotation cache entry is for image {e.image_id!r} ({w}x{h}), not "
-                             f"{info.image_id!r} ({info.width}x{info.height}): the cache is stale, rebuild the index", path)
+    check_image("annotation cache entry", e.image_id, e.height, e.width, info, path)
     ys, xs = np.asarray(ys, np.int64), np.asarray(xs, np.int64)
     out = np.zeros((len(ys), len(xs)), np.uint16)
     inside = np.flatnonzero((ys >= 0) & (ys < h))

@@ -174,14 +174,26 @@ def map_file(path: Path, what: str) -> Any:
                              path) from None
 
 
+def header_length(data: Any, magic: bytes, version: int, what: str, path: Path) -> int:
+    """Check a cache entry's prefix (magic bytes, version); returns its header's length."""
+    if len(data) < _PREFIX.size or data[:8] != magic:
+        raise IndexFileError(f"not an isus {what} (bad magic bytes)", path)
+    _, found, _, hlen = _PREFIX.unpack_from(data)
+    if found != version:
+        raise IndexFileError(f"{what} version {found}; this isus reads {version}: rebuild the index", path)
+    return int(hlen)
+
+
+def check_image(what: str, image_id: str, height: int, width: int, info: ImageInfo, path: Path) -> None:
+    """An entry's header must describe the image the index says it is for."""
+    if image_id != str(info.image_id) or (height, width) != (info.height, info.width):
+        raise IndexFileError(f"{what} is for image {image_id!r} ({width}x{height}), not {info.image_id!r} "
+                             f"({info.width}x{info.height}): the cache is stale, rebuild the index", path)
+
+
 def _parse(path: Path, digest: str | None) -> _Entry:
     data = map_file(path, "image cache entry")
-    if len(data) < _PREFIX.size or data[:8] != _MAGIC:
-        raise IndexFileError("not an isus image cache entry (bad magic bytes)", path)
-    _, version, _, hlen = _PREFIX.unpack_from(data)
-    if version != ENTRY_VERSION:
-        raise IndexFileError(f"image cache entry version {version}; this isus reads {ENTRY_VERSION}: rebuild "
-                             "the index", path)
+    hlen = header_length(data, _MAGIC, ENTRY_VERSION, "image cache entry", path)
     try:
         if hlen > len(data) - _PREFIX.size:
             raise EOFError
@@ -264,9 +276,7 @@ def verify_entry(path: Path, info: ImageInfo, digest: str | None = None) -> int:
     """Check a whole image cache entry (digest, header against ``info``, every tile's CRC);
     returns its size in bytes. Raises :class:`IndexFileError` naming the file."""
     e = _parse(path, digest)
-    if e.image_id != str(info.image_id) or (e.height, e.width) != (info.height, info.width):
-        raise IndexFileError(f"image cache entry is for image {e.image_id!r}, not {info.image_id!r}: the cache is "
-                             "stale, rebuild the index", path)
+    check_image("image cache entry", e.image_id, e.height, e.width, info, path)
     for k in range(len(e.crc)):
         a, b = e.payload_start + int(e.offsets[k]), e.payload_start + int(e.offsets[k + 1])
         if zlib.crc32(np.frombuffer(e.data, np.uint8, b - a, a).data) != int(e.crc[k]):
@@ -281,9 +291,7 @@ def read_window(path: Path, info: ImageInfo, reduce: int, x0: int, y0: int, x1: 
     the level image); returns the BGR buffer of those whole tiles and its origin ``(ox, oy)`` in
     level pixels. An empty intersection gives a ``(0, 0, 3)`` buffer."""
     e = _OPEN.get(path, digest)
-    if e.image_id != str(info.image_id) or (e.height, e.width) != (info.height, info.width):
-        raise IndexFileError(f"image cache entry is for image {e.image_id!r} ({e.width}x{e.height}), not "
-                             f"{info.image_id!r} ({info.width}x{info.height}): the cache is stale, rebuild the index", path)
+    check_image("image cache entry", e.image_id, e.height, e.width, info, path)
     if reduce not in e.levels:
         raise IndexFileError(f"image cache entry has no level 1/{reduce} (it has {sorted(e.levels)})", path)
     h, w, nx, ny, first = e.levels[reduce]
