@@ -210,23 +210,27 @@ def rle_encode_rows(dense: np.ndarray) -> tuple[NDArray[np.int64], NDArray[np.ui
 
 
 @_jit
+def _first_run_after(ends: np.ndarray, a: int, b: int, x: int) -> int:
+    """The first run of ``ends[a:b]`` (one row's increasing run ends) that ends after ``x``."""
+    while a < b:
+        mid = (a + b) >> 1
+        if ends[mid] <= x:
+            a = mid + 1
+        else:
+            b = mid
+    return a
+
+
+@_jit
 def rle_decode_window(offsets: np.ndarray, values: np.ndarray, ends: np.ndarray, y0: int, y1: int, x0: int, x1: int,
                       fill: int) -> NDArray[np.uint16]:
     """Decode rows ``[y0, y1)`` and columns ``[x0, x1)`` of a row-RLE map made by
     :func:`rle_encode_rows`; ``x1`` may exceed the map's width, those pixels get ``fill``."""
     out = np.full((y1 - y0, x1 - x0), fill, dtype=np.uint16)
     for y in range(y0, y1):
-        a, b = offsets[y], offsets[y + 1]
-        # first run ending after x0
-        lo, hi = a, b
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if ends[mid] <= x0:
-                lo = mid + 1
-            else:
-                hi = mid
+        b = offsets[y + 1]
         x = x0
-        r = lo
+        r = _first_run_after(ends, offsets[y], b, x0)
         while r < b and x < x1:
             e = min(ends[r], x1)
             for xx in range(x, e):
@@ -285,17 +289,7 @@ def rle_sample(offsets: np.ndarray, values: np.ndarray, ends: np.ndarray, width:
         o[:] = 0
         if y < 0 or lo >= hi:
             continue
-        a, b = offsets[y], offsets[y + 1]
-        # first run ending after xs[lo]
-        x = xs[lo]
-        r0, r1 = a, b
-        while r0 < r1:
-            mid = (r0 + r1) >> 1
-            if ends[mid] <= x:
-                r0 = mid + 1
-            else:
-                r1 = mid
-        r = r0
+        r = _first_run_after(ends, offsets[y], offsets[y + 1], xs[lo])
         for k in range(lo, hi):
             x = xs[k]
             while ends[r] <= x:
