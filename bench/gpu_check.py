@@ -18,7 +18,9 @@ is recorded as such and the next one starts):
   waiting for data (goal: < 5 %), peak GPU memory;
 * ``train_full``: the same with ``--sampling full`` (whole images at s0 = 2048): the memory
   comparison of the paper's Sec. 1;
-* ``gpu_decode``: the loading issue's GPU decode path (not in isus yet: recorded as skipped).
+* ``gpu_decode``: ``bench/tile_decode_gpu.py``: the image cache's tiles for a batch of crops decoded by
+  nvjpeg (``torchvision.io.decode_jpeg(device="cuda")``) and resampled on the GPU, against the crop
+  engine's CPU path on the same windows (on the data part's 4032x3024 images).
 
 Every figure goes to ``OUT/gpu_figures.json`` (rewritten after each part, so a run cut short
 keeps what it measured; ``OUT`` is ``$OUT``, else ``./gpu_check_out``), the training logs to
@@ -70,7 +72,7 @@ class Sizes:
 CUDA = Sizes(
     budget_s=480.0,
     limits={"env": 30, "cuda_tests": 90, "cabb_bench": 100, "data": 60, "train_isus": 115, "train_full": 105,
-            "gpu_decode": 0},
+            "gpu_decode": 60},
     cabb_args=("--device", "cuda", "--sizes", "16000", "128000", "--backward", "--compile", "--min-time", "0.5"),
     synth_images=8,
     synth_size="4032x3024",
@@ -88,7 +90,7 @@ CUDA = Sizes(
 CPU = Sizes(
     budget_s=55.0,
     limits={"env": 10, "cuda_tests": 0, "cabb_bench": 10, "data": 15, "train_isus": 25, "train_full": 20,
-            "gpu_decode": 0},
+            "gpu_decode": 20},
     cabb_args=("--device", "cpu", "--sizes", "1000", "--backward", "--min-time", "0.05", "--loop-boxes", "0"),
     synth_images=2,
     synth_size="384x288",
@@ -322,7 +324,18 @@ class Check:
         return self._train("train_full", self.sizes.full_args, self.sizes.full_steps, limit)
 
     def part_gpu_decode(self, limit: float) -> dict:
-        return skipped("isus has no GPU decode path yet (the loading issue's); add its check here when it lands")
+        if not self.index.exists():
+            return skipped("no dataset: the data part did not finish")
+        out = self.work / "tile_decode.json"
+        device = "cuda" if self.mode == "cuda" else "cpu"
+        samples, batch = ("64", "16") if self.mode == "cuda" else ("4", "2")
+        cmd = [self.py, "bench/tile_decode_gpu.py", "--device", device, "--data", str(self.data_root), "--samples",
+               samples, "--batch", batch, "--workers", str(min(16, os.cpu_count() or 1)), "--json", str(out)]
+        p = run_process(cmd, limit, self.env)
+        res = proc_result(p, json.loads(out.read_text()) if out.exists() else {})
+        if self.mode != "cuda":
+            res["skipped_here"] = ["nvjpeg (the CPU fallback runs the same code with torchvision's CPU decoder)"]
+        return res
 
 
 def _git_commit() -> str | None:
@@ -428,6 +441,9 @@ def summary_lines(data: dict) -> list[str]:
                          + f"  (smooth_l1 {r['smooth_l1_ms']:.3f} ms)")
             if "goal_16k_fwd_bwd_le_1ms" in f:
                 line += f"\n      goal <= 1 ms per 16k-box loss f+b: {'met' if f['goal_16k_fwd_bwd_le_1ms'] else 'missed'}"
+        if name == "gpu_decode" and "device_ms_per_sample" in f:
+            line += (f"\n      image step per sample: CPU {f['cpu_ms_per_sample']:.2f} ms, {f['device']} "
+                     f"{f['device_ms_per_sample']:.2f} ms ({f['cpu_over_device']:.2f}x), PSNR min {f['psnr_min_db']:.1f} dB")
         if name.startswith("train_") and f.get("samples_per_s") is not None:
             line += (f"\n      {f['samples_per_s']:.2f} samples/s, data wait {100 * f['data_wait_share']:.1f} %"
                      + (f", peak GPU memory {f['gpu_peak_gib']:.1f} GiB allocated / "

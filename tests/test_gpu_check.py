@@ -35,10 +35,11 @@ def test_cpu_fallback_runs_every_part_and_names_what_it_skips(tmp_path):
     assert data["mode"] == "cpu" and data["gpu"] is None
     parts = data["parts"]
     assert list(parts) == list(gpu_check.PART_NAMES)
-    for name in ("env", "cabb_bench", "data", "train_isus", "train_full"):
+    for name in ("env", "cabb_bench", "data", "train_isus", "train_full", "gpu_decode"):
         assert parts[name]["status"] == "ok", (name, parts[name])
-    for name in ("cuda_tests", "gpu_decode"):  # skipped, and saying why
-        assert parts[name]["status"] == "skipped" and parts[name]["reason"]
+    assert parts["cuda_tests"]["status"] == "skipped" and parts["cuda_tests"]["reason"]  # and saying why
+    decode = parts["gpu_decode"]["figures"]  # the nvjpeg path's code, run with torchvision's CPU decoder
+    assert decode["device"] == "cpu" and decode["psnr_min_db"] > 40 and "nvjpeg" in parts["gpu_decode"]["skipped_here"][0]
     assert "CUDA" in parts["cuda_tests"]["reason"]
     assert any("compile" in s for s in parts["cabb_bench"]["skipped_here"])
     assert parts["env"]["figures"]["cuda_available"] is False

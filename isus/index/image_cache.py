@@ -40,7 +40,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import cv2
 import numpy as np
@@ -49,7 +49,8 @@ from isus._fsio import atomic_file
 from isus.index.store import IndexFileError
 from isus.types import ImageInfo
 
-__all__ = ["ImageCacheParams", "write_image_entry", "read_window", "image_entry_name", "LEVELS", "CODECS"]
+__all__ = ["ImageCacheParams", "write_image_entry", "read_window", "window_tiles", "TileWindow", "image_entry_name",
+           "LEVELS", "CODECS"]
 
 ENTRY_VERSION = 1
 DIGEST_BYTES = 16
@@ -285,11 +286,31 @@ def verify_entry(path: Path, info: ImageInfo, digest: str | None = None) -> int:
     return len(e.data)
 
 
-def read_window(path: Path, info: ImageInfo, reduce: int, x0: int, y0: int, x1: int, y1: int,
-                digest: str | None = None) -> tuple[np.ndarray, int, int]:
-    """Decode the tiles of level ``reduce`` covering level pixels ``[x0, x1) x [y0, y1)`` (clipped to
-    the level image); returns the BGR buffer of those whole tiles and its origin ``(ox, oy)`` in
-    level pixels. An empty intersection gives a ``(0, 0, 3)`` buffer."""
+class TileWindow(NamedTuple):
+    """The encoded tiles covering a window, CRC-checked, and where each goes.
+
+    ``blobs[k]`` (uint8 views of the memory-mapped entry) is pasted at rows ``y[k]:y[k] + h[k]``
+    and columns ``x[k]:x[k] + w[k]`` of a ``shape`` buffer whose pixel (0, 0) is level pixel
+    ``(ox, oy)``. For decoders other than OpenCV's (e.g. nvjpeg through
+    ``torchvision.io.decode_jpeg(..., device="cuda")``, see ``bench/tile_decode_gpu.py``).
+    """
+
+    blobs: list[np.ndarray]
+    y: list[int]
+    x: list[int]
+    h: list[int]
+    w: list[int]
+    shape: tuple[int, int, int]
+    ox: int
+    oy: int
+    codec: str
+
+
+def window_tiles(path: Path, info: ImageInfo, reduce: int, x0: int, y0: int, x1: int, y1: int,
+                 digest: str | None = None) -> TileWindow:
+    """The tiles of level ``reduce`` covering level pixels ``[x0, x1) x [y0, y1)`` (clipped to the
+    level image), each CRC-checked, not decoded. An empty intersection gives no tiles and a
+    ``(0, 0, 3)`` shape."""
     e = _OPEN.get(path, digest)
     check_image("image cache entry", e.image_id, e.height, e.width, info, path)
     if reduce not in e.levels:
@@ -297,12 +318,12 @@ def read_window(path: Path, info: ImageInfo, reduce: int, x0: int, y0: int, x1: 
     h, w, nx, ny, first = e.levels[reduce]
     t = e.tile
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    win = TileWindow([], [], [], [], [], (0, 0, 3), 0, 0, e.codec)
     if x1 <= x0 or y1 <= y0:
-        return np.zeros((0, 0, 3), np.uint8), 0, 0
+        return win
     tx0, ty0, tx1, ty1 = x0 // t, y0 // t, (x1 - 1) // t + 1, (y1 - 1) // t + 1
     ox, oy = tx0 * t, ty0 * t
-    out = np.empty((min(ty1 * t, h) - oy, min(tx1 * t, w) - ox, 3), np.uint8)
-    flags = cv2.IMREAD_COLOR
+    win = win._replace(shape=(min(ty1 * t, h) - oy, min(tx1 * t, w) - ox, 3), ox=ox, oy=oy)
     for ty in range(ty0, ty1):
         for tx in range(tx0, tx1):
             k = first + ty * nx + tx
@@ -311,9 +332,25 @@ def read_window(path: Path, info: ImageInfo, reduce: int, x0: int, y0: int, x1: 
             if zlib.crc32(blob.data) != int(e.crc[k]):
                 raise IndexFileError(f"image cache entry checksum mismatch in tile ({tx}, {ty}) of level 1/{reduce}: "
                                      "the entry is corrupt; rebuild the index", path)
-            tile = cv2.imdecode(blob, flags)
-            th, tw = min(t, h - ty * t), min(t, w - tx * t)
-            if tile is None or tile.shape != (th, tw, 3):
-                raise IndexFileError(f"image cache entry has an undecodable tile ({tx}, {ty}) of level 1/{reduce}", path)
-            out[ty * t - oy:ty * t - oy + th, tx * t - ox:tx * t - ox + tw] = tile
-    return out, ox, oy
+            win.blobs.append(blob)
+            win.y.append(ty * t - oy)
+            win.x.append(tx * t - ox)
+            win.h.append(min(t, h - ty * t))
+            win.w.append(min(t, w - tx * t))
+    return win
+
+
+def read_window(path: Path, info: ImageInfo, reduce: int, x0: int, y0: int, x1: int, y1: int,
+                digest: str | None = None) -> tuple[np.ndarray, int, int]:
+    """Decode the tiles of level ``reduce`` covering level pixels ``[x0, x1) x [y0, y1)`` (clipped to
+    the level image); returns the BGR buffer of those whole tiles and its origin ``(ox, oy)`` in
+    level pixels. An empty intersection gives a ``(0, 0, 3)`` buffer."""
+    win = window_tiles(path, info, reduce, x0, y0, x1, y1, digest)
+    out = np.empty(win.shape, np.uint8)
+    for blob, ty, tx, th, tw in zip(win.blobs, win.y, win.x, win.h, win.w):
+        tile = cv2.imdecode(blob, cv2.IMREAD_COLOR)
+        if tile is None or tile.shape != (th, tw, 3):
+            raise IndexFileError(f"image cache entry has an undecodable tile at ({tx + win.ox}, {ty + win.oy}) of "
+                                 f"level 1/{reduce}", path)
+        out[ty:ty + th, tx:tx + tw] = tile
+    return out, win.ox, win.oy

@@ -506,6 +506,13 @@ class Index:
                 progress(k + 1, total)
         return n
 
+    def image_window_tiles(self, i: int, reduce: int, window: tuple[int, int, int, int]) -> Any:
+        """The encoded, CRC-checked tiles of :meth:`load_image_window`, not decoded (a
+        :class:`~isus.index.image_cache.TileWindow`): for decoders other than OpenCV's, e.g. nvjpeg."""
+        from isus.index.image_cache import window_tiles
+
+        return window_tiles(self.image_cache_path(i), self.image_info(i), reduce, *window, digest=self._image_digest(i))
+
     def load_image_window(self, i: int, reduce: int, window: tuple[int, int, int, int]) -> tuple[np.ndarray, int, int]:
         """BGR pixels of image ``i`` at level ``1/reduce`` (1, 2, 4, 8) from the image cache: the
         whole tiles covering ``window`` ``(x0, y0, x1, y1)`` in that level's pixels (clipped to
