@@ -79,7 +79,7 @@ class ImageCacheParams:
         Tile side in pixels (a multiple of 16 between 64 and 2048).
     chroma
         JPEG chroma sampling: ``"444"`` (full resolution, default) or ``"420"`` (a quarter
-        faster to decode and smaller, but colour edges blur: 35 dB instead of 45 dB on the
+        faster to decode and smaller, but colour edges blur: 35 dB instead of 44 dB on the
         synthetic scenes' sharp colour edges; photos lose less).
     """
 
