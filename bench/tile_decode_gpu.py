@@ -30,21 +30,14 @@ import isus
 from _common import parse_size, synthetic_mvd
 from isus import kernels
 from isus.crop import CropEngine
-from isus.crop.engine import choose_reduce, crop_size
+from isus.crop.engine import choose_reduce, crop_size, warp_plan
 
 
 def plan(spec, cw: int, ch: int):
-    """The crop engine's level, window and taps for ``spec`` (see CropEngine._image)."""
-    s, r = spec.scale, choose_reduce(spec.scale)
-    x0, y0 = spec.window[:2]
-    if spec.flip:
-        ax, bx = -1 / (s * r), (x0 + (cw - 0.5) / s) / r - 0.5
-    else:
-        ax, bx = 1 / (s * r), (x0 + 0.5 / s) / r - 0.5
-    ay, by = 1 / (s * r), (y0 + 0.5 / s) / r - 0.5
-    xs, ys = (bx, ax * (cw - 1) + bx), (by, ay * (ch - 1) + by)
-    win = (math.floor(min(xs)) - 2, math.floor(min(ys)) - 2, math.ceil(max(xs)) + 3, math.ceil(max(ys)) + 3)
-    return r, win, (ax, bx), (ay, by)
+    """The crop engine's level, window and taps for ``spec`` (``isus.crop.engine.warp_plan``)."""
+    r = choose_reduce(spec.scale)
+    m, win = warp_plan(spec, cw, ch, r)
+    return r, win, (m[0, 0], m[0, 2]), (m[1, 1], m[1, 2])
 
 
 def device_batch(torch, decode_jpeg, index, specs, device: str, pad: int) -> list:

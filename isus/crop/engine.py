@@ -133,6 +133,29 @@ def source_pixels(start: float, scale: float, n: int) -> np.ndarray:
     return px
 
 
+def warp_plan(spec: CropSpec, cw: int, ch: int, r: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The inverse map (2x3, crop pixel -> pixel of the level 1/``r``) of ``spec``'s image, and the
+    level pixels ``(x0, y0, x1, y1)`` it reads (2 beyond the extremes: bicubic's support).
+
+    Crop pixel centre u + 0.5 sits at original x0 + (u + 0.5) / s, i.e. at level pixel index
+    (x0 + (u + 0.5) / s) / r - 0.5 (pixel centres at integers). A flip reads u from the right.
+    The resampling gets exactly the window's pixels, clipped to the image, whether they come from
+    cache tiles or a whole decode, so a lossless cache gives bit-identical crops.
+    """
+    s = spec.scale
+    x0, y0 = spec.window[:2]
+    if spec.flip:
+        mx = [-1 / (s * r), 0, (x0 + (cw - 0.5) / s) / r - 0.5]
+    else:
+        mx = [1 / (s * r), 0, (x0 + 0.5 / s) / r - 0.5]
+    m = np.array([mx, [0, 1 / (s * r), (y0 + 0.5 / s) / r - 0.5]], dtype=np.float64)
+    xs = (m[0, 2], m[0, 0] * (cw - 1) + m[0, 2])
+    ys = (m[1, 2], m[1, 1] * (ch - 1) + m[1, 2])
+    win = (int(np.floor(min(xs))) - 2, int(np.floor(min(ys))) - 2,
+           int(np.ceil(max(xs))) + 3, int(np.ceil(max(ys))) + 3)
+    return m, win
+
+
 class CropEngine:
     """Applies crop specs to one dataset, using its index for original boxes and the cache.
 
@@ -179,24 +202,8 @@ class CropEngine:
         cw, ch = size
         s = spec.scale
         r = choose_reduce(s) if self.config.reduced_decode else 1
-        x0, y0 = spec.window[:2]
-        # dst pixel centre u + 0.5 sits at original x0 + (u + 0.5) / s, i.e. at reduced pixel
-        # index (x0 + (u + 0.5) / s) / r - 0.5 (OpenCV puts pixel centres at integers). A flip
-        # reads u from the right instead: the warp does it, no copy afterwards.
-        if spec.flip:
-            mx = [-1 / (s * r), 0, (x0 + (cw - 0.5) / s) / r - 0.5]
-        else:
-            mx = [1 / (s * r), 0, (x0 + 0.5 / s) / r - 0.5]
-        m = np.array([mx, [0, 1 / (s * r), (y0 + 0.5 / s) / r - 0.5]], dtype=np.float64)
+        m, win = warp_plan(spec, cw, ch, r)
         pad = (self.config.pad_value,) * 3
-        # The level pixels the warp reads (2 beyond the extremes: bicubic's support). The warp
-        # gets exactly these, clipped to the image, whether they come from cache tiles or a whole
-        # decode: OpenCV's result depends on the source array's origin at the float-rounding
-        # level, so the same array and matrix make a lossless cache bit-identical.
-        xs = (m[0, 2], m[0, 0] * (cw - 1) + m[0, 2])
-        ys = (m[1, 2], m[1, 1] * (ch - 1) + m[1, 2])
-        win = (int(np.floor(min(xs))) - 2, int(np.floor(min(ys))) - 2,
-               int(np.ceil(max(xs))) + 3, int(np.ceil(max(ys))) + 3)
         if self._use_image_cache:
             assert self.index is not None  # the caches imply an index
             img, ox, oy = self.index.load_image_window(spec.image, r, win)
