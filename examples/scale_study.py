@@ -306,11 +306,139 @@ def report(out: Path) -> dict:
                          title="AP by instance size, mean over seeds (scale-study synthetic benchmark)")
         except isus.IsusError as e:
             table += f"\n(no plot: {e})"
-    (rep / "results.json").write_text(json.dumps(summary, indent=1))
+    summary["criteria"] = criteria(runs)
+    table += "\n\n" + format_criteria(summary["criteria"])
+    # strict JSON: an undefined statistic (a std over one seed) is null, not NaN
+    (rep / "results.json").write_text(json.dumps(_finite(summary), indent=1, allow_nan=False))
     (rep / "table.txt").write_text(table + "\n")
     print(table)
     print(f"wrote {rep / 'results.json'}, {rep / 'table.txt'}" + (f", {rep / 'ap_by_size.png'}" if means else ""))
     return summary
+
+
+# -- the pre-registered criteria (docs/evidence.md, "What counts as reproducing each effect") ---
+DESIGN_SEEDS = 3  # the design fixes three seeds; verdicts on fewer are provisional
+
+
+def _box(ev: dict, kind: str = "box") -> list[float]:
+    return list((ev.get("buckets") or {}).get(kind) or [])
+
+
+def _diffs(runs: dict, a: str, b: str, get) -> list[float]:
+    """Per-seed ``get(a) - get(b)`` over the seeds both configurations finished."""
+    seeds = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
+    out = []
+    for s in seeds:
+        x, y = get(runs[a][s]), get(runs[b][s])
+        if x is not None and y is not None and not (math.isnan(x) or math.isnan(y)):
+            out.append(x - y)
+    return out
+
+
+def _stat(d: list[float]) -> dict:
+    """Mean, 95 % CI half-width (Student's t) and the sign tests the criteria use."""
+    n = len(d)
+    m, sd = mean_std(d)
+    hw = t95(n - 1) * sd / math.sqrt(n) if n > 1 and not math.isnan(sd) else float("nan")
+    return {"n": n, "seeds": d, "mean": m, "ci95": hw,
+            "ci_above_0": n > 1 and not math.isnan(hw) and m - hw > 0,
+            "ci_below_0": n > 1 and not math.isnan(hw) and m + hw < 0,
+            "all_positive": n > 0 and all(x > 0 for x in d)}
+
+
+def criteria(runs: dict) -> dict:
+    """The verdict on each pre-registered effect, computed from the finished runs.
+
+    Each entry has ``verdict`` (``reproduced``, ``suggested``, ``not reproduced`` or ``no data``),
+    ``provisional`` (fewer seeds than the design's three; E1' is ``undetermined`` below two) and the paired statistics it rests on.
+    "A CI excludes 0" is read as the side the paper claims: above 0 for a gain, below for a loss.
+    """
+    out: dict[str, dict] = {}
+    nb = max((len(_box(ev)) for r in runs.values() for ev in r.values()), default=0)
+
+    def bucket(i: int, kind: str = "box"):
+        return lambda ev: _box(ev, kind)[i] if i < len(_box(ev, kind)) else None
+
+    def metric(m: str):
+        return lambda ev: ev.get(m)
+
+    def entry(verdict: str, stats: dict, **extra) -> dict:
+        ns = [s["n"] for s in stats.values()]
+        n = min(ns) if ns else 0
+        if n == 0:
+            verdict = "no data"
+        return {"verdict": verdict, "n": n, "provisional": n < DESIGN_SEEDS, "stats": stats, **extra}
+
+    top = nb - 1
+    # E1: CABB on the largest objects
+    s = {"box_top": _stat(_diffs(runs, "CROP+CABB", "CROP", bucket(top))),
+         "mask_top": _stat(_diffs(runs, "CROP+CABB", "CROP", bucket(top, "mask")))}
+    b = s["box_top"]
+    v = ("reproduced" if b["mean"] > 0 and b["ci_above_0"] else
+         "suggested" if b["all_positive"] else "not reproduced")
+    out["E1"] = entry(v, {"box_top": b}, beside={"mask_top": s["mask_top"]},
+                      what="CROP+CABB - CROP, box AP in the top size bucket")
+    # E1': CABB keeps the other buckets
+    s = {f"box_{i}": _stat(_diffs(runs, "CROP+CABB", "CROP", bucket(i))) for i in range(max(top, 0))}
+    n1 = min((x["n"] for x in s.values()), default=0)
+    # without two seeds there is no interval, so "no CI below 0" would hold vacuously
+    v = ("not reproduced" if any(x["ci_below_0"] for x in s.values()) else
+         "reproduced" if n1 > 1 else "undetermined")
+    out["E1'"] = entry(v, s, what="CROP+CABB - CROP, box AP in the other buckets: no CI entirely below 0")
+    # E2: ISUS across scales
+    s = {f"box_{i}": _stat(_diffs(runs, "CROP+ISUS", "CROP", bucket(i))) for i in range(nb)}
+    s["ap_box"] = _stat(_diffs(runs, "CROP+ISUS", "CROP", metric("ap_box")))
+    pos = sum(s[f"box_{i}"]["mean"] > 0 for i in range(nb))
+    v = ("reproduced" if pos >= 4 and s["ap_box"]["ci_above_0"] else
+         "suggested" if pos >= 4 else "not reproduced")
+    out["E2"] = entry(v, s, buckets_positive=pos,
+                      what="CROP+ISUS - CROP, box AP per bucket (>0 in at least 4 of 5) and overall")
+    # E3: the combination
+    s = {m: _stat(_diffs(runs, "CROP+CABB+ISUS", "CROP", metric(m))) for m in ("pq", "ap_box")}
+    s.update({f"box_{i}": _stat(_diffs(runs, "CROP+CABB+ISUS", "CROP", bucket(i))) for i in range(nb)})
+    every = all(s[f"box_{i}"]["mean"] >= 0 for i in range(nb))
+    v = ("reproduced" if s["pq"]["ci_above_0"] and s["ap_box"]["ci_above_0"] and every else
+         "suggested" if s["pq"]["mean"] > 0 and s["ap_box"]["mean"] > 0 else "not reproduced")
+    out["E3"] = entry(v, s, every_bucket_nonnegative=every,
+                      what="CROP+CABB+ISUS - CROP, PQ and box AP overall and per bucket")
+    # E3': PC_th gains more than PQ_th
+    d = _diffs(runs, "CROP+CABB+ISUS", "CROP", lambda ev: (None if ev.get("pc_th") is None or ev.get("pq_th") is None
+                                                          else ev["pc_th"] - ev["pq_th"]))
+    x = _stat(d)
+    v = "reproduced" if x["mean"] > 0 and x["ci_above_0"] else "suggested" if x["mean"] > 0 else "not reproduced"
+    out["E3'"] = entry(v, {"pc_th_minus_pq_th": x},
+                       what="(CROP+CABB+ISUS - CROP) in PC_th minus the same in PQ_th")
+    # E4: crop vs full (context)
+    s = {"box_smallest": _stat(_diffs(runs, "CROP", "FULL", bucket(0))),
+         "box_top": _stat(_diffs(runs, "CROP", "FULL", bucket(top)))}
+    lo, hi = s["box_smallest"], s["box_top"]
+    signs = lo["mean"] > 0 and hi["mean"] < 0
+    v = ("reproduced" if signs and lo["ci_above_0"] and hi["ci_below_0"] else
+         "suggested" if signs else "not reproduced")
+    out["E4"] = entry(v, s, what="CROP - FULL, box AP in the smallest (>0) and the top (<0) bucket")
+    return out
+
+
+def _finite(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def format_criteria(crit: dict) -> str:
+    lines = ["pre-registered criteria (docs/evidence.md), paired differences in percent points, mean ± 95 % CI"]
+    for name, c in crit.items():
+        flag = f" (provisional: {c['n']} of {DESIGN_SEEDS} seeds)" if c["provisional"] and c["n"] else ""
+        lines.append(f"{name:4s} {c['verdict'] + flag:40s} {c['what']}")
+        for key, st in {**c["stats"], **c.get("beside", {})}.items():
+            if st["n"]:
+                per = " ".join(f"{100 * x:+.1f}" for x in st["seeds"])
+                lines.append(f"       {key:18s}{_pm(st['mean'], st['ci95'], sign=True):>14s}   per seed: {per}")
+    return "\n".join(lines)
 
 
 def _pm(m: float, s: float, sign: bool = False) -> str:

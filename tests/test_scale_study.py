@@ -58,3 +58,65 @@ def test_a_study_begun_with_other_code_is_not_continued(tmp_path, capsys):
     with pytest.raises(SystemExit, match="was started with commit 0000"):
         pin_code(tmp_path, allow_new=False)
     pin_code(tmp_path, allow_new=True)
+
+
+def _ev(top=0.1, others=(0.2, 0.2, 0.2, 0.2), pq=0.5, ap=0.2, pq_th=0.3, pc_th=0.5):
+    box = [*others, top]
+    return {"pq": pq, "pq_th": pq_th, "pc_th": pc_th, "ap_box": ap,
+            "buckets": {"box": box, "mask": [b + 0.01 for b in box]}}
+
+
+def _study(cfgs: dict) -> dict:
+    """{config: [eval per seed]} -> the runner's {config: {seed: eval}}."""
+    return {c: dict(enumerate(evs)) for c, evs in cfgs.items()}
+
+
+def test_criteria_follow_the_preregistered_rules():
+    from examples.scale_study import criteria, format_criteria
+
+    crop = [_ev(top=0.10), _ev(top=0.12), _ev(top=0.08)]
+    # E1: +5, +6, +4 points in the top bucket: mean 5, CI 4.303 * 1 / sqrt(3) = 2.48 -> reproduced
+    cabb = [_ev(top=0.15), _ev(top=0.18), _ev(top=0.12)]
+    crit = criteria(_study({"CROP": crop, "CROP+CABB": cabb}))
+    e1 = crit["E1"]
+    assert e1["verdict"] == "reproduced" and e1["n"] == 3 and not e1["provisional"]
+    assert abs(e1["stats"]["box_top"]["mean"] - 0.05) < 1e-12
+    assert abs(e1["stats"]["box_top"]["ci95"] - 4.303 * 0.01 / 3 ** 0.5) < 1e-9
+    assert crit["E1'"]["verdict"] == "reproduced"
+    assert crit["E2"]["verdict"] == "no data" and crit["E4"]["verdict"] == "no data"
+    # positive at every seed but too spread for the CI: suggested; one seed below: not reproduced
+    spread = [_ev(top=0.101), _ev(top=0.30), _ev(top=0.081)]
+    assert criteria(_study({"CROP": crop, "CROP+CABB": spread}))["E1"]["verdict"] == "suggested"
+    mixed = [_ev(top=0.15), _ev(top=0.11), _ev(top=0.12)]
+    assert criteria(_study({"CROP": crop, "CROP+CABB": mixed}))["E1"]["verdict"] == "not reproduced"
+    # E1': a bucket whose whole interval lies below 0 breaks it
+    worse = [_ev(top=0.15, others=(0.2, 0.15, 0.2, 0.2)), _ev(top=0.18, others=(0.2, 0.16, 0.2, 0.2)),
+             _ev(top=0.12, others=(0.2, 0.14, 0.2, 0.2))]
+    crit = criteria(_study({"CROP": crop, "CROP+CABB": worse}))
+    assert crit["E1'"]["verdict"] == "not reproduced" and crit["E1'"]["stats"]["box_1"]["ci_below_0"]
+    # E2: ISUS better in 4 of 5 buckets, overall CI above 0 -> reproduced; overall CI across 0 -> suggested
+    isus_ = [_ev(top=t - 0.01, others=(0.21, 0.22, 0.23, 0.24), ap=a)
+             for t, a in ((0.10, 0.22), (0.12, 0.225), (0.08, 0.215))]
+    crit = criteria(_study({"CROP": crop, "CROP+ISUS": isus_}))
+    assert crit["E2"]["verdict"] == "reproduced" and crit["E2"]["buckets_positive"] == 4
+    isus_[1]["ap_box"] = 0.1
+    assert criteria(_study({"CROP": crop, "CROP+ISUS": isus_}))["E2"]["verdict"] == "suggested"
+    # E3 and E3': PQ and box AP up at every seed, no bucket down; PC_th up more than PQ_th
+    both = [_ev(top=0.11, pq=0.52, ap=0.22, pc_th=0.55), _ev(top=0.13, pq=0.53, ap=0.23, pc_th=0.56),
+            _ev(top=0.09, pq=0.52, ap=0.22, pc_th=0.56)]
+    crit = criteria(_study({"CROP": crop, "CROP+CABB+ISUS": both}))
+    assert crit["E3"]["verdict"] == "reproduced" and crit["E3'"]["verdict"] == "reproduced"
+    both[0]["buckets"]["box"][0] = 0.1  # one bucket's mean below 0 -> only suggested
+    assert criteria(_study({"CROP": crop, "CROP+CABB+ISUS": both}))["E3"]["verdict"] == "suggested"
+    # E4: crops better on the smallest, worse on the top bucket than FULL
+    full = [_ev(top=0.2, others=(0.1, 0.2, 0.2, 0.2)), _ev(top=0.21, others=(0.11, 0.2, 0.2, 0.2)),
+            _ev(top=0.19, others=(0.09, 0.2, 0.2, 0.2))]
+    crit = criteria(_study({"CROP": crop, "FULL": full}))
+    assert crit["E4"]["verdict"] == "reproduced"
+    crit = criteria(_study({"CROP": crop, "FULL": [_ev(top=0.05) for _ in range(3)]}))
+    assert crit["E4"]["verdict"] == "not reproduced"
+    # fewer seeds than the design: provisional, and E1' has no interval to judge by
+    crit = criteria(_study({"CROP": crop[:1], "CROP+CABB": cabb[:1]}))
+    assert crit["E1"]["provisional"] and crit["E1"]["verdict"] == "suggested"
+    assert crit["E1'"]["verdict"] == "undetermined"
+    assert "provisional: 1 of 3 seeds" in format_criteria(crit)

@@ -40,13 +40,13 @@ def _pct(v: float | None) -> str:
     return "   -" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:5.1f}"
 
 
-def format_row(res: EvalResult, label: str | None = None, header: bool = True) -> str:
-    """The Table-1 row in percent, as papers print it."""
+def format_row(res: EvalResult, label: str | None = None, header: bool = True, width: int = 16) -> str:
+    """The Table-1 row in percent, as papers print it; ``width`` is the label column's."""
     row = res.row()
     lines = []
     if header:
-        lines.append(f"{'':16s}" + "".join(f"{k:>8s}" for k in row))
-    lines.append(f"{(label or ''):16.16s}" + "".join(f"{_pct(v):>8s}" for v in row.values()))
+        lines.append(" " * width + "".join(f"{k:>8s}" for k in row))
+    lines.append(f"{(label or '')[:width]:{width}s}" + "".join(f"{_pct(v):>8s}" for v in row.values()))
     return "\n".join(lines)
 
 
@@ -68,16 +68,19 @@ def format_buckets(res: EvalResult) -> str:
 
 def format_compare(results: Sequence[EvalResult], labels: Sequence[str]) -> str:
     """Several runs: their Table-1 rows, then box/mask AP per bucket (runs as rows)."""
-    lines = [format_row(r, lab, header=k == 0) for k, (r, lab) in enumerate(zip(results, labels))]
+    # labels are never cut: "CROP+CABB+ISUS (n=3)" must stay readable
+    width = max([16] + [len(lab) + 1 for lab in labels])
+    lines = [format_row(r, lab, header=k == 0, width=width)
+             for k, (r, lab) in enumerate(zip(results, labels))]
     with_b = [(r, lab) for r, lab in zip(results, labels) if r.buckets]
     if with_b:
         heads = [lab.split("\n")[0] for lab in bucket_labels(with_b[0][0])]
         for kind in ("box", "mask"):
             lines.append("")
-            lines.append(f"{kind + ' AP by size':16s}" + "".join(f"{h:>12s}" for h in heads))
+            lines.append(f"{kind + ' AP by size':{width}s}" + "".join(f"{h:>12s}" for h in heads))
             for r, lab in with_b:
                 vals = r.buckets.get(kind) or [None] * len(heads)
-                lines.append(f"{lab:16.16s}" + "".join(f"{_pct(v):>12s}" for v in vals))
+                lines.append(f"{lab:{width}s}" + "".join(f"{_pct(v):>12s}" for v in vals))
     return "\n".join(lines)
 
 
