@@ -311,6 +311,7 @@ def report(out: Path) -> dict:
     # strict JSON: an undefined statistic (a std over one seed) is null, not NaN
     (rep / "results.json").write_text(json.dumps(_finite(summary), indent=1, allow_nan=False))
     (rep / "table.txt").write_text(table + "\n")
+    (rep / "table.md").write_text(markdown(summary))
     print(table)
     print(f"wrote {rep / 'results.json'}, {rep / 'table.txt'}" + (f", {rep / 'ap_by_size.png'}" if means else ""))
     return summary
@@ -417,6 +418,60 @@ def criteria(runs: dict) -> dict:
          "suggested" if signs else "not reproduced")
     out["E4"] = entry(v, s, what="CROP - FULL, box AP in the smallest (>0) and the top (<0) bucket")
     return out
+
+
+def markdown(summary: dict) -> str:
+    """The report as Markdown tables for docs/evidence.md: every run, means ± std, paired
+    differences to CROP per size bucket, and the verdict on each pre-registered criterion."""
+    def pct(v, sign=False):
+        return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else (f"{100 * v:+.1f}" if sign else f"{100 * v:.1f}")
+
+    def pm(st: dict, sign=False):
+        m, s = st.get("mean", st.get("diff")), st.get("std", st.get("ci95"))
+        return pct(m, sign) + ("" if s is None or math.isnan(s) else f" ± {100 * s:.1f}")
+
+    cols = ("pq", "pq_th", "pq_st", "pq_dagger", "pc", "pc_th", "ap_box", "ap_mask")
+    head = "| PQ | PQ_th | PQ_st | PQ† | PC | PC_th | box AP | mask AP |"
+    out = ["### Every run (percent)", "",
+           "| config | seed " + head + " box AP per size bucket (smallest → largest) | steps | training time |",
+           "|---|---|" + "---|" * (len(cols) + 3)]
+    for config in CONFIGS:
+        for seed, r in sorted(summary["runs"].get(config, {}).items(), key=lambda kv: int(kv[0])):
+            bx = " / ".join(pct(v) for v in (r.get("buckets") or {}).get("box") or [])
+            t = r.get("train_seconds")
+            out.append(f"| {config} | {seed} | " + " | ".join(pct(r.get(m)) for m in cols)
+                       + f" | {bx} | {r.get('steps')} | {'–' if t is None else f'{t / 60:.0f} min'} |")
+    out += ["", "### Mean ± standard deviation over seeds (percent)", "",
+            "| config | seeds " + head, "|---|---|" + "---|" * len(cols)]
+    for config in CONFIGS:
+        row = summary["mean"].get(config)
+        if row:
+            out.append(f"| {config} | {len(row['seeds'])} | " + " | ".join(pm(row[m]) for m in cols) + " |")
+    crit = summary.get("criteria") or {}
+    nb = 0
+    for r in summary["runs"].values():
+        for ev in r.values():
+            nb = max(nb, len((ev.get("buckets") or {}).get("box") or []))
+    pairs = [("CROP+CABB", BASELINE), ("CROP+ISUS", BASELINE), ("CROP+CABB+ISUS", BASELINE), (BASELINE, "FULL")]
+    out += ["", "### Paired differences, box AP per size bucket and overall (percent points, mean ± 95 % CI)", "",
+            "| difference | seeds | " + " | ".join(f"bucket {i + 1}" for i in range(nb)) + " | box AP | PQ |",
+            "|---|---|" + "---|" * (nb + 2)]
+    for a, b in pairs:
+        if a not in summary["runs"] or b not in summary["runs"]:
+            continue
+        runs = {c: {int(k): v for k, v in summary["runs"][c].items()} for c in (a, b)}
+        cells = [_stat(_diffs(runs, a, b, lambda ev, i=i: ((ev.get("buckets") or {}).get("box") or [None] * nb)[i]))
+                 for i in range(nb)]
+        cells += [_stat(_diffs(runs, a, b, lambda ev, m=m: ev.get(m))) for m in ("ap_box", "pq")]
+        n = min(c["n"] for c in cells)
+        out.append(f"| {a} − {b} | {n} | " + " | ".join(
+            pct(c["mean"], True) + ("" if math.isnan(c["ci95"]) else f" ± {100 * c['ci95']:.1f}") for c in cells) + " |")
+    if crit:
+        out += ["", "### The pre-registered criteria", "", "| effect | measured as | seeds | verdict |", "|---|---|---|---|"]
+        for name, c in crit.items():
+            v = c["verdict"] + (" (provisional)" if c["provisional"] and c["n"] else "")
+            out.append(f"| {name} | {c['what']} | {c['n']} | **{v}** |")
+    return "\n".join(out) + "\n"
 
 
 def _finite(x):

@@ -32,6 +32,9 @@ def test_smoke_study_runs_reports_skips_and_resumes(tmp_path):
     assert set(rep["runs"]) == {"CROP", "CROP+CABB"} and set(rep["paired_vs_CROP"]) == {"CROP+CABB"}
     assert rep["paired_vs_CROP"]["CROP+CABB"]["pq"]["n"] == 1
     assert (out / "report" / "table.txt").read_text().startswith("config")
+    md = (out / "report" / "table.md").read_text()
+    assert "| CROP+CABB | 0 |" in md and "| CROP+CABB − CROP | 1 |" in md
+    assert "### The pre-registered criteria" in md and set(rep["criteria"]) >= {"E1", "E2", "E3", "E4"}
     # the data was written once, with a validation split, in the scale-study preset
     import isus
     man = isus.synth.read_manifest(out / "data" / "mvd")
@@ -115,6 +118,18 @@ def test_criteria_follow_the_preregistered_rules():
     assert crit["E4"]["verdict"] == "reproduced"
     crit = criteria(_study({"CROP": crop, "FULL": [_ev(top=0.05) for _ in range(3)]}))
     assert crit["E4"]["verdict"] == "not reproduced"
+    # the Markdown report carries the same numbers and verdicts
+    from examples.scale_study import markdown, mean_std
+
+    runs = _study({"CROP": crop, "CROP+CABB": cabb})
+    summary = {"runs": {c: {str(k): ev for k, ev in r.items()} for c, r in runs.items()},
+               "mean": {c: {"seeds": list(r), **{m: dict(zip(("mean", "std"), mean_std([ev.get(m) for ev in r.values()])))
+                                               for m in ("pq", "pq_th", "pq_st", "pq_dagger", "pc", "pc_th", "ap_box",
+                                                         "ap_mask")}} for c, r in runs.items()},
+               "criteria": criteria(runs)}
+    md = markdown(summary)
+    assert "| CROP+CABB − CROP | 3 | +0.0 ± 0.0 | +0.0 ± 0.0 | +0.0 ± 0.0 | +0.0 ± 0.0 | +5.0 ± 2.5 |" in md
+    assert "| E1 | CROP+CABB - CROP, box AP in the top size bucket | 3 | **reproduced** |" in md
     # fewer seeds than the design: provisional, and E1' has no interval to judge by
     crit = criteria(_study({"CROP": crop[:1], "CROP+CABB": cabb[:1]}))
     assert crit["E1"]["provisional"] and crit["E1"]["verdict"] == "suggested"
