@@ -105,6 +105,60 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+#: options that only say how a run is carried out: a resumed run may change them
+RUN_ONLY = frozenset({"out", "checkpoint_every", "resume", "log_every", "eval_images", "no_eval", "device", "workers",
+                      "val_split", "root", "index"})  # root/index: data may move; the sampler checks the index itself
+#: options a resumed run may change with a note: more --steps extends a run (the schedule is recomputed)
+RESUME_NOTE = frozenset({"steps"})
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "step", "sampler", "args")
+
+
+def resume_mismatch(saved: dict, args: argparse.Namespace) -> list[str]:
+    """The options that define the run (model, loss, data, schedule) whose value differs from the
+    checkpoint's, as ``--name: checkpoint X, now Y`` lines."""
+    now = vars(args)
+    out = []
+    # an option the checkpoint lacks did not exist when it was written: nothing to compare
+    for key in sorted(set(saved) & set(now)):
+        if key in RUN_ONLY:
+            continue
+        a, b = saved.get(key), now.get(key)
+        if (str(a) if isinstance(a, Path) else a) != (str(b) if isinstance(b, Path) else b):
+            out.append(f"--{key.replace('_', '-')}: checkpoint {a!r}, now {b!r}")
+    return out
+
+
+def load_checkpoint(path: Path, args: argparse.Namespace, world: int, device: torch.device) -> dict:
+    """``path``'s training state, after checking it is whole and describes the run ``args`` asks for.
+
+    Resuming with another loss, data or model would silently train a mixture of two runs (and
+    the optimiser and scheduler states would override a new --lr), so any difference in a
+    run-defining option is refused, naming each option. A new --steps (extending a run) is
+    accepted with a note, since the schedule is then recomputed.
+    """
+    if not path.exists():
+        raise SystemExit(f"--resume: no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # a truncated or foreign file: torch's own message does not name it
+        raise SystemExit(f"--resume: {path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise SystemExit(f"--resume: {path} lacks {missing}; expected a checkpoint written by this script "
+                         f"(keys {list(CHECKPOINT_KEYS)})")
+    diff = resume_mismatch(state["args"], args)
+    for line in [d for d in diff if d.split(":")[0][2:].replace("-", "_") in RESUME_NOTE]:
+        diff.remove(line)
+        print(f"note: resuming with {line}; the learning-rate schedule is recomputed for the new length",
+              flush=True)
+    if state.get("world", world) != world:
+        diff.append(f"processes: checkpoint {state['world']}, now {world} (the batch, and so the schedule, changes)")
+    if diff:
+        raise SystemExit(f"--resume: {path} was written by a different run; these options differ:\n  "
+                         + "\n  ".join(diff) + "\nresume with the checkpoint's options, or start a new --out")
+    return state
+
+
 def setup_distributed(args) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -240,9 +294,7 @@ def main(argv=None) -> dict:
     step = 0
     ckpt_path = args.out / "checkpoint.pt"
     if args.resume:
-        if not ckpt_path.exists():
-            raise SystemExit(f"--resume: no checkpoint at {ckpt_path}")
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        state = load_checkpoint(ckpt_path, args, world, device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -308,7 +360,8 @@ def main(argv=None) -> dict:
             if rank == 0:
                 atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                             "sampler": sampler.state_dict(num_consumed=step * batch), "args": vars(args)}, ckpt_path)
+                             "sampler": sampler.state_dict(num_consumed=step * batch), "args": vars(args),
+                             "world": world}, ckpt_path)
             if world > 1:
                 dist.barrier()
     results = {"steps": step, "train_seconds": time.perf_counter() - t_start}

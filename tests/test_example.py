@@ -190,3 +190,46 @@ def test_evaluation_split_defaults_to_the_roots_validation_split(tmp_path, capsy
     assert open_eval_split(train, "training", {}, 0).split == "training"
     assert open_eval_split(isus.open_dataset("mvd", one), None, {}, 0).split == "training"
     assert "no 'validation' split" in capsys.readouterr().out
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, capsys):
+    import torch
+
+    sys.path.insert(0, str(SCRIPT.parents[1]))
+    from examples.train_panoptic import load_checkpoint, parse_args
+
+    base = ["--dataset", "mvd", "--root", "r", "--index", "i", "--out", str(tmp_path)]
+    args = parse_args(base + ["--box-loss", "cabb", "--steps", "100"])
+    ckpt = tmp_path / "checkpoint.pt"
+    state = {"model": {}, "optimizer": {}, "scheduler": {}, "scaler": {}, "step": 20, "sampler": {},
+             "args": vars(args), "world": 1}
+    torch.save(state, ckpt)
+    cpu = torch.device("cpu")
+    # the same run, resumed with other run-only options (workers, logging, --resume itself): accepted
+    same = parse_args(base + ["--box-loss", "cabb", "--steps", "100", "--resume", "--workers", "0", "--log-every", "5"])
+    assert load_checkpoint(ckpt, same, 1, cpu)["step"] == 20
+    # another loss and learning rate: refused, naming each option and both values
+    other = parse_args(base + ["--box-loss", "smooth_l1", "--steps", "100", "--lr", "0.1", "--resume"])
+    with pytest.raises(SystemExit) as e:
+        load_checkpoint(ckpt, other, 1, cpu)
+    msg = str(e.value)
+    assert "--box-loss: checkpoint 'cabb', now 'smooth_l1'" in msg and "--lr: checkpoint 0.02, now 0.1" in msg
+    # more steps extends the run: accepted, with a note that the schedule changes
+    longer = parse_args(base + ["--box-loss", "cabb", "--steps", "200", "--resume"])
+    assert load_checkpoint(ckpt, longer, 1, cpu)["step"] == 20
+    assert "note: resuming with --steps: checkpoint 100, now 200" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="processes: checkpoint 1, now 2"):
+        load_checkpoint(ckpt, same, 2, cpu)
+    # a checkpoint written before an option existed is compared on the options it has
+    old = {**state, "args": {k: v for k, v in vars(args).items() if k != "clip_grad"}}
+    torch.save(old, ckpt)
+    assert load_checkpoint(ckpt, same, 1, cpu)["step"] == 20
+    # a truncated file and a foreign one: named, with what was expected
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    with pytest.raises(SystemExit, match=r"checkpoint.pt is not a readable checkpoint"):
+        load_checkpoint(ckpt, same, 1, cpu)
+    torch.save({"weights": 1}, ckpt)
+    with pytest.raises(SystemExit, match=r"lacks \['model'"):
+        load_checkpoint(ckpt, same, 1, cpu)
+    with pytest.raises(SystemExit, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "none.pt", same, 1, cpu)
