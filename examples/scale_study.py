@@ -257,9 +257,9 @@ def report(out: Path) -> dict:
     if code.exists():  # the commit every run executed (run_all refuses to mix commits)
         summary["code"] = code.read_text().strip()
     for config, by_seed in runs.items():
-        summary["runs"][config] = {str(s): {**{m: ev.get(m) for m in METRICS}, "buckets": ev.get("buckets"),
-                                            "steps": ev.get("steps"), "train_seconds": ev.get("train_seconds"),
-                                            "eval_seconds": ev.get("eval_seconds")}
+        # every metric of the run's eval.json (per class and per bucket included), its steps and wall
+        # times; only the paths of its prediction files are left out
+        summary["runs"][config] = {str(s): {k: v for k, v in ev.items() if k not in ("predictions", "instances")}
                                    for s, ev in sorted(by_seed.items())}
         summary["mean"][config] = {m: dict(zip(("mean", "std"), mean_std([ev.get(m) for ev in by_seed.values()])))
                                    for m in METRICS}
