@@ -108,7 +108,7 @@ def plot_by_size(results: Sequence[EvalResult], labels: Sequence[str], path: str
                         "with other percentiles); compare runs evaluated on the same set")
     ticks = bucket_labels(results[0])
     nb, nr = len(ticks), len(results)
-    fig, axes = plt.subplots(1, 2, figsize=(max(9.0, 1.4 * nb * max(1, nr) ** 0.5 * 2), 4.2), sharey=False)
+    fig, axes = plt.subplots(1, 2, figsize=(min(16.0, max(9.0, 1.4 * nb * max(1, nr) ** 0.5 * 2)), 4.6), sharey=False)
     width = 0.8 / nr
     x = np.arange(nb)
     for ax, kind in zip(axes, ("box", "mask")):
@@ -128,10 +128,12 @@ def plot_by_size(results: Sequence[EvalResult], labels: Sequence[str], path: str
         ymax = max([100 * v for r in results for v in (r.buckets.get(kind) or []) if v is not None and not
                     math.isnan(v)] + [1.0])
         ax.set_ylim(0, ymax * 1.18 + 1)
-    axes[0].legend(fontsize=8, loc="upper left")
+    # below both panels: inside an axis the legend hid the tallest bars
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=8, loc="lower center", ncol=min(nr, 5), frameon=False)
     n_inst = sum(results[0].buckets["instances"])
     fig.suptitle(title or f"AP by size ({results[0].images} images, {n_inst} GT instances)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.07 * ((nr + 4) // 5), 1.0, 1.0))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_savefig(fig, path, dpi=110)
