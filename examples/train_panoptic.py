@@ -113,19 +113,14 @@ RESUME_NOTE = frozenset({"steps"})
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "step", "sampler", "args")
 
 
-def resume_mismatch(saved: dict, args: argparse.Namespace) -> list[str]:
+def resume_mismatch(saved: dict, args: argparse.Namespace) -> dict[str, tuple]:
     """The options that define the run (model, loss, data, schedule) whose value differs from the
-    checkpoint's, as ``--name: checkpoint X, now Y`` lines."""
+    checkpoint's: ``{name: (checkpoint value, value now)}``."""
     now = vars(args)
-    out = []
+    plain = lambda v: str(v) if isinstance(v, Path) else v  # noqa: E731
     # an option the checkpoint lacks did not exist when it was written: nothing to compare
-    for key in sorted(set(saved) & set(now)):
-        if key in RUN_ONLY:
-            continue
-        a, b = saved.get(key), now.get(key)
-        if (str(a) if isinstance(a, Path) else a) != (str(b) if isinstance(b, Path) else b):
-            out.append(f"--{key.replace('_', '-')}: checkpoint {a!r}, now {b!r}")
-    return out
+    return {k: (saved[k], now[k]) for k in sorted(set(saved) & set(now) - RUN_ONLY)
+            if plain(saved[k]) != plain(now[k])}
 
 
 def load_checkpoint(path: Path, args: argparse.Namespace, world: int, device: torch.device) -> dict:
@@ -146,11 +141,12 @@ def load_checkpoint(path: Path, args: argparse.Namespace, world: int, device: to
     if missing:
         raise SystemExit(f"--resume: {path} lacks {missing}; expected a checkpoint written by this script "
                          f"(keys {list(CHECKPOINT_KEYS)})")
-    diff = resume_mismatch(state["args"], args)
-    for line in [d for d in diff if d.split(":")[0][2:].replace("-", "_") in RESUME_NOTE]:
-        diff.remove(line)
-        print(f"note: resuming with {line}; the learning-rate schedule is recomputed for the new length",
+    lines = {k: f"--{k.replace('_', '-')}: checkpoint {a!r}, now {b!r}"
+             for k, (a, b) in resume_mismatch(state["args"], args).items()}
+    for k in RESUME_NOTE & lines.keys():
+        print(f"note: resuming with {lines.pop(k)}; the learning-rate schedule is recomputed for the new length",
               flush=True)
+    diff = list(lines.values())
     if state.get("world", world) != world:
         diff.append(f"processes: checkpoint {state['world']}, now {world} (the batch, and so the schedule, changes)")
     if diff:
