@@ -22,6 +22,30 @@ def parse_percentiles(ctx, param, value: str) -> tuple[float, ...]:
     return vals
 
 
+def parse_ranges(ctx, param, values: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """``NAME=LO:HI`` (repeatable; HI may be ``inf``) -> ``{name: (lo, hi)}``."""
+    out: dict[str, tuple[float, float]] = {}
+    for value in values:
+        name, eq, rng = value.partition("=")
+        lo, colon, hi = rng.partition(":")
+        try:
+            pair = (float(lo), float(hi))
+        except ValueError:
+            pair = None
+        if not (eq and colon and name.strip()) or pair is None:
+            raise click.BadParameter(f"expected NAME=LO:HI in pixels, such as large=16384:inf; got {value!r}")
+        if name in out:
+            raise click.BadParameter(f"range {name!r} is given twice")
+        out[name] = pair
+    from isus.eval.extent import check_ranges
+
+    try:
+        check_ranges(out, "--range")
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    return out
+
+
 @click.command("eval")
 @click.argument("runs", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @dataset_options(required=False)
@@ -37,26 +61,31 @@ def parse_percentiles(ctx, param, value: str) -> tuple[float, ...]:
               help="Size-bucket edges as percentiles of the GT instance areas.")
 @click.option("--max-dets", type=click.IntRange(min=1), default=100, show_default=True,
               help="Detections per image that AP considers.")
+@click.option("--range", "ranges", multiple=True, callback=parse_ranges, metavar="NAME=LO:HI",
+              help="Extra named range of GT instance area [LO, HI) in pixels (HI may be inf), with box/mask "
+                   "AP and the box extent of matched detections; repeatable.")
 @click.option("--only-predicted", is_flag=True,
               help="Evaluate only the ground-truth images that have a prediction (default: every image needs one).")
 @click.option("--compare", is_flag=True, help="Compare the eval.json files given as arguments instead.")
 @click.option("--labels", default=None, help="With --compare: comma-separated run labels (default: folder names).")
 @overwrite_option
 def eval_(runs, dataset: DatasetArgs | None, predictions, instances, out, workers, percentiles, max_dets,
-          only_predicted, compare, labels, overwrite) -> None:
+          ranges, only_predicted, compare, labels, overwrite) -> None:
     """Evaluate panoptic predictions at all scales: PQ, SQ, RQ, PQ†, PC, mIoU, box/mask AP by size.
 
     Predictions are COCO panoptic (JSON + RGB PNGs, as panopticapi and detectron2 write them);
     --instances is a COCO results JSON. Prints the Table-1 row and AP per size bucket (percent),
-    writes eval.json (fractions) and eval_by_size.png (the paper's Fig. 5).
+    and per --range its AP and the median width ratio and IoU of the matched boxes; writes
+    eval.json (fractions) and eval_by_size.png (the paper's Fig. 5).
 
     Example:
 
     \b
         isus eval --dataset mvd --root /data/mvd --split validation --predictions preds/ --instances dets.json --out ev
+        isus eval --dataset mvd --root /data/mvd --split validation --predictions preds/ --instances dets.json --range large=16384:inf --out ev
         isus eval --compare crop/eval.json crop_cabb_isus/eval.json --out cmp
     """
-    from isus.eval.plots import format_buckets, format_compare, format_row, plot_by_size
+    from isus.eval.plots import format_buckets, format_compare, format_ranges, format_row, plot_by_size
 
     names_out = ("compare.json", "compare_by_size.png") if compare else ("eval.json", "eval_by_size.png")
     check_overwrite([out / n for n in names_out], overwrite)
@@ -87,13 +116,16 @@ def eval_(runs, dataset: DatasetArgs | None, predictions, instances, out, worker
     from isus.eval.run import evaluate_dataset
 
     res = evaluate_dataset(ds, predictions, instances, workers=workers or os.cpu_count() or 1,
-                           percentiles=percentiles, max_dets=max_dets, only_predicted=only_predicted,
+                           percentiles=percentiles, max_dets=max_dets, ranges=ranges, only_predicted=only_predicted,
                            progress=True)
     part = f" (of {len(ds)}, --only-predicted)" if res.images < len(ds) else ""
     click.echo(f"{ds.name} {ds.split}: {res.images} images{part}, {len(ds.categories)} categories (percent)")
     click.echo(format_row(res, "this run"))
     click.echo("")
     click.echo(format_buckets(res))
+    if res.ranges:
+        click.echo("")
+        click.echo(format_ranges(res))
     written = [out / "eval.json"]
     _write_json(written[0], res.to_dict())
     if res.buckets:

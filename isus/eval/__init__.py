@@ -7,6 +7,7 @@ returns an :class:`EvalResult`. PQ follows panopticapi, AP is pycocotools' ``COC
 """
 from isus.eval.coco import DEFAULT_PERCENTILES, Detections, bucket_edges
 from isus.eval.evaluator import EvalResult, PanopticEvaluator
+from isus.eval.extent import box_extent, bucket_index, extent_summary
 from isus.eval.io import (PanopticPredictions, PanopticPredictionWriter, PredictionFileError, read_instances,
                           write_instances)
 from isus.eval.run import evaluate_dataset
@@ -14,4 +15,5 @@ from isus.eval.stats import CategoryTable, EvalInputError, ImageStats, image_sta
 
 __all__ = ["PanopticEvaluator", "EvalResult", "Detections", "ImageStats", "CategoryTable", "image_stats",
            "bucket_edges", "DEFAULT_PERCENTILES", "PanopticPredictions", "PanopticPredictionWriter",
-           "PredictionFileError", "EvalInputError", "read_instances", "write_instances", "evaluate_dataset"]
+           "PredictionFileError", "EvalInputError", "read_instances", "write_instances", "evaluate_dataset",
+           "box_extent", "extent_summary", "bucket_index"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -82,7 +83,8 @@ def _rle_str(rle: dict[str, Any]) -> dict[str, Any]:
 
 def gt_instances_to_coco(gt: Panoptic, table: CategoryTable) -> list[dict[str, Any]]:
     """The ground-truth segments of thing categories as COCO annotations with RLE masks
-    (crowd segments as ``iscrowd``). Each mask is encoded from its bounding box only."""
+    (crowd segments as ``iscrowd``), each with its ``segment_id`` in ``gt``. Each mask is encoded
+    from its bounding box only."""
     mu = _mask_api()
     seg = gt.segments
     if not len(seg):
@@ -100,7 +102,7 @@ def gt_instances_to_coco(gt: Panoptic, table: CategoryTable) -> list[dict[str, A
         rle = mu.frPyObjects({"size": [h, w], "counts": counts.tolist()}, h, w)
         out.append({"category_id": int(seg["category_id"][k]), "iscrowd": int(seg["iscrowd"][k]),
                     "area": float(area[k]), "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-                    "segmentation": _rle_str(rle)})
+                    "segmentation": _rle_str(rle), "segment_id": int(seg["id"][k])})
     return out
 
 
@@ -166,14 +168,23 @@ def _area_ranges(edges: np.ndarray) -> list[list[float]]:
 
 
 def coco_ap(gt_images: list[list[dict[str, Any]]], det_images: list[list[dict[str, Any]]], heights: list[int], widths: list[int],
-            category_ids: Sequence[int], edges: np.ndarray, max_dets: int = 100) -> dict[str, Any]:
+            category_ids: Sequence[int], edges: np.ndarray, max_dets: int = 100,
+            ranges: Sequence[tuple[float, float]] = ()) -> dict[str, Any]:
     """Run ``COCOeval`` for ``bbox`` and ``segm`` over the images and summarise AP overall, by COCO
-    area and by bucket. Fractions in [0, 1]; NaN where a range holds no ground truth."""
+    area, by bucket and by the extra area ``ranges`` (``[lo, hi)`` pixels, hi may be inf). Fractions
+    in [0, 1]; NaN where a range holds no ground truth.
+
+    ``out["box"]["ranges"]`` (and ``"mask"``) list ``{"ap", "ap50", "ap75"}`` per range;
+    ``out["matches"]`` holds the bbox run's matches at IoU 0.5, area "all" (see :func:`_matches`)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     names = ["all", "small", "medium", "large"] + [f"b{k}" for k in range(len(edges) - 1)]
     rngs = [[0.0, 1e10], *(list(v) for v in COCO_AREAS.values())] + _area_ranges(edges)
+    first_range = len(rngs)
+    for k, (lo, hi) in enumerate(ranges):  # [lo, hi) as COCOeval's inclusive [lo, hi]
+        names.append(f"r{k}")
+        rngs.append([float(lo), float(hi) if math.isinf(hi) else float(np.nextafter(float(hi), -np.inf))])
     images: list[dict[str, int]] = []
     anns: list[dict[str, Any]] = []
     for i, (g, h, w) in enumerate(zip(gt_images, heights, widths)):
@@ -224,8 +235,44 @@ def coco_ap(gt_images: list[list[dict[str, Any]]], det_images: list[list[dict[st
         out[key] = {"ap": ap(0), "ap50": ap(0, t50), "ap75": ap(0, t75),
                     "ap_small": ap(1), "ap_medium": ap(2), "ap_large": ap(3),
                     "buckets": [ap(4 + k) for k in range(len(edges) - 1)],
+                    "ranges": [{"ap": ap(a), "ap50": ap(a, t50), "ap75": ap(a, t75)}
+                               for a in range(first_range, len(rngs))],
                     "per_class": _per_class_ap(prec, ev.params.catIds)}
+        if iou_type == "bbox":
+            out["matches"] = _matches(ev, t50)
     return out
+
+
+def _matches(ev: Any, t: int) -> dict[str, np.ndarray]:
+    """COCOeval's own greedy matches (area range "all", the largest ``maxDets``, IoU threshold
+    index ``t``) of non-crowd ground-truth instances, as arrays over the matched pairs: ``image``
+    (0-based position), ``segment_id``, ``area`` (GT pixels), ``gt_box`` and ``pred_box``
+    (``(M, 4)`` ``x0, y0, x1, y1``)."""
+    n_img, n_area = len(ev.params.imgIds), len(ev.params.areaRng)
+    image: list[int] = []
+    gt_ids: list[int] = []
+    dt_ids: list[int] = []
+    for k in range(len(ev.params.catIds)):
+        for i in range(n_img):
+            e = ev.evalImgs[k * n_area * n_img + i]  # area range 0: "all"
+            if e is None:
+                continue
+            for g, d in zip(e["gtIds"], e["gtMatches"][t]):
+                if d > 0 and not ev.cocoGt.anns[g]["iscrowd"]:
+                    image.append(i)
+                    gt_ids.append(int(g))
+                    dt_ids.append(int(d))
+
+    def boxes(anns: dict[int, Any], ids: list[int]) -> np.ndarray:
+        b = np.array([anns[j]["bbox"] for j in ids], dtype=np.float64).reshape(-1, 4)
+        b[:, 2:] += b[:, :2]
+        return b
+
+    gts = [ev.cocoGt.anns[g] for g in gt_ids]
+    return {"image": np.array(image, dtype=np.int64),
+            "segment_id": np.array([a.get("segment_id", -1) for a in gts], dtype=np.int64),
+            "area": np.array([a["area"] for a in gts], dtype=np.float64),
+            "gt_box": boxes(ev.cocoGt.anns, gt_ids), "pred_box": boxes(ev.cocoDt.anns, dt_ids)}
 
 
 def _per_class_ap(prec: np.ndarray, cat_ids: list[int]) -> dict[int, float]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, Sequence, cast
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import numpy as np
 
 from isus.errors import IsusError
 from isus.eval.coco import DEFAULT_PERCENTILES, Detections, bucket_edges, coco_ap
+from isus.eval.extent import box_extent, bucket_index, check_ranges, extent_summary
 from isus.eval.stats import CategoryTable, ImageStats, image_stats
 from isus.types import Category, Panoptic
 
@@ -37,8 +38,16 @@ class EvalResult:
     ap
         ``{"box": {...}, "mask": {...}}``: ap, ap50, ap75, ap_small, ap_medium, ap_large.
     buckets
-        ``{"percentiles", "edges", "instances", "box", "mask"}``: the size buckets' percentiles,
-        their edges in pixels, the ground-truth instances in each and box/mask AP per bucket.
+        ``{"percentiles", "edges", "instances", "box", "mask", "extent"}``: the size buckets'
+        percentiles, their edges in pixels, the ground-truth instances in each, box/mask AP per
+        bucket and the box extent of the matched detections per bucket (a list of
+        :func:`~isus.eval.extent_summary` dicts).
+    ranges
+        The named area ranges (``PanopticEvaluator(ranges=)``): name -> ``{"area": [lo, hi]``
+        (hi None for inf)``, "instances"`` (non-crowd GT instances in ``[lo, hi)``), ``"box"``
+        and ``"mask"`` (``{"ap", "ap50", "ap75"}``; mask None without masks), ``"extent"`` (an
+        :func:`~isus.eval.extent_summary`) and ``"matches"``: ``[image, gt_segment_id,
+        width_ratio, height_ratio, iou]`` per matched GT instance in the range``}``.
     per_class
         Category name -> ``{"id", "isthing", "pq", "sq", "rq", "tp", "fp", "fn", "iou", "pc",
         "ap_box", "ap_mask"}``.
@@ -68,6 +77,7 @@ class EvalResult:
     buckets: dict[str, Any] = field(default_factory=dict)
     per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
     images: int = 0
+    ranges: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (NaN becomes None)."""
@@ -100,6 +110,14 @@ class EvalResult:
         for k in ("edges", "box", "mask"):
             if buckets.get(k) is not None:
                 buckets[k] = [nan(v) for v in buckets[k]]
+        if buckets.get("extent") is not None:
+            buckets["extent"] = [_extent_nan(e) for e in buckets["extent"]]
+        for r in (kw.get("ranges") or {}).values():
+            for k in ("box", "mask"):
+                if isinstance(r.get(k), dict):
+                    r[k] = {kk: nan(vv) for kk, vv in r[k].items()}
+            if isinstance(r.get("extent"), dict):
+                r["extent"] = _extent_nan(r["extent"])
         for v in (kw.get("per_class") or {}).values():
             for k in ("pq", "sq", "rq", "iou", "pc"):
                 if k in v:
@@ -114,6 +132,11 @@ class EvalResult:
         return {"PQ": self.pq, "PQ_th": self.pq_th, "PQ_st": self.pq_st, "SQ": self.sq, "RQ": self.rq,
                 "PC": self.pc, "PC_th": self.pc_th, "PC_st": self.pc_st, "PQ†": self.pq_dagger,
                 "mIoU": self.miou, "AP_box": self.ap_box, "AP_mask": self.ap_mask}
+
+
+def _extent_nan(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: ({kk: float("nan") if vv is None else vv for kk, vv in v.items()} if isinstance(v, dict) else v)
+            for k, v in summary.items()}
 
 
 def _nan_to_none(v: Any) -> Any:
@@ -148,6 +171,10 @@ class PanopticEvaluator:
         evaluating a subset).
     max_dets
         Detections per image that COCOeval considers (COCO's 100).
+    ranges
+        Extra named ranges of ground-truth area in pixels, ``{name: (lo, hi)}`` meaning
+        ``[lo, hi)`` (hi may be ``float("inf")``), for which box/mask AP and the box extent of the
+        matched detections are reported in :attr:`EvalResult.ranges`.
 
     Examples
     --------
@@ -158,7 +185,8 @@ class PanopticEvaluator:
     """
 
     def __init__(self, categories: Sequence[Category], *, percentiles: Sequence[float] = DEFAULT_PERCENTILES,
-                 edges: Sequence[float] | None = None, max_dets: int = 100) -> None:
+                 edges: Sequence[float] | None = None, max_dets: int = 100,
+                 ranges: Mapping[str, tuple[float, float]] | None = None) -> None:
         self.table = CategoryTable(tuple(categories))
         self.percentiles = tuple(float(p) for p in percentiles)
         bucket_edges(np.zeros(0), self.percentiles)  # validates them
@@ -170,6 +198,7 @@ class PanopticEvaluator:
         if max_dets < 1:
             raise ValueError(f"PanopticEvaluator(max_dets=) expects a positive int; got {max_dets}")
         self.max_dets = int(max_dets)
+        self.ranges = check_ranges(ranges, "PanopticEvaluator(ranges=)")
         self.stats = ImageStats.empty(len(self.table.categories))
 
     @property
@@ -188,7 +217,8 @@ class PanopticEvaluator:
             The detector's scored instances for AP, before panoptic fusion (see
             :class:`Detections`); give them for every image or for none.
         image
-            Name used in error messages (default: its position in the stream).
+            Name used in error messages and as the image's key in the box-extent matches of
+            :attr:`EvalResult.ranges` (default: its position in the stream).
         """
         st = image_stats(gt, pred, self.table, instances=instances,
                          image=image if image is not None else f"image #{self.stats.images}")
@@ -233,11 +263,14 @@ class PanopticEvaluator:
         if ap is not None:
             res.ap_box = ap["box"]["ap"]
             res.ap_mask = ap["mask"]["ap"] if ap["mask"] is not None else None
-            res.ap = {k: ({kk: vv for kk, vv in v.items() if kk not in ("buckets", "per_class")} if v else None)
+            res.ap = {k: ({kk: vv for kk, vv in v.items() if kk not in ("buckets", "ranges", "per_class")}
+                          if v else None)
                       for k, v in (("box", ap["box"]), ("mask", ap["mask"]))}
             res.buckets = {"percentiles": None if self.edges is not None else list(self.percentiles),
                            "edges": ap["edges"], "instances": ap["counts"], "box": ap["box"]["buckets"],
-                           "mask": ap["mask"]["buckets"] if ap["mask"] is not None else None}
+                           "mask": ap["mask"]["buckets"] if ap["mask"] is not None else None,
+                           "extent": ap["extent"]}
+            res.ranges = ap["ranges"]
             per_ap = {"box": ap["box"]["per_class"], "mask": (ap["mask"] or {}).get("per_class", {})}
         for k, c in enumerate(t.categories):
             res.per_class[c.name if c.name not in res.per_class else f"{c.name} ({c.id})"] = {
@@ -268,12 +301,28 @@ class PanopticEvaluator:
         edges = np.asarray(self.edges, dtype=np.float64) if self.edges is not None else \
             bucket_edges(areas, self.percentiles)
         thing_ids = [c.id for c in self.table.categories if c.isthing]
-        out = coco_ap(gts, dets, s.heights, s.widths, thing_ids, edges, self.max_dets)
-        counts = []
-        for k in range(len(edges) - 1):
-            lo, hi = edges[k], edges[k + 1]
-            last = k == len(edges) - 2
-            counts.append(int(((areas >= lo) & ((areas <= hi) if last else (areas < hi))).sum()))
+        out = coco_ap(gts, dets, s.heights, s.widths, thing_ids, edges, self.max_dets,
+                      ranges=list(self.ranges.values()))
+        n_buckets = len(edges) - 1
+        counts = np.bincount(bucket_index(areas, edges) + 1, minlength=n_buckets + 1)[1:]
         out["edges"] = [float(e) for e in edges]
-        out["counts"] = counts
+        out["counts"] = [int(c) for c in counts]
+        m = out.pop("matches")
+        order = np.lexsort((m["segment_id"], m["image"]))  # by image, then segment id
+        m = {k: v[order] for k, v in m.items()}
+        wr, hr, iou = box_extent(m["gt_box"], m["pred_box"])
+        b = bucket_index(m["area"], edges)
+        out["extent"] = [extent_summary(wr[b == k], hr[b == k], iou[b == k]) for k in range(n_buckets)]
+        names = s.names if len(s.names) == len(gts) else [f"image #{i}" for i in range(len(gts))]
+        out["ranges"] = {}
+        for j, (name, (lo, hi)) in enumerate(self.ranges.items()):
+            sel = np.flatnonzero((m["area"] >= lo) & (m["area"] < hi))
+            out["ranges"][name] = {
+                "area": [lo, None if math.isinf(hi) else hi],
+                "instances": int(((areas >= lo) & (areas < hi)).sum()),
+                "box": out["box"]["ranges"][j],
+                "mask": out["mask"]["ranges"][j] if out["mask"] is not None else None,
+                "extent": extent_summary(wr[sel], hr[sel], iou[sel]),
+                "matches": [[names[int(m["image"][i])], int(m["segment_id"][i]), float(wr[i]), float(hr[i]),
+                             float(iou[i])] for i in sel]}
         return out

@@ -12,7 +12,7 @@ from isus._fsio import atomic_savefig
 from isus.errors import IsusError
 from isus.eval.evaluator import EvalResult
 
-__all__ = ["plot_by_size", "bucket_labels", "format_row", "format_buckets", "format_compare"]
+__all__ = ["plot_by_size", "bucket_labels", "format_row", "format_buckets", "format_ranges", "format_compare"]
 
 
 def _px(v: float) -> str:
@@ -63,6 +63,25 @@ def format_buckets(res: EvalResult) -> str:
         b = (ap.get("box") or {}).get(f"ap_{name}")
         m = (ap.get("mask") or {}).get(f"ap_{name}")
         lines.append(f"{'COCO ' + name:34s}{'':10s}{_pct(b):>8s}{_pct(m):>9s}")
+    return "\n".join(lines)
+
+
+def format_ranges(res: EvalResult) -> str:
+    """Per named area range: its pixels, GT instances, box/mask AP (percent), matched instances and
+    the median width ratio, height ratio and IoU of the matched boxes (see docs/evaluation.md)."""
+    lines = [f"{'area range':34s}{'GT inst.':>10s}{'box AP':>8s}{'mask AP':>9s}{'matched':>9s}"
+             f"{'w ratio':>9s}{'h ratio':>9s}{'IoU':>7s}"]
+
+    def num(v: float | None, width: int) -> str:
+        return f"{'-':>{width}s}" if v is None or math.isnan(v) else f"{v:{width}.3f}"
+
+    for name, r in res.ranges.items():
+        lo, hi = r["area"]
+        lab = f"{name} [{_px(lo)}, {'inf' if hi is None else _px(hi)}) px"
+        e = r["extent"]
+        lines.append(f"{lab:34s}{r['instances']:10d}{_pct(r['box']['ap']):>8s}"
+                     f"{_pct((r['mask'] or {}).get('ap')):>9s}{e['matched']:9d}{num(e['width_ratio']['median'], 9)}"
+                     f"{num(e['height_ratio']['median'], 9)}{num(e['iou']['median'], 7)}")
     return "\n".join(lines)
 
 

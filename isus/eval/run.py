@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -72,6 +72,7 @@ def evaluate_dataset(
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     edges: Sequence[float] | None = None,
     max_dets: int = 100,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
     only_predicted: bool = False,
     progress: bool | ProgressFn = False,
 ) -> EvalResult:
@@ -89,7 +90,7 @@ def evaluate_dataset(
         Evaluated categories (default: the dataset's).
     workers
         Processes evaluating images in parallel (1 = in this process).
-    percentiles, edges, max_dets
+    percentiles, edges, max_dets, ranges
         See :class:`PanopticEvaluator`.
     only_predicted
         Evaluate only the ground-truth images that have a prediction (e.g. a run evaluated on part
@@ -113,7 +114,7 @@ def evaluate_dataset(
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"evaluate_dataset(workers=) expects a positive int; got {workers!r}")
     ev = PanopticEvaluator(categories if categories is not None else ds.categories, percentiles=percentiles,
-                           edges=edges, max_dets=max_dets)
+                           edges=edges, max_dets=max_dets, ranges=ranges)
     all_keys = [_key(ds.image_info(i).image_id) for i in range(len(ds))]
     pred_keys = set(predictions.image_ids())
     todo = [i for i, k in enumerate(all_keys) if k in pred_keys] if only_predicted else list(range(len(ds)))

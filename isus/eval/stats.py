@@ -91,6 +91,9 @@ class ImageStats:
         when no scored instances were given for this image.
     heights, widths
         Image sizes, for the COCO image records.
+    names
+        Image names (``image_stats``'s ``image``), the key of each ground-truth instance in the
+        box-extent matches.
     """
 
     images: int
@@ -107,6 +110,7 @@ class ImageStats:
     detections: list[list[dict[str, Any]] | None] = field(default_factory=list)  # per image: list of result dicts, or None
     heights: list[int] = field(default_factory=list)
     widths: list[int] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
 
     @classmethod
     def empty(cls, num_categories: int) -> "ImageStats":
@@ -125,6 +129,7 @@ class ImageStats:
         self.detections.extend(other.detections)
         self.heights.extend(other.heights)
         self.widths.extend(other.widths)
+        self.names.extend(other.names)
         return self
 
 
@@ -256,6 +261,7 @@ def image_stats(
     h, w = gt.ids.shape
     st.heights.append(h)
     st.widths.append(w)
+    st.names.append(image)
     if ap or instances is not None:
         st.gt_instances.append(gt_instances_to_coco(gt, table))
     else:
