@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import pickle
 import random
 import sys
 import time
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `examples` impor
 import isus  # noqa: E402
 from examples.panoptic.cli import INSTALL_HINT, HelpFormatter, require_torchvision  # noqa: E402
 from examples.panoptic.data import FullImagePolicy, LabelMap, to_model_inputs  # noqa: E402
+from examples.panoptic.levels import level_rule  # noqa: E402
 from isus.torch import CropSampler, PanopticCropDataset, collate_crops  # noqa: E402
 
 #: crops per GPU of the paper's App. D (MVD: 4; IDD and Cityscapes: 8)
@@ -61,12 +63,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     d.add_argument("--shortest-side", type=float, default=None, help="s0 (default: the preset's, else none: images at their own size)")
     d.add_argument("--sampling", choices=["isus", "cus", "full"], default="isus",
                    help="ISUS crops, CUS crops or whole images at s0")
+    d.add_argument("--scale-range", type=_pair, default=None, metavar="LO,HI",
+                   help="r_st: the scale range of CUS crops (every class) and of ISUS stuff crops (default: the "
+                        "preset's, else 0.5,2); 0.25,4 with --sampling cus is the paper's App. E control")
     d.add_argument("--batch-size", type=int, default=None, help="crops per GPU (preset's, else 2)")
     d.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
     m = p.add_argument_group("model")
     m.add_argument("--backbone", choices=["resnet18", "resnet50"], default="resnet18",
                    help="ResNet-FPN depth (the paper: resnet50; resnet18 suits CPUs and the quick start)")
     m.add_argument("--backbone-weights", type=Path, default=None, help="torchvision ResNet state_dict (.pth)")
+    m.add_argument("--init-weights", type=Path, default=None,
+                   help="initial weights of the whole model: a checkpoint.pt of this script (e.g. a warm start "
+                        "trained once and shared by several runs) or a bare state_dict; loaded as tensors only")
+    m.add_argument("--length-scale", type=float, default=1.0,
+                   help="scale every length the detector is tuned for, together: the RoI level mapper's canonical "
+                        "size (224 x s), the RPN anchor sizes (32..512 x s) and the sampler's FPN level rule, so a "
+                        "miniature (e.g. 0.25 with 256 crops for the paper's 1024) assigns levels as the original")
     m.add_argument("--norm", choices=["frozen", "group"], default=None,
                    help="normalisation without --sync-bn (default: group, which also runs on CPU DDP)")
     m.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm (multi-GPU only)")
@@ -98,15 +110,51 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="steps between log lines (losses, lr, samples/s, steps/s, ETA)")
     r.add_argument("--eval-images", type=int, default=None, help="evaluate on at most this many images (default: all)")
     r.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
+    r.add_argument("--eval-range", action="append", default=[], metavar="NAME=LO:HI",
+                   help="a named range of ground-truth areas (pixels, HI may be inf) with its own AP and box extent "
+                        "of matched detections, as `isus eval --range`; repeatable (e.g. larger_than_crop=65536:inf)")
     r.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     args = p.parse_args(argv)
+    args.eval_range = _ranges(p, args.eval_range)
+    if not 0 < args.length_scale <= 16:
+        p.error(f"--length-scale expects a number in (0, 16]; got {args.length_scale}")
     if args.sync_bn and not torch.cuda.is_available():
         p.error("--sync-bn needs GPUs (SyncBatchNorm does not run on CPU DDP); use --norm group")
     return args
 
 
+def _pair(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects LO,HI (two numbers); got {text!r}") from None
+    if not 0 < lo <= hi:
+        raise argparse.ArgumentTypeError(f"expects 0 < LO <= HI; got {text!r}")
+    return lo, hi
+
+
+def _ranges(p: argparse.ArgumentParser, values: list[str]) -> dict[str, tuple[float, float]]:
+    from isus.eval.extent import check_ranges
+
+    out: dict[str, tuple[float, float]] = {}
+    for value in values:
+        name, eq, rng = value.partition("=")
+        lo, colon, hi = rng.partition(":")
+        try:
+            out[name] = (float(lo), float(hi))
+        except ValueError:
+            p.error(f"--eval-range expects NAME=LO:HI in pixels, such as large=65536:inf; got {value!r}")
+        if not (eq and colon and name.strip()):
+            p.error(f"--eval-range expects NAME=LO:HI in pixels, such as large=65536:inf; got {value!r}")
+    try:
+        check_ranges(out, "--eval-range")
+    except ValueError as e:
+        p.error(str(e))
+    return out
+
+
 #: options that only say how a run is carried out: a resumed run may change them
-RUN_ONLY = frozenset({"out", "checkpoint_every", "resume", "log_every", "eval_images", "no_eval", "device", "workers",
+RUN_ONLY = frozenset({"out", "checkpoint_every", "resume", "log_every", "eval_images", "no_eval", "eval_range", "device", "workers",
                       "val_split", "root", "index"})  # root/index: data may move; the sampler checks the index itself
 #: options a resumed run may change with a note: more --steps extends a run (the schedule is recomputed)
 RESUME_NOTE = frozenset({"steps"})
@@ -116,11 +164,10 @@ CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "step", "sampler
 def resume_mismatch(saved: dict, args: argparse.Namespace) -> dict[str, tuple]:
     """The options that define the run (model, loss, data, schedule) whose value differs from the
     checkpoint's: ``{name: (checkpoint value, value now)}``."""
-    now = vars(args)
-    plain = lambda v: str(v) if isinstance(v, Path) else v  # noqa: E731
+    now = plain_args(args)
     # an option the checkpoint lacks did not exist when it was written: nothing to compare
     return {k: (saved[k], now[k]) for k in sorted(set(saved) & set(now) - RUN_ONLY)
-            if plain(saved[k]) != plain(now[k])}
+            if plain_args(argparse.Namespace(v=saved[k]))["v"] != now[k]}
 
 
 def load_checkpoint(path: Path, args: argparse.Namespace, world: int, device: torch.device) -> dict:
@@ -134,7 +181,12 @@ def load_checkpoint(path: Path, args: argparse.Namespace, world: int, device: to
     if not path.exists():
         raise SystemExit(f"--resume: no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
+        # tensors and plain data only: a received checkpoint must not run code on load
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise SystemExit(f"--resume: {path} holds more than tensors and plain data (refused: loading it could run "
+                         f"code; checkpoints of this script hold only tensors, numbers, strings, lists and dicts): "
+                         f"{str(e).splitlines()[0]}") from None
     except Exception as e:  # a truncated or foreign file: torch's own message does not name it
         raise SystemExit(f"--resume: {path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
@@ -153,6 +205,41 @@ def load_checkpoint(path: Path, args: argparse.Namespace, world: int, device: to
         raise SystemExit(f"--resume: {path} was written by a different run; these options differ:\n  "
                          + "\n  ".join(diff) + "\nresume with the checkpoint's options, or start a new --out")
     return state
+
+
+def plain_args(args: argparse.Namespace) -> dict:
+    """``vars(args)`` as JSON-like values (paths as strings, pairs as lists), so a checkpoint
+    loads with ``torch.load(weights_only=True)``."""
+    def plain(v):
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        return v
+    return {k: plain(v) for k, v in vars(args).items()}
+
+
+def load_init_weights(model: torch.nn.Module, path: Path) -> str:
+    """Load ``path`` (a checkpoint of this script, or a bare state_dict) into ``model`` as
+    tensors only, every parameter present with its shape; returns the file's sha256."""
+    try:
+        data = path.read_bytes()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise SystemExit(f"--init-weights: {path} holds more than tensors and plain data (refused: loading it "
+                         f"could run code): {str(e).splitlines()[0]}") from None
+    except Exception as e:
+        raise SystemExit(f"--init-weights: {path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SystemExit(f"--init-weights: {path} is neither a checkpoint of this script nor a state_dict")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise SystemExit(f"--init-weights: {path} does not fit this model (other backbone, classes or norm?): "
+                         f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}") from None
+    return hashlib.sha256(data).hexdigest()
 
 
 def setup_distributed(args) -> tuple[int, int, torch.device]:
@@ -186,7 +273,10 @@ def lr_lambda(warmup: int, steps: int):
 
 def sampler_config(args, index: isus.Index) -> isus.SamplerConfig:
     cfg = isus.SamplerConfig.preset(args.preset) if args.preset else isus.SamplerConfig(crop_size=(512, 512))
-    changes = {"mode": "cus" if args.sampling == "cus" else "isus"}
+    changes: dict = {"mode": "cus" if args.sampling == "cus" else "isus",
+                     "levels": level_rule(args.length_scale)}
+    if args.scale_range:
+        changes["stuff_scale_range"] = args.scale_range
     if args.crop:
         changes["crop_size"] = (args.crop, args.crop)
     if args.shortest_side:
@@ -280,7 +370,12 @@ def main(argv=None) -> dict:
         rpn_pre_nms_top_n_train=args.rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train=args.rpn_post_nms_top_n_train,
         rpn_pre_nms_top_n_test=args.rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=args.rpn_post_nms_top_n_test,
         rpn_batch_size_per_image=args.rpn_batch_size_per_image, box_batch_size_per_image=args.box_batch_size_per_image,
+        length_scale=args.length_scale,
     ).to(device)
+    if args.init_weights is not None and not args.resume:  # a resumed run has its own weights
+        init_digest = load_init_weights(model, args.init_weights)
+        if rank == 0:
+            print(f"initial weights: {args.init_weights} (sha256 {init_digest[:16]})", flush=True)
     if args.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -356,7 +451,7 @@ def main(argv=None) -> dict:
             if rank == 0:
                 atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                             "sampler": sampler.state_dict(num_consumed=step * batch), "args": vars(args),
+                             "sampler": sampler.state_dict(num_consumed=step * batch), "args": plain_args(args),
                              "world": world}, ckpt_path)
             if world > 1:
                 dist.barrier()
@@ -370,7 +465,7 @@ def main(argv=None) -> dict:
         val = open_eval_split(ds, args.val_split, options, rank)
         t_eval = time.perf_counter()
         res = evaluate(model, val, labels, shortest_side=cfg.shortest_side, device=device, out=args.out / "predictions",
-                       max_images=args.eval_images, rank=rank, world=world)
+                       max_images=args.eval_images, rank=rank, world=world, ranges=args.eval_range or None)
         if rank == 0:
             # eval.json: isus.eval's EvalResult (fractions; `isus eval --compare` reads it) plus the run's keys
             results = {**res.to_dict(), **results, "eval_seconds": time.perf_counter() - t_eval,

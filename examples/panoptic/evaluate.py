@@ -108,12 +108,13 @@ def predict(model: torch.nn.Module, img: np.ndarray, labels: LabelMap, categorie
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, ds: isus.PanopticDataset, labels: LabelMap, *, shortest_side: float | None,
              device: torch.device, out: Path, max_images: int | None = None, rank: int = 0,
-             world: int = 1) -> EvalResult | None:
+             world: int = 1, ranges: dict[str, tuple[float, float]] | None = None) -> EvalResult | None:
     """Evaluate (up to ``max_images``) images of ``ds``, split across ranks.
 
     Writes ``out/panoptic.json`` + ``out/panoptic/*.png`` (COCO panoptic) and
     ``out/instances.json`` (COCO results of the scored instances) and returns the
-    :class:`~isus.eval.EvalResult` on rank 0 (None on the other ranks).
+    :class:`~isus.eval.EvalResult` on rank 0 (None on the other ranks). ``ranges``: named
+    ground-truth area ranges with their own AP and box extent (``PanopticEvaluator(ranges=)``).
     """
     model.eval()
     ev = PanopticEvaluator(ds.categories)
@@ -134,7 +135,7 @@ def evaluate(model: torch.nn.Module, ds: isus.PanopticDataset, labels: LabelMap,
             return None
         mine = [r for part in parts for r in part]
     mine.sort(key=lambda r: r[0])  # image order: the result does not depend on the number of ranks
-    total = PanopticEvaluator(ds.categories)
+    total = PanopticEvaluator(ds.categories, ranges=ranges)
     for _, _, st, _, _ in mine:
         total.add_stats(st)
     writer.close(ds.categories, records=[r[3] for r in mine])
@@ -145,13 +146,16 @@ def evaluate(model: torch.nn.Module, ds: isus.PanopticDataset, labels: LabelMap,
 def report(res: EvalResult, ds: isus.PanopticDataset, out: Path, label: str) -> list[Path]:
     """Print the Table-1 row and AP by size (percent) and plot AP by size; returns the plot's path
     (if any)."""
-    from isus.eval.plots import format_buckets, format_row, plot_by_size
+    from isus.eval.plots import format_buckets, format_ranges, format_row, plot_by_size
 
     print(f"evaluation on {res.images} full images of {ds.name} {ds.split}, {len(ds.categories)} categories "
           "(percent; eval.json holds fractions):", flush=True)
     print(format_row(res, label))
     print("")
     print(format_buckets(res), flush=True)
+    if res.ranges:
+        print("")
+        print(format_ranges(res), flush=True)
     edges = (res.buckets or {}).get("edges") or []
     if res.ap_box is None or not edges or not all(e is not None and math.isfinite(e) for e in edges):
         print("(no eval_by_size.png: no ground-truth thing instance or no scored instance)", flush=True)

@@ -23,11 +23,14 @@ from torchvision.models import resnet
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet_fpn_extractor
 from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork
+from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import misc as misc_nn_ops
 
 from isus.cabb import CabbInputs, fastrcnn_loss, rpn_compute_loss
+from examples.panoptic.levels import ANCHOR_SIZES, CANONICAL_SCALE
 
 __all__ = [
     "build_backbone",
@@ -491,6 +494,7 @@ def build_panoptic_fpn(
     box_batch_size_per_image: int = 512,
     box_detections_per_img: int = 100,
     trainable_backbone_layers: int = 3,
+    length_scale: float = 1.0,
 ) -> PanopticFPN:
     """A :class:`PanopticFPN` on a ResNet-FPN backbone.
 
@@ -508,6 +512,13 @@ def build_panoptic_fpn(
         torchvision's resize; set both to the crop size so that crops are not rescaled.
     rpn_*, box_*
         torchvision's ``MaskRCNN`` arguments of the same names.
+    length_scale : float
+        Scales every length the detector is tuned for: the RoI level mapper's canonical size
+        (``224 * length_scale`` at P4) and the RPN anchor sizes (``32..512 * length_scale`` on
+        P2..P6). A miniature of a setting (e.g. 256 crops for the paper's 1024) uses the crop
+        ratio, so each object goes to the level it would at full size; pair it with
+        ``isus.FPNLevels(canonical_size=224 * length_scale)`` in the sampler (see
+        ``examples.panoptic.levels.level_rule``).
     """
     if not isinstance(num_thing_classes, int) or num_thing_classes < 1:
         raise ValueError(f"build_panoptic_fpn(num_thing_classes=) expects an int >= 1; got {num_thing_classes!r}")
@@ -518,9 +529,16 @@ def build_panoptic_fpn(
         )
     if box_loss not in BOX_LOSSES:
         raise ValueError(f"build_panoptic_fpn(box_loss=) expects 'cabb' or 'smooth_l1'; got {box_loss!r}")
+    if not (isinstance(length_scale, (int, float)) and 0 < length_scale <= 16):
+        raise ValueError(f"build_panoptic_fpn(length_scale=) expects a number in (0, 16]; got {length_scale!r}")
     body = build_backbone(
         backbone, backbone_weights=backbone_weights, norm=norm, trainable_backbone_layers=trainable_backbone_layers
     )
+    canonical = CANONICAL_SCALE * float(length_scale)
+    # torchvision types canonical_scale as int; its level mapper only divides by it
+    pools = {name: MultiScaleRoIAlign(["0", "1", "2", "3"], size, 2, canonical_scale=canonical)  # type: ignore[arg-type]
+             for name, size in (("box_roi_pool", 7), ("mask_roi_pool", 14))}
+    anchors = AnchorGenerator(tuple((a * float(length_scale),) for a in ANCHOR_SIZES), ((0.5, 1.0, 2.0),) * 5)
     return PanopticFPN(
         body,
         num_thing_classes,
@@ -535,6 +553,8 @@ def build_panoptic_fpn(
         rpn_batch_size_per_image=rpn_batch_size_per_image,
         box_batch_size_per_image=box_batch_size_per_image,
         box_detections_per_img=box_detections_per_img,
+        rpn_anchor_generator=anchors,
+        **pools,
     )
 
 
