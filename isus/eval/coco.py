@@ -12,6 +12,7 @@ import numpy as np
 
 from isus import kernels
 from isus.errors import IsusError
+from isus.eval.stats import EvalInputError
 from isus.segments import segment_geometry
 from isus.types import Panoptic
 
@@ -56,6 +57,17 @@ class Detections:
                              f"{np.shape(self.boxes)}, scores ({n},), labels ({len(self.labels)},)")
         if self.masks is not None and len(self.masks) != n:
             raise ValueError(f"Detections expects N={n} masks; got {len(self.masks)}")
+        _check_numbers(self.scores, "scores", "finite numbers")
+        boxes = _check_numbers(self.boxes, "boxes", "finite x0, y0, x1, y1")
+        back = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])) if n else np.zeros(0, np.int64)
+        if len(back):
+            raise ValueError(f"Detections expects boxes with x1 >= x0 and y1 >= y0; box {int(back[0])} is "
+                             f"{boxes[back[0]].tolist()}")
+        labels = _check_numbers(self.labels, "labels", "integral category ids")
+        frac = np.flatnonzero(labels != np.round(labels))
+        if len(frac):
+            raise ValueError(f"Detections expects integral category ids; labels[{int(frac[0])}] is "
+                             f"{labels[frac[0]]!r}")
 
     @classmethod
     def from_coco(cls, results: Sequence[dict[str, Any]]) -> "Detections":
@@ -68,6 +80,79 @@ class Detections:
             masks = [r["segmentation"] for r in results]
         return cls(boxes, np.array([r["score"] for r in results], dtype=np.float64),
                    np.array([r["category_id"] for r in results], dtype=np.int64), masks)
+
+
+def _check_numbers(values: Any, name: str, what: str) -> np.ndarray:
+    """``values`` as float64 when every one is a finite int or float; ValueError naming the first
+    that is not (NaN, inf, a bool, a string)."""
+    a = np.asarray(values)
+    if a.size and a.dtype.kind not in "iuf":
+        raise ValueError(f"Detections expects {name} as {what}; got an array of {a.dtype}")
+    f = a.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(f).reshape(len(f), -1).all(axis=1)) if f.size else np.zeros(0, np.int64)
+    if len(bad):
+        raise ValueError(f"Detections expects {name} as {what}; {name}[{int(bad[0])}] is {f[bad[0]].tolist()!r}")
+    return f
+
+
+def _rle_string_counts(counts: str | bytes) -> np.ndarray | str:
+    """The run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``, in numpy), or
+    why the string is malformed. pycocotools itself checks nothing (a string whose runs exceed
+    the mask writes past its buffer), hence this twin."""
+    try:
+        raw = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+    except UnicodeEncodeError:
+        return "counts is not an ASCII string"
+    c = np.frombuffer(raw, np.uint8).astype(np.int64) - 48
+    if not len(c):
+        return np.zeros(0, np.int64)
+    if ((c < 0) | (c > 63)).any():
+        return f"counts holds the character {chr(int(c[(c < 0) | (c > 63)][0]) + 48)!r}, outside '0'..'o'"
+    more = (c & 0x20) != 0
+    if more[-1]:
+        return "counts ends inside a run length (truncated)"
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if lengths.max() > 6:  # pycocotools shifts a C int: 6 characters (30 bits) at most
+        return "counts holds a run length of more than 6 characters"
+    k = np.arange(len(c)) - np.repeat(starts, lengths)
+    x = np.add.reduceat((c & 0x1F) << (5 * k), starts)
+    neg = (c[ends] & 0x10) != 0
+    x[neg] -= np.left_shift(1, 5 * lengths[neg])
+    x[1::2] = np.cumsum(x[1::2])  # runs from the fourth on are stored as differences to the run two before
+    x[2::2] = np.cumsum(x[2::2])
+    return x
+
+
+def rle_problem(rle: Any) -> str | None:
+    """Why ``rle`` is not a COCO RLE dict that decodes to exactly its ``size`` (None when it is):
+    ``size`` two non-negative ints ``[H, W]``; ``counts`` non-negative run lengths, a list or a
+    compressed string, summing to ``H * W``."""
+    if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
+        return "expected an RLE dict with 'size' and 'counts' (polygons are not supported)"
+    size = rle["size"]
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and
+            all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in size)):
+        return f"size {size!r}: expected [height, width], two non-negative integers"
+    h, w = int(size[0]), int(size[1])
+    counts = rle["counts"]
+    if isinstance(counts, (str, bytes)):
+        runs = _rle_string_counts(counts)
+        if isinstance(runs, str):
+            return runs
+    elif isinstance(counts, (list, tuple, np.ndarray)):
+        runs = np.asarray(counts)
+        if runs.ndim != 1 or (runs.size and runs.dtype.kind not in "iu"):
+            return "counts: expected a list of non-negative integer run lengths"
+    else:
+        return f"counts of type {type(counts).__name__}: expected a list of run lengths or a compressed RLE string"
+    if runs.size and (runs.min() < 0 or runs.max() > h * w):
+        return f"counts holds the run length {int(runs.min() if runs.min() < 0 else runs.max())}, outside 0..H*W"
+    total = int(runs.astype(np.int64).sum())
+    if total != h * w:
+        return f"counts sum to {total} pixels; expected height x width = {h} x {w} = {h * w}"
+    return None
 
 
 def _mask_api() -> Any:  # pycocotools.mask: no type information
@@ -128,7 +213,10 @@ def detections_to_coco(det: Detections, table: CategoryTable, size: tuple[int, i
             rles = [_rle_str(r) for r in mu.encode(np.asfortranarray(np.moveaxis(det.masks.astype(np.uint8), 0, -1)))]
         else:
             rles = []
-            for r in det.masks:
+            for k, r in enumerate(det.masks):
+                problem = rle_problem(r)
+                if problem is not None:
+                    raise EvalInputError(f"{image}: detection {k}: RLE mask {problem}")
                 if list(r.get("size", [])) != list(size):
                     raise IsusError(f"{image}: a detection's RLE mask has size {r.get('size')}; expected "
                                     f"[{size[0]}, {size[1]}] (height, width)")

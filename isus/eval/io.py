@@ -4,6 +4,10 @@ them) and COCO detection results (``[{image_id, category_id, bbox, score, segmen
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
+import stat
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
@@ -42,6 +46,20 @@ def _read_json(path: Path, what: str) -> Any:
         raise PredictionFileError(f"{what} not found", path) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PredictionFileError(f"{what} is not valid JSON ({e})", path) from None
+
+
+def _file_name_problem(name: Any) -> str | None:
+    """Why a ``file_name`` from a predictions JSON could name a file outside the PNG folder (None
+    when it cannot): it must be a non-empty relative path without ``..`` components, in the
+    POSIX or the Windows spelling. The name is checked, not the resolved path, so a symlinked
+    folder inside the PNG folder stays allowed."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        return "must be a non-empty string"
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "must be relative to the predictions folder, not absolute"
+    if ".." in re.split(r"[/\\]", name):
+        return "must not contain '..' (it would name a file outside the predictions folder)"
+    return None
 
 
 class PanopticPredictions:
@@ -83,6 +101,10 @@ class PanopticPredictions:
                     not isinstance(a.get("segments_info"), list):
                 raise PredictionFileError(f"annotations[{k}] needs 'image_id', 'file_name' and a 'segments_info' "
                                           "list", path)
+            problem = _file_name_problem(a["file_name"])
+            if problem is not None:
+                raise PredictionFileError(f"annotations[{k}] (image_id {a['image_id']!r}): file_name "
+                                          f"{a['file_name']!r} {problem}", path)
             key = _key(a["image_id"])
             if key in self._by_id:
                 raise PredictionFileError(f"image_id {a['image_id']!r} has two annotations", path)
@@ -111,8 +133,15 @@ class PanopticPredictions:
         if a is None:
             raise PredictionFileError(f"no prediction for image {image_id!r}", self.json_path)
         png = self.png_dir / a["file_name"]
-        if not png.is_file():
-            raise PredictionFileError(f"prediction PNG of image {image_id!r} not found", png)
+        try:
+            mode = os.stat(png).st_mode  # follows symlinks: a symlinked folder or file stays allowed
+        except FileNotFoundError:
+            raise PredictionFileError(f"prediction PNG of image {image_id!r} not found", png) from None
+        except OSError as e:
+            raise PredictionFileError(f"prediction PNG of image {image_id!r} cannot be read ({e.strerror})",
+                                      png) from None
+        if not stat.S_ISREG(mode):  # a FIFO would block the reader forever, a device never end
+            raise PredictionFileError(f"prediction PNG of image {image_id!r} is not a regular file", png)
         try:
             ids = read_panoptic_png(png, "prediction PNG")
         except IsusError as e:
@@ -234,8 +263,18 @@ def _atomic_json(path: Path, data: Any) -> None:
         f.write(json.dumps(data).encode())
 
 
-def read_instances(path: str | Path) -> dict[str, Detections]:
-    """Read a COCO results JSON into ``{str(image_id): Detections}``."""
+def read_instances(path: str | Path, categories: Iterable[Category] | None = None) -> dict[str, Detections]:
+    """Read a COCO results JSON into ``{str(image_id): Detections}``.
+
+    Every entry is validated (see docs/evaluation.md, "Files"): ``image_id`` an int or a string;
+    ``category_id`` an integer (an integral float such as ``3.0`` is read as 3; ``3.7`` is refused)
+    and, when ``categories`` are given, a thing category among them; ``score`` a finite number;
+    ``bbox`` four finite numbers with width and height >= 0; ``segmentation``, when present, an RLE
+    dict that decodes to exactly its ``size``. A violation raises :class:`PredictionFileError`
+    naming the file, the entry (its index and image id), the field and what was expected.
+    """
+    from isus.eval.coco import rle_problem
+
     path = Path(path)
     data = _read_json(path, "instances JSON")
     if isinstance(data, dict) and isinstance(data.get("annotations"), list):
@@ -243,18 +282,55 @@ def read_instances(path: str | Path) -> dict[str, Detections]:
     if not isinstance(data, list):
         raise PredictionFileError("instances JSON must be a list of COCO results "
                                   "[{image_id, category_id, bbox, score, segmentation}]", path)
+    cats = None if categories is None else {c.id: c for c in categories}
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for k, r in enumerate(data):
         if not isinstance(r, dict) or not all(f in r for f in ("image_id", "category_id", "bbox", "score")):
             raise PredictionFileError(f"result [{k}] needs 'image_id', 'category_id', 'bbox' and 'score'", path)
-        if not (isinstance(r["bbox"], list) and len(r["bbox"]) == 4):
-            raise PredictionFileError(f"result [{k}] has bbox {r['bbox']!r}; expected [x, y, width, height]", path)
+        where = f"result [{k}] (image_id {r['image_id']!r})"
+
+        def bad(field: str, expected: str) -> PredictionFileError:
+            return PredictionFileError(f"{where}: {field} {r.get(field)!r}: expected {expected}", path)
+
+        if not isinstance(r["image_id"], (int, str)) or isinstance(r["image_id"], bool):
+            raise bad("image_id", "an int or a string")
+        cid = r["category_id"]
+        if not _is_number(cid) or not math.isfinite(cid) or cid != int(cid):
+            raise bad("category_id", "an integer category id (an integral float such as 3.0 is read as 3)")
+        if cats is not None:
+            cat = cats.get(int(cid))
+            if cat is None:
+                raise bad("category_id", f"a category id of the evaluated set ({_show_ids(cats)})")
+            if not cat.isthing:
+                raise bad("category_id", f"a thing category; {cat.name!r} is a stuff category and AP is "
+                                         "evaluated on thing categories only")
+        if not _is_number(r["score"]) or not math.isfinite(r["score"]):
+            raise bad("score", "a finite number")
+        box = r["bbox"]
+        if not (isinstance(box, list) and len(box) == 4):
+            raise bad("bbox", "[x, y, width, height]")
+        if not all(_is_number(v) for v in box):
+            raise bad("bbox", "[x, y, width, height] numbers")
+        if not all(math.isfinite(v) for v in box):
+            raise bad("bbox", "finite [x, y, width, height]")
+        if box[2] < 0 or box[3] < 0:
+            raise bad("bbox", "[x, y, width, height] with width >= 0 and height >= 0")
         seg = r.get("segmentation")
-        if seg is not None and not (isinstance(seg, dict) and "counts" in seg and "size" in seg):
-            raise PredictionFileError(f"result [{k}]: segmentation must be an RLE dict with 'size' and 'counts' "
-                                      "(polygons are not supported)", path)
+        if seg is not None:
+            problem = rle_problem(seg)
+            if problem is not None:
+                raise PredictionFileError(f"{where}: segmentation: {problem}", path)
         groups[_key(r["image_id"])].append(r)
     return {k: Detections.from_coco(v) for k, v in groups.items()}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _show_ids(cats: dict[int, Category], k: int = 12) -> str:
+    ids = sorted(cats)
+    return "ids " + ", ".join(map(str, ids[:k])) + (", ..." if len(ids) > k else "")
 
 
 def write_instances(path: str | Path, detections: dict[Any, Detections]) -> Path:

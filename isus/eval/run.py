@@ -110,7 +110,7 @@ def evaluate_dataset(
     if not isinstance(predictions, PanopticPredictions):
         predictions = PanopticPredictions(predictions)
     if instances is not None and not isinstance(instances, dict):
-        instances = read_instances(instances)
+        instances = read_instances(instances, categories=categories if categories is not None else ds.categories)
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"evaluate_dataset(workers=) expects a positive int; got {workers!r}")
     ev = PanopticEvaluator(categories if categories is not None else ds.categories, percentiles=percentiles,
