@@ -68,9 +68,12 @@ def parse_ranges(ctx, param, values: tuple[str, ...]) -> dict[str, tuple[float, 
               help="Evaluate only the ground-truth images that have a prediction (default: every image needs one).")
 @click.option("--compare", is_flag=True, help="Compare the eval.json files given as arguments instead.")
 @click.option("--labels", default=None, help="With --compare: comma-separated run labels (default: folder names).")
+@click.option("--allow-mismatch", is_flag=True,
+              help="With --compare: tabulate runs whose dataset, split, evaluated images or bucket edges differ "
+                   "(listed as notes; never runs with other categories).")
 @overwrite_option
 def eval_(runs, dataset: DatasetArgs | None, predictions, instances, out, workers, percentiles, max_dets,
-          ranges, only_predicted, compare, labels, overwrite) -> None:
+          ranges, only_predicted, compare, labels, allow_mismatch, overwrite) -> None:
     """Evaluate panoptic predictions at all scales: PQ, SQ, RQ, PQ†, PC, mIoU, box/mask AP by size.
 
     Predictions are COCO panoptic (JSON + RGB PNGs, as panopticapi and detectron2 write them);
@@ -79,6 +82,10 @@ def eval_(runs, dataset: DatasetArgs | None, predictions, instances, out, worker
     eval.json (fractions) and eval_by_size.png (the paper's Fig. 5).
 
     Example:
+
+    --compare refuses runs evaluated on other data (dataset, split, images), other categories or
+    other size buckets, listing the differences; --allow-mismatch tabulates them anyway (not with
+    other categories).
 
     \b
         isus eval --dataset mvd --root /data/mvd --split validation --predictions preds/ --instances dets.json --out ev
@@ -93,14 +100,25 @@ def eval_(runs, dataset: DatasetArgs | None, predictions, instances, out, worker
     if compare:
         if len(runs) < 1:
             raise click.UsageError("--compare needs one or more eval.json files")
-        results = [_load_result(p) for p in runs]
+        loaded = [_load_result(p) for p in runs]
+        results = [r for r, _ in loaded]
         names = labels.split(",") if labels else [p.parent.name or p.stem for p in runs]
         if len(names) != len(results):
             raise click.BadParameter(f"{len(names)} labels for {len(results)} runs", param_hint="--labels")
-        click.echo(format_compare(results, names))
+        from isus.eval.compare import check_comparable
+
+        try:
+            cmp = check_comparable([(str(p), d) for p, (_, d) in zip(runs, loaded)], allow_mismatch)
+        except isus.IsusError as e:
+            raise click.ClickException(str(e)) from None
+        for note in (*cmp.mismatches, *cmp.notes):
+            click.echo(f"note: {note}")
+        click.echo(format_compare(results, names, by_size=cmp.same_buckets))
         written = [out / "compare.json"]
         _write_json(written[0], {lab: r.to_dict() for lab, r in zip(names, results)})
-        if all(r.buckets for r in results):
+        if not cmp.same_buckets:
+            click.echo("(no AP by size table or plot: the runs' size-bucket edges differ)")
+        elif all(r.buckets for r in results):
             with naming(out / "compare_by_size.png"):
                 written.append(plot_by_size(results, names, out / "compare_by_size.png"))
         else:
@@ -135,6 +153,7 @@ def eval_(runs, dataset: DatasetArgs | None, predictions, instances, out, worker
 
 
 def _load_result(path: Path):
+    """The EvalResult of an eval.json and its raw dict (the dataset identity, a run's own keys)."""
     from isus.eval import EvalResult
 
     try:
@@ -142,8 +161,10 @@ def _load_result(path: Path):
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise click.ClickException(f"{path}: not a readable eval.json ({e})") from None
     try:
-        return EvalResult.from_dict(data)
-    except (isus.IsusError, TypeError) as e:
+        return EvalResult.from_dict(data, source=str(path)), data
+    except isus.IsusError as e:
+        raise click.ClickException(str(e)) from None
+    except TypeError as e:
         raise click.ClickException(f"{path}: {e}") from None
 
 

@@ -6,6 +6,7 @@ Instances JSON (scores, boxes, RLE masks, category ids), prediction file names, 
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import isus
-from isus.eval import Detections, PanopticPredictions, read_instances
+from isus.eval import Detections, EvalResult, PanopticPredictions, read_instances
 from isus.eval.coco import detections_to_coco
 from isus.eval.stats import CategoryTable
 from isus_cli.main import cli
@@ -246,3 +247,139 @@ def test_prediction_file_names_in_subfolders_and_symlinked_folders_stay_allowed(
     p = PanopticPredictions(path, png_dir=tmp_path / "png")
     assert p.load(data["annotations"][0]["image_id"]).ids.shape == (96, 128)
 
+
+# -- 2. isus eval --compare and eval.json values -------------------------------------------------
+@pytest.fixture(scope="module")
+def evals(mvd, preds, tmp_path_factory):
+    """eval.json of one run with buckets (isus eval writes it), and its data."""
+    pred, inst, _ = preds
+    out = tmp_path_factory.mktemp("sec_evals")
+    res = _eval(["--dataset", "mvd", "--root", mvd.root, "--predictions", pred, "--instances", inst,
+                 "--out", out / "a", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    return out / "a" / "eval.json", json.loads((out / "a" / "eval.json").read_text())
+
+
+def test_eval_json_records_the_dataset(mvd, evals):
+    _, data = evals
+    assert data["dataset"]["name"] == "mvd" and data["dataset"]["split"] == mvd.split == "training"
+    assert len(data["dataset"]["image_ids_sha256"]) == 64
+    EvalResult.from_dict(data)  # still an EvalResult
+
+
+def _variant(tmp_path, data, name, change):
+    d = json.loads(json.dumps(data))
+    change(d)
+    path = tmp_path / name / "eval.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(d))
+    return path
+
+
+def _compare(tmp_path, *paths, flags=()):
+    return _eval(["--compare", *paths, "--out", tmp_path / "cmp", "--overwrite", *flags])
+
+
+@pytest.mark.parametrize("field,change", [
+    ("dataset", lambda d: d["dataset"].update(name="cityscapes")),
+    ("split", lambda d: d["dataset"].update(split="validation")),
+    ("images", lambda d: d.update(images=d["images"] + 1)),
+    ("image ids", lambda d: d["dataset"].update(image_ids_sha256="0" * 64)),
+    ("bucket edges", lambda d: d["buckets"].update(edges=[e * 2 for e in d["buckets"]["edges"]])),
+])
+def test_compare_refuses_runs_that_do_not_belong_together(evals, tmp_path, field, change):
+    path, data = evals
+    other = _variant(tmp_path, data, "other", change)
+    res = _compare(tmp_path, path, other)
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert "cannot be compared" in res.output and field in res.output and "--allow-mismatch" in res.output
+    res = _compare(tmp_path, path, other, flags=["--allow-mismatch"])
+    assert res.exit_code == 0, res.output
+    assert "note:" in res.output and field in res.output
+
+
+def test_compare_refuses_other_categories_even_with_the_override(evals, tmp_path):
+    path, data = evals
+
+    def change(d):
+        name = next(iter(d["per_class"]))
+        d["per_class"][name + "x"] = d["per_class"].pop(name)
+
+    other = _variant(tmp_path, data, "other", change)
+    for flags in ((), ("--allow-mismatch",)):
+        res = _compare(tmp_path, path, other, flags=flags)
+        assert res.exit_code == 1 and "categories" in res.output, res.output
+
+
+def test_compare_with_other_percentiles_gives_the_edge_check(mvd, preds, evals, tmp_path):
+    pred, inst, _ = preds
+    path, _ = evals
+    res = _eval(["--dataset", "mvd", "--root", mvd.root, "--predictions", pred, "--instances", inst,
+                 "--out", tmp_path / "b", "--percentiles", "0,50,100", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    res = _compare(tmp_path, path, tmp_path / "b" / "eval.json")
+    assert res.exit_code == 1 and "bucket edges" in res.output and "broadcast" not in res.output, res.output
+    res = _compare(tmp_path, path, tmp_path / "b" / "eval.json", flags=["--allow-mismatch"])
+    assert res.exit_code == 0 and "AP by size" in res.output and "no AP by size" in res.output, res.output
+    assert not (tmp_path / "cmp" / "compare_by_size.png").exists()
+
+
+def test_format_compare_and_plot_check_edges_without_numpy_errors(evals):
+    from isus.eval.plots import format_compare, plot_by_size
+
+    _, data = evals
+    a = EvalResult.from_dict(data)
+    b = EvalResult.from_dict(data)
+    b.buckets["edges"] = b.buckets["edges"][:3]
+    for call in (lambda: format_compare([a, b], ["a", "b"]), lambda: plot_by_size([a, b], ["a", "b"], "/dev/null")):
+        with pytest.raises(isus.IsusError, match="bucket edges"):
+            call()
+
+
+def test_old_eval_json_without_dataset_is_compared_with_a_note(evals, tmp_path):
+    path, data = evals
+    old = _variant(tmp_path, data, "old", lambda d: d.pop("dataset"))
+    res = _compare(tmp_path, path, old)
+    assert res.exit_code == 0, res.output
+    assert "note:" in res.output and "unknown" in res.output
+
+
+@pytest.mark.parametrize("where,value,field", [
+    ("pq", 5.0, "pq"), ("pq", -0.1, "pq"), ("ap_box", "Infinity", "ap_box"), ("sq", "NaN", "sq"),
+    ("images", 0, "images"), ("images", 2.5, "images"), ("per_class", 7.0, "per_class"),
+    ("bucket_box", "NaN", "buckets.box"), ("bucket_edges", None, "buckets.edges"),
+    ("ap", 1.5, "ap.box.ap50"), ("tp", -1, "tp"),
+])
+def test_impossible_metric_values_are_refused(evals, tmp_path, where, value, field):
+    path, data = evals
+    d = json.loads(json.dumps(data))
+    if where == "per_class":
+        next(iter(d["per_class"].values()))["pq"] = value
+    elif where == "bucket_box":
+        d["buckets"]["box"][1] = value
+    elif where == "bucket_edges":
+        d["buckets"]["edges"][2] = value
+    elif where == "ap":
+        d["ap"]["box"]["ap50"] = value
+    elif where == "tp":
+        next(iter(d["per_class"].values()))["tp"] = value
+    else:
+        d[where] = value
+    text = json.dumps(d)
+    if isinstance(value, str):  # the non-standard JSON literals
+        text = text.replace(json.dumps(value), value)
+    bad = tmp_path / "bad" / "eval.json"
+    bad.parent.mkdir()
+    bad.write_text(text)
+    res = _compare(tmp_path, path, bad)
+    assert res.exit_code == 1 and str(bad) in res.output and field in res.output, res.output
+    assert "Traceback" not in res.output
+    with pytest.raises(isus.IsusError, match=field.split(".")[0]):
+        EvalResult.from_dict(json.loads(text))
+
+
+def test_undefined_metrics_stay_null(evals):
+    _, data = evals
+    d = json.loads(json.dumps(data))
+    d["pq_st"] = None
+    assert math.isnan(EvalResult.from_dict(d).pq_st)

@@ -6,7 +6,8 @@ returns an :class:`EvalResult`. PQ follows panopticapi, AP is pycocotools' ``COC
 ``docs/evaluation.md`` for every formula and its source.
 """
 from isus.eval.coco import DEFAULT_PERCENTILES, Detections, bucket_edges
-from isus.eval.evaluator import EvalResult, PanopticEvaluator
+from isus.eval.compare import RunMismatchError, check_comparable
+from isus.eval.evaluator import EvalResult, EvalResultError, PanopticEvaluator
 from isus.eval.extent import box_extent, bucket_index, extent_summary
 from isus.eval.io import (PanopticPredictions, PanopticPredictionWriter, PredictionFileError, read_instances,
                           write_instances)
@@ -16,4 +17,4 @@ from isus.eval.stats import CategoryTable, EvalInputError, ImageStats, image_sta
 __all__ = ["PanopticEvaluator", "EvalResult", "Detections", "ImageStats", "CategoryTable", "image_stats",
            "bucket_edges", "DEFAULT_PERCENTILES", "PanopticPredictions", "PanopticPredictionWriter",
            "PredictionFileError", "EvalInputError", "read_instances", "write_instances", "evaluate_dataset",
-           "box_extent", "extent_summary", "bucket_index"]
+           "box_extent", "extent_summary", "bucket_index", "EvalResultError", "RunMismatchError", "check_comparable"]

@@ -14,7 +14,7 @@ from isus.eval.extent import box_extent, bucket_index, check_ranges, extent_summ
 from isus.eval.stats import CategoryTable, ImageStats, image_stats
 from isus.types import Category, Panoptic
 
-__all__ = ["PanopticEvaluator", "EvalResult"]
+__all__ = ["PanopticEvaluator", "EvalResult", "EvalResultError"]
 
 
 @dataclass
@@ -53,6 +53,11 @@ class EvalResult:
         "ap_box", "ap_mask"}``.
     images
         Number of images evaluated.
+    dataset
+        What was evaluated, where known: ``{"name", "split", "image_ids_sha256"}`` (the dataset's
+        registry name, its split, and the SHA-256 of the evaluated image ids, sorted, one per
+        line); :func:`~isus.eval.evaluate_dataset` fills it, an empty dict means unknown.
+        ``isus eval --compare`` refuses runs whose identities differ.
     """
 
     pq: float
@@ -78,6 +83,7 @@ class EvalResult:
     per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
     images: int = 0
     ranges: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (NaN becomes None)."""
@@ -85,15 +91,23 @@ class EvalResult:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EvalResult":
-        """Inverse of :meth:`to_dict`."""
+    def from_dict(cls, data: dict[str, Any], source: str | None = None) -> "EvalResult":
+        """Inverse of :meth:`to_dict`; other keys (a training run's ``steps``, ...) are ignored.
+
+        Impossible values are refused with :class:`EvalResultError` naming ``source`` (e.g. the
+        file) and the field: a metric that is not a fraction in [0, 1] or ``null`` (undefined;
+        a NaN or infinite number is refused), a count that is not an integer >= 0 (``images``
+        >= 1), bucket edges that are not increasing finite areas, lists whose lengths disagree.
+        """
+        where = source or "evaluation result"
         if not isinstance(data, dict):
-            raise IsusError(f"an evaluation result must be a JSON object; got {type(data).__name__}")
+            raise EvalResultError(f"{where}: an evaluation result must be a JSON object; got {type(data).__name__}")
         names = {f.name for f in fields(cls)}
         data = copy.deepcopy(data)
         missing = [f.name for f in fields(cls) if f.name not in data and f.type == "float"]
         if missing:
-            raise IsusError(f"evaluation result lacks the fields {missing}; is it an isus eval.json?")
+            raise EvalResultError(f"{where}: evaluation result lacks the fields {missing}; is it an isus eval.json?")
+        _Check(where).result(data)
         kw = {k: v for k, v in data.items() if k in names}
         for f in fields(cls):
             if f.type == "float" and kw[f.name] is None:
@@ -132,6 +146,130 @@ class EvalResult:
         return {"PQ": self.pq, "PQ_th": self.pq_th, "PQ_st": self.pq_st, "SQ": self.sq, "RQ": self.rq,
                 "PC": self.pc, "PC_th": self.pc_th, "PC_st": self.pc_st, "PQ†": self.pq_dagger,
                 "mIoU": self.miou, "AP_box": self.ap_box, "AP_mask": self.ap_mask}
+
+
+class EvalResultError(IsusError):
+    """An evaluation result (an ``eval.json``) lacks fields or holds impossible values."""
+
+
+_FRACTIONS = ("pq", "sq", "rq", "pq_th", "sq_th", "rq_th", "pq_st", "sq_st", "rq_st", "pq_dagger", "pq_dagger_th",
+              "pq_dagger_st", "pc", "pc_th", "pc_st", "miou", "ap_box", "ap_mask")
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+class _Check:
+    """The value checks of :meth:`EvalResult.from_dict`; ``where`` names the file in errors."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def fail(self, name: str, value: Any, expected: str) -> None:
+        raise EvalResultError(f"{self.where}: {name} is {value!r}; expected {expected}")
+
+    def frac(self, name: str, v: Any) -> None:
+        # 1e-9: float sums of IoUs <= 1 may round a hair above 1
+        if v is not None and not (_is_num(v) and -1e-9 <= v <= 1 + 1e-9):  # NaN and inf fail too
+            self.fail(name, v, "a fraction in [0, 1], or null where undefined")
+
+    def count(self, name: str, v: Any, least: int = 0) -> None:
+        if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= least):
+            self.fail(name, v, f"an integer >= {least}")
+
+    def positive(self, name: str, v: Any) -> None:
+        if v is not None and not (_is_num(v) and math.isfinite(v) and v >= 0):
+            self.fail(name, v, "a finite number >= 0, or null where undefined")
+
+    def obj(self, name: str, v: Any, null: bool = False) -> bool:
+        """Whether ``v`` is a dict (to check further); None passes when ``null``."""
+        if v is None and null:
+            return False
+        if not isinstance(v, dict):
+            self.fail(name, v, "an object" + (" or null" if null else ""))
+        return True
+
+    def values(self, name: str, v: Any, n: int | None, check: Callable[[str, Any], None], null: bool = False) -> None:
+        if v is None and null:
+            return
+        if not isinstance(v, list) or (n is not None and len(v) != n):
+            self.fail(name, v, "a list" + ("" if n is None else f" of {n} values (one per bucket)")
+                      + (" or null" if null else ""))
+        for k, x in enumerate(v):
+            check(f"{name}[{k}]", x)
+
+    def fracs(self, name: str, v: Any, null: bool = False) -> None:
+        if self.obj(name, v, null):
+            for k, x in v.items():
+                self.frac(f"{name}.{k}", x)
+
+    def extent(self, name: str, v: Any) -> None:
+        if not self.obj(name, v):
+            return
+        self.count(f"{name}.matched", v.get("matched"))
+        for k in ("width_ratio", "height_ratio", "iou"):
+            if self.obj(f"{name}.{k}", v.get(k)):
+                for kk, x in v[k].items():
+                    (self.frac if k == "iou" else self.positive)(f"{name}.{k}.{kk}", x)
+
+    def result(self, d: dict[str, Any]) -> None:
+        for k in _FRACTIONS:
+            self.frac(k, d.get(k))
+        if "images" in d:
+            self.count("images", d["images"], 1)
+        if self.obj("ap", d.get("ap", {}), null=True):
+            for k, v in d.get("ap", {}).items():
+                self.fracs(f"ap.{k}", v, null=True)
+        self.buckets(d.get("buckets") or {})
+        if self.obj("per_class", d.get("per_class", {}), null=True):
+            for name, v in (d.get("per_class") or {}).items():
+                at = f"per_class[{name!r}]"
+                if self.obj(at, v):
+                    for k in ("pq", "sq", "rq", "iou", "pc", "ap_box", "ap_mask"):
+                        self.frac(f"{at}.{k}", v.get(k))
+                    for k in ("tp", "fp", "fn"):
+                        if k in v:
+                            self.count(f"{at}.{k}", v[k])
+        if self.obj("ranges", d.get("ranges", {}), null=True):
+            for name, r in (d.get("ranges") or {}).items():
+                at = f"ranges[{name!r}]"
+                if self.obj(at, r):
+                    self.count(f"{at}.instances", r.get("instances"))
+                    self.fracs(f"{at}.box", r.get("box"))
+                    self.fracs(f"{at}.mask", r.get("mask"), null=True)
+                    self.extent(f"{at}.extent", r.get("extent"))
+        ident = d.get("dataset", {})
+        if self.obj("dataset", ident, null=True):
+            for k in ("name", "split", "image_ids_sha256"):
+                if ident.get(k) is not None and not isinstance(ident[k], str):
+                    self.fail(f"dataset.{k}", ident[k], "a string")
+
+    def buckets(self, b: Any) -> None:
+        if not self.obj("buckets", b) or not b:
+            return
+        edges = b.get("edges")
+        if not isinstance(edges, list) or len(edges) < 2:
+            self.fail("buckets.edges", edges, "a list of at least two areas")
+        if any(e is not None for e in edges):  # all null: no ground-truth instance to take percentiles of
+            def area(name: str, x: Any) -> None:
+                if not (_is_num(x) and math.isfinite(x) and x >= 0):
+                    self.fail(name, x, "a finite area >= 0 (pixels)")
+
+            self.values("buckets.edges", edges, None, area)
+            step = [k for k in range(1, len(edges)) if edges[k] < edges[k - 1]]
+            if step:
+                self.fail(f"buckets.edges[{step[0]}]", edges[step[0]], "non-decreasing areas (pixels)")
+        nb = len(edges) - 1
+        pcts = b.get("percentiles")
+        if pcts is not None:
+            self.values("buckets.percentiles", pcts, len(edges),
+                        lambda n, x: None if _is_num(x) and 0 <= x <= 100 else self.fail(n, x, "a percentile in [0, 100]"))
+        self.values("buckets.instances", b.get("instances"), nb, self.count)
+        self.values("buckets.box", b.get("box"), nb, self.frac)
+        self.values("buckets.mask", b.get("mask"), nb, self.frac, null=True)
+        if b.get("extent") is not None:
+            self.values("buckets.extent", b["extent"], nb, self.extent)
 
 
 def _extent_nan(summary: dict[str, Any]) -> dict[str, Any]:

@@ -85,13 +85,20 @@ def format_ranges(res: EvalResult) -> str:
     return "\n".join(lines)
 
 
-def format_compare(results: Sequence[EvalResult], labels: Sequence[str]) -> str:
-    """Several runs: their Table-1 rows, then box/mask AP per bucket (runs as rows)."""
+_EDGES_DIFFER = ("the runs have different size-bucket edges (evaluated on different ground truth or with other "
+                 "percentiles); compare runs evaluated on the same set")
+
+
+def format_compare(results: Sequence[EvalResult], labels: Sequence[str], by_size: bool = True) -> str:
+    """Several runs: their Table-1 rows, then (``by_size``) box/mask AP per bucket (runs as rows),
+    which needs the runs' bucket edges to agree (:class:`~isus.IsusError` otherwise)."""
     # labels are never cut: "CROP+CABB+ISUS (n=3)" must stay readable
     width = max([16] + [len(lab) + 1 for lab in labels])
     lines = [format_row(r, lab, header=k == 0, width=width)
              for k, (r, lab) in enumerate(zip(results, labels))]
-    with_b = [(r, lab) for r, lab in zip(results, labels) if r.buckets]
+    with_b = [(r, lab) for r, lab in zip(results, labels) if r.buckets] if by_size else []
+    if with_b and not _same_buckets([r for r, _ in with_b]):
+        raise IsusError(_EDGES_DIFFER)
     if with_b:
         heads = [lab.split("\n")[0] for lab in bucket_labels(with_b[0][0])]
         for kind in ("box", "mask"):
@@ -104,8 +111,9 @@ def format_compare(results: Sequence[EvalResult], labels: Sequence[str]) -> str:
 
 
 def _same_buckets(results: Sequence[EvalResult]) -> bool:
-    e0 = results[0].buckets["edges"]
-    return all(np.allclose(r.buckets["edges"], e0) for r in results)
+    e0 = np.asarray(results[0].buckets["edges"], dtype=np.float64)
+    return all(len(r.buckets["edges"]) == len(e0) and
+               np.allclose(np.asarray(r.buckets["edges"], dtype=np.float64), e0, equal_nan=True) for r in results)
 
 
 def plot_by_size(results: Sequence[EvalResult], labels: Sequence[str], path: str | Path,
@@ -123,8 +131,7 @@ def plot_by_size(results: Sequence[EvalResult], labels: Sequence[str], path: str
     if not results or any(not r.buckets for r in results):
         raise IsusError("AP by size needs scored instances: evaluate with instances (isus eval --instances)")
     if not _same_buckets(results):
-        raise IsusError("the runs have different size-bucket edges (evaluated on different ground truth or "
-                        "with other percentiles); compare runs evaluated on the same set")
+        raise IsusError(_EDGES_DIFFER)
     ticks = bucket_labels(results[0])
     nb, nr = len(ticks), len(results)
     fig, axes = plt.subplots(1, 2, figsize=(min(16.0, max(9.0, 1.4 * nb * max(1, nr) ** 0.5 * 2)), 4.6), sharey=False)

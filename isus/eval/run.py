@@ -12,6 +12,7 @@ from isus._parallel import run_parallel
 from isus._progress import Progress
 from isus.datasets import PanopticDataset
 from isus.eval.coco import DEFAULT_PERCENTILES, Detections
+from isus.eval.compare import dataset_identity
 from isus.eval.evaluator import EvalResult, PanopticEvaluator
 from isus.eval.io import PanopticPredictions, PredictionFileError, _key
 from isus.eval.stats import CategoryTable, ImageStats, image_stats
@@ -143,7 +144,9 @@ def evaluate_dataset(
             bar.close()
     for i in todo:  # image order, so that AP does not depend on scheduling
         ev.add_stats(done[i])
-    return ev.result()
+    res = ev.result()
+    res.dataset = dataset_identity(ds.name, ds.split, gt_keys)
+    return res
 
 
 def _check_coverage(gt_keys: list[str], pred_keys: set[str], where: str | Path | None, what: str) -> None:
