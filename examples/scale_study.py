@@ -3,8 +3,9 @@ benchmark, several paired seeds, results per object size. Design and results: do
 
 Each run is ``examples/train_panoptic.py`` (no second training loop) in its own folder
 ``OUT/<config>/seed<k>/`` (checkpoint, log.jsonl, train.log, eval.json, predictions/). Finished runs
-(an ``eval.json``) are skipped; an interrupted run resumes from its checkpoint. ``--report`` builds
-the summary from whatever runs exist.
+(a readable ``eval.json``) are skipped; an interrupted run (or one whose eval.json is unreadable)
+resumes from its checkpoint. ``--report`` builds the summary from whatever runs exist, and refuses
+runs with impossible metric values or evaluated on other data.
 
     python examples/scale_study.py --out runs/scale-study                 # the whole study (hours; resumable)
     nohup python examples/scale_study.py --out runs/scale-study > study.log 2>&1 &
@@ -182,7 +183,7 @@ def run_all(args, scale: Scale) -> None:
     todo = [(c, s) for s in args.seeds for c in args.configs]  # seed-major: every config gets seed 0 first
     for k, (config, seed) in enumerate(todo):
         run = run_dir(args.out, config, seed)
-        if (run / "eval.json").exists():
+        if read_eval(run / "eval.json") is not None:
             print(f"[{k + 1}/{len(todo)}] {config} seed {seed}: done, skipped", flush=True)
             continue
         cmd = command(root, index, run, config, seed, scale)
@@ -231,13 +232,51 @@ def paired_ci(a: list[float], b: list[float]) -> tuple[float, float, int]:
     return st["mean"], st["ci95"], st["n"]
 
 
+def read_eval(path: Path) -> dict | None:
+    """A run's eval.json, or None when the run is unfinished: no eval.json, or one that cannot be
+    read as a JSON object (truncated by a crash or a full disk); the run then resumes from its
+    checkpoint and writes it again. Says so when the file exists."""
+    try:
+        ev = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        print(f"note: {path} is unreadable ({e}): the run counts as unfinished", flush=True)
+        return None
+    if not isinstance(ev, dict):
+        print(f"note: {path} is not a JSON object: the run counts as unfinished", flush=True)
+        return None
+    return ev
+
+
 def collect(out: Path) -> dict:
-    """Every finished run: its eval.json metrics, steps and wall time."""
+    """Every finished run: its eval.json metrics, steps and wall time.
+
+    An unreadable eval.json is an unfinished run (a note); impossible values (a metric outside
+    [0, 1], NaN, inf) and runs that cannot stand side by side (other split, images, categories or
+    bucket edges) stop the report with the file and field named."""
+    from isus.eval import EvalResult, check_comparable
+
     runs: dict[str, dict[int, dict]] = {}
+    found = []
     for config in CONFIGS:
         for ev_path in sorted((out / config).glob("seed*/eval.json")):
             seed = int(ev_path.parent.name[4:])
-            runs.setdefault(config, {})[seed] = json.loads(ev_path.read_text())
+            ev = read_eval(ev_path)
+            if ev is None:
+                continue
+            try:
+                EvalResult.from_dict({k: v for k, v in ev.items() if k in EvalResult.__dataclass_fields__},
+                                     source=str(ev_path))
+            except isus.IsusError as e:
+                raise SystemExit(f"refusing the run: {e}") from None
+            runs.setdefault(config, {})[seed] = ev
+            found.append((str(ev_path), ev))
+    try:
+        # examples/train_panoptic.py records the split, not the dataset: this study writes its own data
+        check_comparable(found)
+    except isus.IsusError as e:
+        raise SystemExit(f"{out}: {e}") from None
     return runs
 
 

@@ -135,3 +135,66 @@ def test_criteria_follow_the_preregistered_rules():
     assert crit["E1"]["provisional"] and crit["E1"]["verdict"] == "suggested"
     assert crit["E1'"]["verdict"] == "undetermined"
     assert "provisional: 1 of 3 seeds" in format_criteria(crit)
+
+
+# -- issue 22: unreadable and impossible eval.json -----------------------------------------------
+def _valid_eval(pq=0.5, images=2):
+    fr = ("pq", "sq", "rq", "pq_th", "sq_th", "rq_th", "pq_st", "sq_st", "rq_st", "pq_dagger", "pq_dagger_th",
+          "pq_dagger_st", "pc", "pc_th", "pc_st", "miou", "ap_box", "ap_mask")
+    box = [0.1, 0.2, 0.3, 0.4, 0.5]
+    return {**{k: pq for k in fr}, "images": images, "steps": 2, "eval_split": "validation",
+            "ap": {"box": {"ap": 0.2, "ap50": 0.4}, "mask": {"ap": 0.2}},
+            "buckets": {"percentiles": [0, 25, 50, 75, 95, 100], "edges": [1.0, 10.0, 20.0, 30.0, 40.0, 50.0],
+                        "instances": [1, 1, 1, 1, 1], "box": box, "mask": box},
+            "per_class": {"car": {"id": 1, "isthing": True, "pq": pq, "tp": 1, "fp": 0, "fn": 0}}}
+
+
+def _write_runs(out, evs):
+    for (config, seed), ev in evs.items():
+        run = out / config / f"seed{seed}"
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "eval.json").write_text(ev if isinstance(ev, str) else json.dumps(ev))
+
+
+def test_an_unreadable_eval_json_is_an_unfinished_run(tmp_path, capsys):
+    from examples.scale_study import collect, report
+
+    good = json.dumps(_valid_eval())
+    _write_runs(tmp_path, {("CROP", 0): _valid_eval(), ("CROP+CABB", 0): good[: len(good) // 2],
+                           ("CROP+ISUS", 0): "", ("FULL", 0): "[1, 2]"})
+    runs = collect(tmp_path)
+    assert set(runs) == {"CROP"}
+    said = capsys.readouterr().out
+    for config in ("CROP+CABB", "CROP+ISUS", "FULL"):
+        assert f"{config}/seed0/eval.json" in said
+    assert "unfinished" in said
+    assert set(report(tmp_path)["runs"]) == {"CROP"}
+    # the runner reruns it instead of skipping it (dry run: prints the command)
+    log = study("--out", tmp_path, "--scale", "smoke", "--configs", "CROP,CROP+CABB", "--seeds", "0", "--dry-run")
+    assert "CROP seed 0: done, skipped" in log and "CROP+CABB seed 0: done" not in log
+    assert "CROP+CABB seed 0: " + sys.executable in log and "unfinished" in log
+
+
+@pytest.mark.parametrize("change,field", [(lambda d: d.update(pq=5.0), "pq"),
+                                          (lambda d: d["buckets"]["box"].__setitem__(4, float("nan")), "buckets.box"),
+                                          (lambda d: d.update(ap_box=float("inf")), "ap_box")])
+def test_a_run_with_impossible_values_is_refused(tmp_path, change, field):
+    from examples.scale_study import report
+
+    bad = _valid_eval()
+    change(bad)
+    _write_runs(tmp_path, {("CROP", 0): _valid_eval(), ("CROP+CABB", 0): bad})
+    with pytest.raises(SystemExit) as e:
+        report(tmp_path)
+    assert "CROP+CABB/seed0/eval.json" in str(e.value) and field in str(e.value)
+
+
+def test_runs_evaluated_on_other_data_are_refused(tmp_path):
+    from examples.scale_study import report
+
+    other = _valid_eval(images=3)
+    other["buckets"]["edges"] = [2.0, 10.0, 20.0, 30.0, 40.0, 50.0]
+    _write_runs(tmp_path, {("CROP", 0): _valid_eval(), ("CROP+CABB", 0): other})
+    with pytest.raises(SystemExit, match="cannot be compared") as e:
+        report(tmp_path)
+    assert "images" in str(e.value) and "bucket edges" in str(e.value)
