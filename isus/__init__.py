@@ -7,7 +7,8 @@ each layout, and (in later modules) the index, ISUS/CUS samplers, crop engine an
 from types import ModuleType
 
 from isus import synth
-from isus.datasets import PanopticDataset, dataset_names, open_dataset, register_dataset
+from isus.datasets import (PanopticDataset, dataset_names, max_image_pixels, open_dataset, register_dataset,
+                           set_max_image_pixels)
 from isus.crop import CropConfig, CropEngine, CropSample, crop_sample
 from isus.errors import DatasetError, InstancesUnavailableError, IsusError
 from isus.index import Index, IndexFileError, IndexMismatchError, Instances, build_index, merge_indexes
@@ -30,6 +31,8 @@ __all__ = [
     "open_dataset",
     "register_dataset",
     "dataset_names",
+    "max_image_pixels",
+    "set_max_image_pixels",
     "DatasetSummary",
     "summarize",
     "synth",

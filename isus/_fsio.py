@@ -9,13 +9,56 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["naming", "pid_alive", "remove_stale_temps", "atomic_file", "atomic_write_bytes", "atomic_savefig"]
+__all__ = ["naming", "pid_alive", "remove_stale_temps", "atomic_file", "atomic_write_bytes", "atomic_savefig",
+           "open_regular", "read_regular"]
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a plain file"
+
+
+def open_regular(path: str | Path, what: str, error: Callable[[str, Path], Exception]) -> BinaryIO:
+    """``path`` opened for binary reading, if it is a regular file (or a symlink to one).
+
+    A FIFO, device, socket or directory raises ``error(message, path)`` instead of being opened:
+    reading a FIFO would block forever, a device may never end. The type is checked by path first
+    (so a device is never opened), then again on the opened descriptor, which is opened
+    non-blocking so that a file swapped for a FIFO in between cannot block either. A missing file
+    raises :class:`FileNotFoundError` as ``open`` does.
+    """
+    path = Path(path)
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise error(f"{what} is {_kind(mode)}, not a regular file; isus reads only regular files", path)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise error(f"{what} is {_kind(mode)}, not a regular file; isus reads only regular files", path)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | Path, what: str, error: Callable[[str, Path], Exception]) -> bytes:
+    """The bytes of ``path``, a regular file (see :func:`open_regular`)."""
+    with open_regular(path, what, error) as f:
+        return f.read()
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """Per-image work in a pool of processes: the one loop that index building and evaluation share."""
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import signal
@@ -8,7 +9,31 @@ import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterable
 
+log = logging.getLogger("isus")
 _STATE: dict[str, Any] = {}
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the platform has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def bounded_workers(workers: int, items: int) -> int:
+    """``workers`` capped at the usable cores and at ``items`` (at least 1).
+
+    More processes than cores only add memory (each worker holds its own decoded images), and
+    ``--workers 10000`` would start thousands of processes. Capping below the request because of
+    the cores is logged once as a warning on the ``isus`` logger (printed on stderr when logging is
+    not configured); capping at the number of items is silent.
+    """
+    cores = usable_cores()
+    if workers > cores and workers != os.cpu_count():  # (os.cpu_count(): the usual default, said by no one)
+        log.warning("isus: %d workers requested, this machine lets the process use %d cores: using %d",
+                    workers, cores, min(cores, max(items, 1)))
+    return max(1, min(workers, cores, items))
 
 
 def _die_with_parent(parent: int) -> None:
@@ -45,9 +70,11 @@ def run_parallel(fn: Callable[[Any, Any], Any], state: Any, items: Iterable[Any]
     runs in this process as results arrive, in completion order.
 
     At most ``2 * workers`` items are in flight, so results never pile up in memory. An error in a
-    worker is raised here and cancels what is still queued.
+    worker is raised here and cancels what is still queued. ``workers`` is bounded by
+    :func:`bounded_workers` (the usable cores and the number of items).
     """
     items = list(items)
+    workers = bounded_workers(workers, len(items))
     if workers <= 1 or len(items) <= 1:
         for item in items:
             on_done(item, fn(state, item))

@@ -1,6 +1,7 @@
 """Small immutable values passed between the stages of isus."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -117,6 +118,20 @@ def category_segments(category_ids: Iterable[int]) -> np.ndarray:
     return make_segments(ids, ids, np.zeros(len(ids), bool))
 
 
+#: Largest crop side and area (pixels) a sampler or the crop engine makes: a crop is decoded into
+#: several full-size buffers (image, ids, semantic map, one mask per instance), so ``--crop 100000``
+#: would otherwise try to allocate tens of GiB.
+MAX_CROP_SIDE = 16384
+MAX_CROP_PIXELS = 4096 * 4096
+
+
+def check_crop_size(width: int, height: int, what: str) -> None:
+    """Refuse a crop larger than :data:`MAX_CROP_SIDE` per side or :data:`MAX_CROP_PIXELS` in all."""
+    if not (width <= MAX_CROP_SIDE and height <= MAX_CROP_SIDE and width * height <= MAX_CROP_PIXELS):
+        raise ValueError(f"{what} expects a crop of at most {MAX_CROP_SIDE} pixels a side and {MAX_CROP_PIXELS} "
+                         f"pixels in all (4096x4096); got {width}x{height}")
+
+
 @dataclass(frozen=True)
 class CropSpec:
     """One training crop, as a sampler draws it and the crop engine applies it.
@@ -153,3 +168,7 @@ class CropSpec:
         if not (x1 > x0 and y1 > y0 and self.scale > 0):
             raise ValueError(f"CropSpec expects x0 < x1, y0 < y1 and scale > 0; got window={self.window}, "
                              f"scale={self.scale}")
+        w, h = (x1 - x0) * self.scale, (y1 - y0) * self.scale
+        if not (math.isfinite(w) and math.isfinite(h)):
+            raise ValueError(f"CropSpec expects a finite window and scale; got window={self.window}, scale={self.scale}")
+        check_crop_size(round(w), round(h), "CropSpec")

@@ -1,4 +1,5 @@
 """Dataset readers behind one record API (:func:`open_dataset`)."""
+from isus.datasets._io import max_image_pixels, set_max_image_pixels
 from isus.datasets.base import PanopticDataset, dataset_names, open_dataset, register_dataset
 from isus.datasets.cityscapes import IDD, Cityscapes
 from isus.datasets.coco import CocoPanoptic
@@ -13,4 +14,6 @@ __all__ = [
     "Cityscapes",
     "IDD",
     "CocoPanoptic",
+    "max_image_pixels",
+    "set_max_image_pixels",
 ]

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -10,6 +13,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from isus._fsio import open_regular, read_regular
 from isus.errors import DatasetError
 
 REDUCE_FLAGS = {
@@ -20,14 +24,137 @@ REDUCE_FLAGS = {
 }
 
 
+#: Default pixel budget per image (64 Mi pixels, e.g. 8192x8192): below PIL's decompression-bomb
+#: warning limit (89,478,485), well above the datasets' images (MVD's largest are about 22 Mpx).
+DEFAULT_MAX_IMAGE_PIXELS = 64 * 2**20
+_max_pixels: list[int | None] = [None]  # set_max_image_pixels(); None: ISUS_MAX_IMAGE_PIXELS or the default
+
+
+def max_image_pixels() -> int:
+    """The pixel budget per image: what :func:`set_max_image_pixels` set, else the environment
+    variable ``ISUS_MAX_IMAGE_PIXELS``, else :data:`DEFAULT_MAX_IMAGE_PIXELS`."""
+    if _max_pixels[0] is not None:
+        return _max_pixels[0]
+    env = os.environ.get("ISUS_MAX_IMAGE_PIXELS")
+    if env is None:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        n = int(env)
+        if n < 1:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"ISUS_MAX_IMAGE_PIXELS expects a positive integer; got {env!r}") from None
+    return n
+
+
+def set_max_image_pixels(n: int | None) -> int:
+    """Set the pixel budget per image (``None``: back to ``ISUS_MAX_IMAGE_PIXELS`` or the default);
+    returns the budget in force before.
+
+    Every image and annotation is checked against it from its header, before its pixels are
+    decoded, so a corrupt or crafted size field cannot make isus allocate gigabytes. Raise it for
+    genuinely larger images (beyond PIL's own limit, ``PIL.Image.MAX_IMAGE_PIXELS``, raise that
+    too). Worker processes started with ``spawn`` see only the environment variable.
+    """
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ValueError(f"set_max_image_pixels(n=) expects a positive int or None; got {n!r}")
+    before = max_image_pixels()
+    _max_pixels[0] = n
+    return before
+
+
+def check_pixels(width: int, height: int, what: str, path: Path) -> None:
+    """Refuse an image whose header claims more pixels than the budget (:func:`max_image_pixels`)."""
+    budget = max_image_pixels()
+    if width * height > budget:
+        raise DatasetError(f"{what} is {width}x{height} = {width * height} pixels, over the budget of {budget} "
+                           "pixels per image (a corrupt or crafted size field?); for genuinely larger images raise "
+                           "it: isus.set_max_image_pixels(N) or the environment variable ISUS_MAX_IMAGE_PIXELS=N",
+                           path)
+
+
+def _bomb(e: Exception, what: str, path: Path) -> DatasetError:
+    """PIL's decompression-bomb error (or its warning, raised as an error) as a DatasetError."""
+    return DatasetError(f"{what}: {e} (a corrupt size field? for genuinely huge images raise "
+                        "PIL.Image.MAX_IMAGE_PIXELS and isus.set_max_image_pixels)", path)
+
+
+def jpeg_data_shortfall(buf: bytes) -> tuple[int, int, int] | None:
+    """``(width, height, bytes needed)`` when a JPEG holds fewer bytes of coded data than its
+    frame header's size needs at the very least, else None (also for what cannot be parsed here).
+
+    Every 8x8 block of every component costs at least one bit in a Huffman-coded JPEG (its DC
+    code, in sequential and progressive files alike), so fewer bytes after the first start-of-scan
+    than ``blocks / 8`` cannot be a complete image: libjpeg would decode it, warn, and fill the
+    rest with grey (a 108 KB file claiming 13000x13000 pixels). Arithmetic-coded files have no
+    such bound and are not checked.
+    """
+    mv = memoryview(buf)
+    if bytes(mv[:2]) != b"\xff\xd8":
+        return None
+    n, pos, frame = len(mv), 2, None
+    while pos + 4 <= n:
+        if mv[pos] != 0xFF:
+            return None
+        marker = mv[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # standalone markers
+            pos += 2
+            continue
+        length = (mv[pos + 2] << 8) | mv[pos + 3]
+        if length < 2:
+            return None
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7) and pos + 10 <= n:
+            h, w, nf = (mv[pos + 5] << 8) | mv[pos + 6], (mv[pos + 7] << 8) | mv[pos + 8], mv[pos + 9]
+            comps = [(mv[pos + 11 + 3 * c] >> 4, mv[pos + 11 + 3 * c] & 15) for c in range(nf)
+                     if pos + 12 + 3 * c <= n]
+            if h == 0 or w == 0 or len(comps) != nf or not comps or min(min(c) for c in comps) < 1:
+                return None
+            hmax, vmax = max(c[0] for c in comps), max(c[1] for c in comps)
+            blocks = sum(_ceil(_ceil(w * hs, hmax), 8) * _ceil(_ceil(h * vs, vmax), 8) for hs, vs in comps)
+            frame = (w, h, _ceil(blocks, 8))
+        elif marker in (0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):  # arithmetic coding: no bound
+            return None
+        elif marker == 0xDA:  # start of scan: the coded data follows its header
+            if frame is None:
+                return None
+            coded = n - (pos + 2 + length)
+            return frame if coded < frame[2] else None
+        pos += 2 + length
+    return None
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def read_json(path: Path, what: str) -> Any:
-    if not path.is_file():
+    if not path.exists():
         raise DatasetError(f"{what} not found (expected a JSON file here)", path)
     try:
-        with open(path, "rb") as f:
-            return json.load(f)
+        return json.loads(read_regular(path, what, DatasetError))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetError(f"{what} is not valid JSON: {e}", path) from None
+
+
+def relative_name(name: object, json_path: Path, where: str) -> str:
+    """``name`` (a file name read from ``json_path`` at ``where``, e.g. ``images[3].file_name``)
+    if it is a relative path without a ``..`` component, else a :class:`DatasetError`.
+
+    Names from a file must stay inside the folder they are joined to: an absolute name or a
+    ``..`` would read (and fingerprint, and cache) a file outside the dataset root. Only the name
+    is checked, not the resolved path, so folders that are symlinks inside a root still work.
+    """
+    if not isinstance(name, str):
+        raise DatasetError(f"{where} is {name!r:.60}; expected a relative file name (a string)", json_path)
+    parts = name.replace("\\", "/").split("/")
+    if (not name or "\0" in name or name.startswith(("/", "\\")) or ".." in parts
+            or re.match(r"^[A-Za-z]:", name) or not any(p not in ("", ".") for p in parts)):
+        raise DatasetError(f"{where} is {name!r:.80}; expected a relative file name inside the dataset folder "
+                           "(not empty, not absolute, no '..' component)", json_path)
+    return name
 
 
 def require_dir(path: Path, what: str) -> Path:
@@ -39,16 +166,16 @@ def require_dir(path: Path, what: str) -> Path:
 def image_size(path: Path) -> tuple[int, int]:
     """``(height, width)`` from the file header, without decoding the pixels."""
     try:
-        with Image.open(path) as im:
+        with open_regular(path, "image file", DatasetError) as f, Image.open(f) as im:
             w, h = im.size
     except FileNotFoundError:
         raise DatasetError("image file not found", path) from None
-    except Image.DecompressionBombError as e:
-        raise DatasetError(f"{e} (a corrupt size field? raise PIL.Image.MAX_IMAGE_PIXELS for genuinely "
-                           "huge images)", path) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _bomb(e, "image file", path) from None
     except (OSError, SyntaxError, ValueError) as e:
         empty = " (the file is empty, 0 bytes)" if path.is_file() and path.stat().st_size == 0 else ""
         raise DatasetError(f"cannot read image header{empty}: {e}", path) from None
+    check_pixels(w, h, "image", path)
     return h, w
 
 
@@ -64,7 +191,8 @@ def decode_image(path: Path, reduce: int = 1, bgr: bool = False) -> np.ndarray:
     except (KeyError, TypeError):
         raise ValueError(f"load_image(reduce=) expects one of 1, 2, 4, 8; got {reduce!r}") from None
     try:
-        buf = np.fromfile(path, dtype=np.uint8)
+        data = read_regular(path, "image file", DatasetError)
+        buf = np.frombuffer(data, dtype=np.uint8)
     except FileNotFoundError:
         raise DatasetError("image file not found", path) from None
     except OSError as e:
@@ -76,6 +204,12 @@ def decode_image(path: Path, reduce: int = 1, bgr: bool = False) -> np.ndarray:
     if buf[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in buf[-64:].tobytes():
         raise DatasetError("truncated JPEG (no end-of-image marker)", path)
     is_jpeg = buf[:2].tobytes() == b"\xff\xd8"
+    _check_header(buf, path)
+    short = jpeg_data_shortfall(data) if is_jpeg else None
+    if short is not None:
+        raise DatasetError(f"corrupt or truncated JPEG: its header says {short[0]}x{short[1]} pixels, which need at "
+                           f"least {short[2]} bytes of coded data, but the file holds fewer (libjpeg would fill "
+                           "the rest with grey)", path)
     # Only JPEG has a cheap reduced decode; OpenCV's reduced flags on other formats round the
     # size down, while libjpeg rounds up, so those are resized here to the same (ceil) size.
     try:
@@ -88,6 +222,18 @@ def decode_image(path: Path, reduce: int = 1, bgr: bool = False) -> np.ndarray:
         h, w = reduced_size(img.shape[0], img.shape[1], reduce)
         img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
     return img if bgr else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _check_header(buf: np.ndarray, path: Path) -> None:
+    """The pixel budget, from the header PIL reads (formats PIL does not know are left to OpenCV)."""
+    try:
+        with Image.open(io.BytesIO(buf[:1 << 20].tobytes())) as im:  # the header, not the pixels
+            w, h = im.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _bomb(e, "image file", path) from None
+    except (OSError, SyntaxError, ValueError):
+        return
+    check_pixels(w, h, "image", path)
 
 
 def reduced_size(height: int, width: int, reduce: int) -> tuple[int, int]:
@@ -125,8 +271,10 @@ def read_panoptic_png(path: Path, what: str, check: Callable[[tuple[int, int]], 
     size = read_png_header(path, ("RGB",), what)
     if check is not None:
         check(size)
+    with _png_errors(path, what):
+        buf = np.frombuffer(read_regular(path, what, DatasetError), dtype=np.uint8)
     try:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     except cv2.error as e:
         raise DatasetError(f"cannot decode {what}: {str(e).strip().splitlines()[-1]}", path) from None
     if bgr is None:
@@ -147,9 +295,8 @@ def _png_errors(path: Path, what: str) -> Iterator[None]:
         yield
     except FileNotFoundError:
         raise DatasetError(f"{what} not found", path) from None
-    except Image.DecompressionBombError as e:
-        raise DatasetError(f"{e} (a corrupt size field? raise PIL.Image.MAX_IMAGE_PIXELS for genuinely "
-                           "huge images)", path) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _bomb(e, what, path) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DatasetError(f"cannot decode {what}: {e}", path) from None
 
@@ -158,11 +305,15 @@ def _png_errors(path: Path, what: str) -> Iterator[None]:
 def _open_png(path: Path, modes: tuple[str, ...], what: str) -> Iterator[Image.Image]:
     """The opened PNG (header read, pixels not yet), its mode checked against ``modes``."""
     with _png_errors(path, what):
-        im = Image.open(path)
-    with im:
-        if im.mode not in modes:
-            raise DatasetError(f"{what} has PIL mode {im.mode!r}; expected {' or '.join(map(repr, modes))}", path)
-        yield im
+        f = open_regular(path, what, DatasetError)
+    with f:
+        with _png_errors(path, what):
+            im = Image.open(f)
+        with im:
+            check_pixels(im.width, im.height, what, path)
+            if im.mode not in modes:
+                raise DatasetError(f"{what} has PIL mode {im.mode!r}; expected {' or '.join(map(repr, modes))}", path)
+            yield im
 
 
 def rgb_to_id(rgb: np.ndarray) -> np.ndarray:

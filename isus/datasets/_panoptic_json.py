@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, cast
 
-from isus.datasets._io import read_json
+from isus.datasets._io import read_json, relative_name
 from isus.errors import DatasetError
 from isus.types import Category
 
@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 def load_panoptic_json(path: Path) -> dict[str, Any]:
     """Read and shape-check a panoptic JSON. ``images``/``categories`` may be absent (trimmed
-    copies exist), ``annotations`` may not."""
+    copies exist), ``annotations`` may not. Every annotation's ``file_name`` must be a relative
+    name without ``..`` (:func:`~isus.datasets._io.relative_name`)."""
     data = read_json(path, "panoptic JSON")
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise DatasetError("panoptic JSON has no 'annotations' list", path)
@@ -29,6 +30,7 @@ def load_panoptic_json(path: Path) -> dict[str, Any]:
         if not is_id(a["image_id"]):
             raise DatasetError(f"annotations[{k}] ({a['file_name']}) has image_id {a['image_id']!r:.40}; "
                                "expected an integer or a string", path)
+        relative_name(a["file_name"], path, f"annotations[{k}].file_name")
     for key in ("images", "categories"):
         if key in data and not isinstance(data[key], list):
             raise DatasetError(f"'{key}' must be a list", path)

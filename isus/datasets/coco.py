@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from isus.datasets._io import read_json, require_dir
+from isus.datasets._io import read_json, relative_name, require_dir
 from isus.datasets._panoptic_json import annotations_by_image, categories_from_json, is_id, load_panoptic_json
 from isus.datasets.base import PanopticDataset, Record, panoptic_from_rgb, register_dataset
 from isus.errors import DatasetError
@@ -76,6 +76,7 @@ class CocoPanoptic(PanopticDataset):
                 if not is_id(image_id) or not isinstance(file_name, str):
                     raise DatasetError(f"images[{k}] has id {image_id!r:.40} and file_name {file_name!r:.40}; "
                                        "expected an integer or string id and a string file name", ann_path)
+                relative_name(file_name, ann_path, f"images[{k}].file_name")
                 size = im.get("height"), im.get("width")
                 if size != (None, None) and not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
                                                     for v in size):

@@ -18,8 +18,8 @@ import isus
 from isus.datasets.base import PanopticDataset
 from isus.errors import IsusError
 from isus import kernels
-from isus._fsio import atomic_file, remove_stale_temps
-from isus._parallel import run_parallel
+from isus._fsio import atomic_file, open_regular, remove_stale_temps
+from isus._parallel import run_parallel, usable_cores
 from isus._progress import Progress
 from isus.index.cache import DIGEST_BYTES, write_cached
 from isus.index.image_cache import LEVELS, ImageCacheParams, write_image_entry
@@ -220,7 +220,7 @@ class _Checkpoint:
         scans: dict[int, dict[str, Any]] = {}
         for path in sorted(self.dir.glob("chunk_*.npz")):
             try:
-                with open(path, "rb") as fh, np.load(fh) as z:
+                with open_regular(path, "build checkpoint", IndexFileError) as fh, np.load(fh) as z:
                     meta = json.loads(str(z["meta"]))
                     for k, i in enumerate(meta["images"]):
                         scan = {c: z[f"{k}/{c}"] for c in _EMPTY}
@@ -285,7 +285,9 @@ def build_index(
     ds
         An opened dataset (semantic-only datasets give an index without instances).
     workers
-        Processes decoding and scanning in parallel (default: all cores; 1 = in this process).
+        Processes decoding and scanning in parallel (default: all usable cores; 1 = in this
+        process). Capped at the usable cores and the number of images (a warning on the ``isus``
+        logger says so when the cores cap it).
     progress
         True for a progress bar on stderr, or a callable ``progress(done, total)``.
     grid, anchors
@@ -315,7 +317,7 @@ def build_index(
                          image_cache=asdict(image_cache) if image_cache else None)
     start, stop = shard_range(len(ds), shard)
     if workers is None:
-        workers = os.cpu_count() or 1
+        workers = usable_cores()
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"build_index(workers=) expects a positive int; got {workers!r}")
     if params.cache_dir is not None:
@@ -497,7 +499,7 @@ def _gather_cache(parts: list[Index], target: Path) -> None:
                 try:
                     os.link(src, dst)
                 except OSError:
-                    with atomic_file(dst, clean=False) as f, open(src, "rb") as fsrc:
+                    with atomic_file(dst, clean=False) as f, open_regular(src, "cache entry", IndexFileError) as fsrc:
                         shutil.copyfileobj(fsrc, f)
 
 

@@ -15,6 +15,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from isus._fsio import open_regular
+from isus.errors import DatasetError
+
 if TYPE_CHECKING:
     from isus.datasets.base import PanopticDataset
 
@@ -33,10 +36,11 @@ FIELDS = (("fp_image_size", "image_size", "image file size"),
 
 def file_sample(path: str | Path, extra: bytes = b"") -> tuple[int, int]:
     """``(size, hash)`` of a file: a 64-bit blake2b of its size, first and last
-    :data:`SAMPLE_BYTES` bytes and ``extra``; ``(-1, 0)`` when the file does not exist."""
+    :data:`SAMPLE_BYTES` bytes and ``extra``; ``(-1, 0)`` when the file does not exist. A FIFO,
+    device or directory raises :class:`~isus.DatasetError`."""
     h = hashlib.blake2b(digest_size=8)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, "dataset file", DatasetError) as f:
             size = os.fstat(f.fileno()).st_size
             h.update(size.to_bytes(8, "little"))
             h.update(f.read(SAMPLE_BYTES))

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from isus._fsio import atomic_file
+from isus._fsio import atomic_file, open_regular
 from isus.errors import IsusError
 
 __all__ = ["SCHEMA_VERSION", "IndexFileError", "IndexMismatchError", "write_arrays", "read_arrays", "read_header"]
@@ -181,7 +181,7 @@ def _read_header(f: BinaryIO, path: Path) -> tuple[dict[str, Any], int]:
 
 def _open(path: Path) -> BinaryIO:
     try:
-        return open(path, "rb")
+        return open_regular(path, "index file", IndexFileError)
     except FileNotFoundError:
         raise IndexFileError("index file not found", path) from None
 

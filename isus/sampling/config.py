@@ -7,6 +7,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from isus.sampling.levels import FPNLevels, LevelRule
+from isus.types import check_crop_size
 
 __all__ = ["SamplerConfig"]
 
@@ -81,6 +82,7 @@ class SamplerConfig:
             raise ValueError(f"SamplerConfig(crop_size=) expects (width, height); got {self.crop_size!r}") from None
         if w < 1 or h < 1:
             raise ValueError(f"SamplerConfig(crop_size=) expects positive sizes; got {self.crop_size!r}")
+        check_crop_size(w, h, "SamplerConfig(crop_size=)")
         object.__setattr__(self, "crop_size", (w, h))
         object.__setattr__(self, "stuff_scale_range", _range("stuff_scale_range", self.stuff_scale_range))
         object.__setattr__(self, "thing_scale_range", _range("thing_scale_range", self.thing_scale_range))
