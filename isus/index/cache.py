@@ -40,7 +40,7 @@ import numpy as np
 from isus import kernels
 from isus._fsio import atomic_file
 from isus.index.image_cache import ENTRY_RE as IMAGE_ENTRY_RE
-from isus.index.image_cache import OPEN_ENTRIES, OpenEntries, check_image, header_length, map_file
+from isus.index.image_cache import OPEN_ENTRIES, OpenEntries, check_image, header_length, read_entry_bytes
 from isus.index.store import IndexFileError
 from isus.types import SEGMENT_DTYPE, ImageInfo, Panoptic, make_segments
 
@@ -129,7 +129,7 @@ def read_entry(path: str | Path, digest: str | None = None) -> CacheEntry:
     fails its checksum (band CRCs are checked when the bands are decompressed, by :func:`read_cached`).
     """
     path = Path(path)
-    data = map_file(path, "annotation cache entry")
+    data = read_entry_bytes(path, "annotation cache entry")
     hlen = header_length(data, _MAGIC, ENTRY_VERSION, "annotation cache entry", path)
     try:
         if hlen > len(data) - _PREFIX.size:

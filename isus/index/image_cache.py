@@ -24,14 +24,15 @@ Entry layout (little-endian)::
     payload    the encoded tiles
 
 The digest (blake2b, 16 bytes) covers the header and the tables, checked when a process first
-opens the entry; each tile's CRC-32 is checked before the tile is decoded. The file is
-memory-mapped: reading a crop touches only the tiles it decodes.
+opens the entry; each tile's CRC-32 is checked before the tile is decoded. The file is read with
+``pread``, tile by tile (not memory-mapped, so a file truncated under a reader gives an
+:class:`~isus.index.store.IndexFileError`, never SIGBUS): reading a crop reads only the tiles it
+decodes.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 import re
 import struct
@@ -45,7 +46,7 @@ from typing import Any, Callable, NamedTuple
 import cv2
 import numpy as np
 
-from isus._fsio import atomic_file
+from isus._fsio import atomic_file, open_regular
 from isus.index.store import IndexFileError
 from isus.types import ImageInfo
 
@@ -61,7 +62,7 @@ CODECS = ("jpeg", "png")
 _MAGIC = b"ISUSIMG\0"
 _PREFIX = struct.Struct("<8sIIQ")
 ENTRY_RE = re.compile(r"^(\d{7})-([0-9a-f]{32})\.img$")
-#: parsed entries kept open per process (memory maps: the page cache holds the data, shared)
+#: parsed entries kept open per process (open descriptors: the page cache holds the data, shared)
 OPEN_ENTRIES = 64
 
 
@@ -159,20 +160,60 @@ class _Entry:
     offsets: np.ndarray
     crc: np.ndarray
     payload_start: int
-    data: Any  # mmap or bytes
+    data: EntryFile
 
 
-def map_file(path: Path, what: str) -> Any:
-    """The file's bytes, memory-mapped (``b""`` for an empty file)."""
+class EntryFile:
+    """A cache entry opened for positional reads (``os.pread``), never memory-mapped.
+
+    Reading a memory-mapped file that another process truncated kills the reader with SIGBUS;
+    ``pread`` instead returns fewer bytes, which :meth:`read` turns into :class:`IndexFileError`
+    ("truncated"). Reads still come from the page cache, shared between processes, and the
+    descriptor may be shared with forked workers (``pread`` has no file position).
+    """
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path, self.what = path, what
+        try:
+            self._f = open_regular(path, what, IndexFileError)
+        except FileNotFoundError:
+            raise IndexFileError(f"{what} not found (the cache was moved, pruned or deleted; rebuild the index)",
+                                 path) from None
+        #: the size when opened (a later truncation is caught by :meth:`read`)
+        self.size = os.fstat(self._f.fileno()).st_size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, offset: int, n: int) -> bytes:
+        """``n`` bytes at ``offset``; fewer (the file shrank since it was opened) raise
+        :class:`IndexFileError`."""
+        chunks, got = [], 0
+        while got < n:
+            b = os.pread(self._f.fileno(), n - got, offset + got)
+            if not b:
+                raise IndexFileError(f"{self.what} is truncated (it ends before byte {offset + n}; was it "
+                                     "truncated or rewritten while in use?)", self.path)
+            chunks.append(b)
+            got += len(b)
+        return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __del__(self) -> None:  # entries leave OpenEntries by eviction: close quietly then
+        f = getattr(self, "_f", None)
+        if f is not None:
+            f.close()
+
+
+def read_entry_bytes(path: Path, what: str) -> bytes:
+    """A whole cache entry's bytes (read, not mapped; see :class:`EntryFile`)."""
+    f = EntryFile(path, what)
     try:
-        with open(path, "rb") as f:
-            try:
-                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            except ValueError:  # empty file
-                return b""
-    except FileNotFoundError:
-        raise IndexFileError(f"{what} not found (the cache was moved, pruned or deleted; rebuild the index)",
-                             path) from None
+        return f.read(0, f.size)
+    finally:
+        f.close()
 
 
 def header_length(data: Any, magic: bytes, version: int, what: str, path: Path) -> int:
@@ -193,12 +234,12 @@ def check_image(what: str, image_id: str, height: int, width: int, info: ImageIn
 
 
 def _parse(path: Path, digest: str | None) -> _Entry:
-    data = map_file(path, "image cache entry")
-    hlen = header_length(data, _MAGIC, ENTRY_VERSION, "image cache entry", path)
+    data = EntryFile(path, "image cache entry")
+    hlen = header_length(data.read(0, min(len(data), _PREFIX.size)), _MAGIC, ENTRY_VERSION, "image cache entry", path)
     try:
         if hlen > len(data) - _PREFIX.size:
             raise EOFError
-        head = bytes(data[_PREFIX.size:_PREFIX.size + hlen])
+        head = data.read(_PREFIX.size, hlen)
         header = json.loads(head)
         table = [tuple(int(v) for v in row) for row in header["levels"]]
         ntiles = sum(nx * ny for _, _, _, nx, ny in table)
@@ -206,7 +247,7 @@ def _parse(path: Path, digest: str | None) -> _Entry:
         t1 = t0 + 8 * (ntiles + 1) + 4 * ntiles
         if ntiles < 0 or len(data) < t1:
             raise EOFError
-        tables = bytes(data[t0:t1])
+        tables = data.read(t0, t1 - t0)
         found = hashlib.blake2b(head + tables, digest_size=DIGEST_BYTES).hexdigest()
         if digest is not None and found != digest:
             raise IndexFileError(f"image cache entry checksum mismatch (content hashes to {found}, the index "
@@ -237,7 +278,7 @@ def _parse(path: Path, digest: str | None) -> _Entry:
 
 class OpenEntries:
     """The last ``size`` cache entries this process read, parsed (and digest-checked) once by
-    ``parse(path, digest)``. Entries are memory-mapped, so the data stays in the page cache,
+    ``parse(path, digest)``. Entries are read with ``pread``, so the data stays in the page cache,
     shared between processes."""
 
     def __init__(self, size: int, parse: Callable[[Path, str | None], Any]) -> None:
@@ -246,8 +287,8 @@ class OpenEntries:
 
     def get(self, path: Path, digest: str | None) -> Any:
         key = (str(path), digest)
-        # A file changed in place since it was mapped (its identity differs) is parsed again:
-        # reading a mapped file that was truncated would crash the process (SIGBUS).
+        # A file changed in place since it was opened (its identity differs) is parsed again
+        # (a truncation between this check and a read still gives IndexFileError, see EntryFile).
         try:
             st = os.stat(path)
             ident = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -280,7 +321,7 @@ def verify_entry(path: Path, info: ImageInfo, digest: str | None = None) -> int:
     check_image("image cache entry", e.image_id, e.height, e.width, info, path)
     for k in range(len(e.crc)):
         a, b = e.payload_start + int(e.offsets[k]), e.payload_start + int(e.offsets[k + 1])
-        if zlib.crc32(np.frombuffer(e.data, np.uint8, b - a, a).data) != int(e.crc[k]):
+        if zlib.crc32(e.data.read(a, b - a)) != int(e.crc[k]):
             raise IndexFileError(f"image cache entry checksum mismatch in tile {k}: the entry is corrupt; rebuild "
                                  "the index", path)
     return len(e.data)
@@ -289,7 +330,7 @@ def verify_entry(path: Path, info: ImageInfo, digest: str | None = None) -> int:
 class TileWindow(NamedTuple):
     """The encoded tiles covering a window, CRC-checked, and where each goes.
 
-    ``blobs[k]`` (uint8 views of the memory-mapped entry) is pasted at rows ``y[k]:y[k] + h[k]``
+    ``blobs[k]`` (uint8 arrays read from the entry) is pasted at rows ``y[k]:y[k] + h[k]``
     and columns ``x[k]:x[k] + w[k]`` of a ``shape`` buffer whose pixel (0, 0) is level pixel
     ``(ox, oy)``. For decoders other than OpenCV's (e.g. nvjpeg through
     ``torchvision.io.decode_jpeg(..., device="cuda")``, see ``bench/tile_decode_gpu.py``).
@@ -328,7 +369,7 @@ def window_tiles(path: Path, info: ImageInfo, reduce: int, x0: int, y0: int, x1:
         for tx in range(tx0, tx1):
             k = first + ty * nx + tx
             a, b = e.payload_start + int(e.offsets[k]), e.payload_start + int(e.offsets[k + 1])
-            blob = np.frombuffer(e.data, np.uint8, b - a, a)
+            blob = np.frombuffer(e.data.read(a, b - a), np.uint8)
             if zlib.crc32(blob.data) != int(e.crc[k]):
                 raise IndexFileError(f"image cache entry checksum mismatch in tile ({tx}, {ty}) of level 1/{reduce}: "
                                      "the entry is corrupt; rebuild the index", path)

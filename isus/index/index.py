@@ -193,15 +193,20 @@ class Index:
         ----------
         verify
             Check the checksum (reads the whole file once). Raises :class:`IndexFileError` on a
-            mismatch, a schema version other than this isus's, or a truncated file.
+            mismatch, a schema version other than this isus's, or a truncated file. The arrays'
+            structure (lengths, offsets, ranges: ``isus.index.structure``) is checked either way.
         root
             The dataset's root now, when it moved since the build: :meth:`open_dataset` opens it
             there. Verification compares relative file names, sizes and content samples, which a
             copied or moved dataset still matches.
         """
+        from isus.index.structure import check_index
+
         meta, arrays, checksum = read_arrays(path, verify=verify)
-        if meta.get("kind") != "index":
-            raise IndexFileError(f"file holds a {meta.get('kind')!r}, not an index", path)
+        if not isinstance(meta, dict) or meta.get("kind") != "index":
+            raise IndexFileError(f"file holds a {meta.get('kind') if isinstance(meta, dict) else meta!r:.40}, "
+                                 "not an index", path)
+        check_index(meta, arrays, path)  # a valid checksum does not make the arrays consistent
         try:
             index = cls(meta, arrays, Path(path), checksum, root)
         except (KeyError, TypeError, ValueError, IndexError) as e:
