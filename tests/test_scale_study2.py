@@ -1,0 +1,117 @@
+"""examples/scale_study2.py: the study-2 runner at its smoke scale (warm start + 2 arms x 1 seed x
+2 steps), its provenance pin, per-run lock, and how it treats finished and unreadable runs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torchvision")
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "scale_study2.py"
+
+
+def study(*args, ok=True):
+    res = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=900)
+    if ok:
+        assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
+    return res
+
+
+def test_smoke_study_warm_starts_every_arm_and_skips_and_resumes(tmp_path):
+    out = tmp_path / "study"
+    common = ["--out", out, "--scale", "smoke", "--arms", "CROP+CABB,CUS-WIDE", "--seeds", "0"]
+    log = study(*common).stdout
+    warm = out / "warmstart" / "checkpoint.pt"
+    assert warm.exists() and "[warm start]" in log and "[2/2] CUS-WIDE seed 0" in log
+    for arm in ("CROP+CABB", "CUS-WIDE"):
+        run = out / arm / "seed0"
+        ev = json.loads((run / "eval.json").read_text())
+        assert ev["steps"] == 2 and ev["images"] == 2 and "larger_than_crop" in ev["ranges"]
+        assert "initial weights:" in (run / "train.log").read_text()
+    cmd = log.split("CUS-WIDE seed 0:")[1].splitlines()[0]
+    assert "--scale-range 0.25,4" in cmd and "--length-scale 0.25" in cmd and f"--init-weights {warm}" in cmd
+    pinned = json.loads((out / "study.json").read_text())
+    assert pinned["study"] == "scale-study-2" and pinned["scale"] == "smoke"
+    # a finished run is skipped; a truncated eval.json is an unfinished run, resumed from its checkpoint
+    (out / "CUS-WIDE" / "seed0" / "eval.json").write_text('{"pq": 0.')
+    again = study(*common, "--dry-run").stdout
+    assert "CROP+CABB seed 0: done, skipped" in again and "[warm start]: done, skipped" in again
+    assert "--resume" in again.split("CUS-WIDE seed 0:")[1].splitlines()[0]
+    study(*common)
+    assert json.loads((out / "CUS-WIDE" / "seed0" / "eval.json").read_text())["steps"] == 2
+
+
+def test_a_folder_of_another_study_or_scale_is_refused(tmp_path):
+    from examples.scale_study2 import pin_study
+
+    pin_study(tmp_path, "smoke", allow_new=False)
+    pin_study(tmp_path, "smoke", allow_new=False)  # the same study continues
+    with pytest.raises(SystemExit, match="at scale 'smoke', not 'scale-study-2' at 'cpu'"):
+        pin_study(tmp_path, "cpu", allow_new=False)
+    rec = json.loads((tmp_path / "study.json").read_text())
+    (tmp_path / "study.json").write_text(json.dumps({**rec, "code": "0" * 40}))
+    with pytest.raises(SystemExit, match="was started with commit 0000"):
+        pin_study(tmp_path, "smoke", allow_new=False)
+    pin_study(tmp_path, "smoke", allow_new=True)
+    (tmp_path / "study.json").write_text(json.dumps({**rec, "study": "scale-study"}))
+    with pytest.raises(SystemExit, match="holds study 'scale-study'"):
+        pin_study(tmp_path, "smoke", allow_new=True)
+
+
+def test_a_run_folder_has_one_writer(tmp_path):
+    from examples.scale_study2 import RunLock
+
+    run = tmp_path / "CROP" / "seed0"
+    with RunLock(run):
+        # a second runner (another process) is refused while the first holds the folder
+        code = ("import sys; sys.path.insert(0, %r); from examples.scale_study2 import RunLock; "
+                "from pathlib import Path; RunLock(Path(%r))" % (str(SCRIPT.parents[1]), str(run)))
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert res.returncode != 0 and "being written by another process" in res.stderr
+    with RunLock(run):  # released: the folder can be taken again
+        pass
+
+
+def test_the_trainer_dies_with_the_runner(tmp_path):
+    """SIGKILL of the runner leaves no trainer writing the run folder (PR_SET_PDEATHSIG)."""
+    import os
+    import signal
+    import time
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux-only")
+    pidfile = tmp_path / "child.pid"
+    child_code = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    runner = tmp_path / "runner.py"
+    runner.write_text(f"""import subprocess, sys
+sys.path.insert(0, {str(SCRIPT.parents[1])!r})
+from examples.scale_study2 import _die_with_parent
+subprocess.Popen([sys.executable, "-c", {child_code!r}], preexec_fn=_die_with_parent).wait()
+""")
+    parent = subprocess.Popen([sys.executable, str(runner)])
+    for _ in range(6000):  # the child has started once it wrote its pid (a safety net, not a time limit)
+        if pidfile.exists() and pidfile.read_text():
+            break
+        assert parent.poll() is None, "the runner stopped before its child started"
+        time.sleep(0.1)
+    child = int(pidfile.read_text())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    for _ in range(6000):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        # a zombie (dead, not yet reaped by init) counts as dead
+        try:
+            if Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
+                break
+        except OSError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the trainer outlived its runner")
