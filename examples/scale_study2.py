@@ -14,6 +14,7 @@ each trainer dies with the runner.
 
     python examples/scale_study2.py --out runs/scale-study-2 --measure    # pre-run measurements (minutes)
     nohup python examples/scale_study2.py --out runs/scale-study-2 > runs/scale-study-2.log 2>&1 &
+    python examples/scale_study2.py --out runs/scale-study-2 --report --publish docs/evidence/study-2
     python examples/scale_study2.py --out /tmp/smoke --scale smoke        # the test suite's smoke run
 """
 from __future__ import annotations
@@ -114,6 +115,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", default=None, help="comma-separated subset of each arm's design seeds (default: all)")
     p.add_argument("--measure", action="store_true",
                    help="only the pre-run measurements of the design (levels, clamping, truncation), to OUT/measure.json")
+    p.add_argument("--report", action="store_true",
+                   help="only build the report (tables, verdicts, plots) from the runs that exist, to OUT/report")
+    p.add_argument("--publish", type=Path, default=None,
+                   help="with --report: write it to this folder instead (e.g. docs/evidence/study-2)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--allow-new-code", action="store_true",
                    help="continue a study begun with another commit, or with uncommitted changes")
@@ -424,6 +429,11 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     scale = SCALES[args.scale]
     args.data = args.data or args.out / "data"
+    if args.report:
+        from examples.study2_report import report
+
+        report(args.out, args.publish or args.out / "report")
+        return
     if args.measure:
         paths = prepare_data(args.data, scale)
         res = {"validation": validation_counts(paths["root"], scale.crop), **measure(paths["index"], scale)}

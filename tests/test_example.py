@@ -196,13 +196,13 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, capsys):
     import torch
 
     sys.path.insert(0, str(SCRIPT.parents[1]))
-    from examples.train_panoptic import load_checkpoint, parse_args
+    from examples.train_panoptic import load_checkpoint, parse_args, plain_args
 
     base = ["--dataset", "mvd", "--root", "r", "--index", "i", "--out", str(tmp_path)]
     args = parse_args(base + ["--box-loss", "cabb", "--steps", "100"])
     ckpt = tmp_path / "checkpoint.pt"
     state = {"model": {}, "optimizer": {}, "scheduler": {}, "scaler": {}, "step": 20, "sampler": {},
-             "args": vars(args), "world": 1}
+             "args": plain_args(args), "world": 1}
     torch.save(state, ckpt)
     cpu = torch.device("cpu")
     # the same run, resumed with other run-only options (workers, logging, --resume itself): accepted
@@ -221,7 +221,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, capsys):
     with pytest.raises(SystemExit, match="processes: checkpoint 1, now 2"):
         load_checkpoint(ckpt, same, 2, cpu)
     # a checkpoint written before an option existed is compared on the options it has
-    old = {**state, "args": {k: v for k, v in vars(args).items() if k != "clip_grad"}}
+    old = {**state, "args": {k: v for k, v in plain_args(args).items() if k != "clip_grad"}}
     torch.save(old, ckpt)
     assert load_checkpoint(ckpt, same, 1, cpu)["step"] == 20
     # a truncated file and a foreign one: named, with what was expected
@@ -233,3 +233,34 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, capsys):
         load_checkpoint(ckpt, same, 1, cpu)
     with pytest.raises(SystemExit, match="no checkpoint at"):
         load_checkpoint(tmp_path / "none.pt", same, 1, cpu)
+
+
+def test_resume_and_init_weights_load_tensors_only(tmp_path):
+    """A received checkpoint must not run code on load: anything beyond tensors and plain data is
+    refused with a message, and no code runs (--resume used to load with weights_only=False)."""
+    import torch
+
+    sys.path.insert(0, str(SCRIPT.parents[1]))
+    from examples.train_panoptic import load_checkpoint, load_init_weights, parse_args
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    args = parse_args(["--dataset", "mvd", "--root", "r", "--index", "i", "--out", str(tmp_path), "--resume"])
+    ckpt = tmp_path / "checkpoint.pt"
+    torch.save({"model": {}, "optimizer": {}, "scheduler": {}, "scaler": {}, "step": 1, "sampler": {},
+                "args": {"x": Evil()}, "world": 1}, ckpt)
+    with pytest.raises(SystemExit, match="holds more than tensors and plain data"):
+        load_checkpoint(ckpt, args, 1, torch.device("cpu"))
+    with pytest.raises(SystemExit, match="--init-weights: .* holds more than tensors"):
+        load_init_weights(torch.nn.Linear(2, 2), ckpt)
+    assert not marker.exists()
+    # a bare state_dict of another model is refused, naming the flag
+    torch.save({"weight": torch.zeros(3, 3)}, tmp_path / "other.pt")
+    with pytest.raises(SystemExit, match="--init-weights: .* does not fit this model"):
+        load_init_weights(torch.nn.Linear(2, 2), tmp_path / "other.pt")
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "good.pt")
+    assert len(load_init_weights(torch.nn.Linear(2, 2), tmp_path / "good.pt")) == 64

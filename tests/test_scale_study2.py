@@ -115,3 +115,80 @@ subprocess.Popen([sys.executable, "-c", {child_code!r}], preexec_fn=_die_with_pa
     else:
         os.kill(child, signal.SIGKILL)
         pytest.fail("the trainer outlived its runner")
+
+
+# -- the report, on constructed runs -----------------------------------------------------------
+def _eval(box: float, large: float, buckets: list[float], matches: list, pq: float = 0.5) -> dict:
+    return {"pq": pq, "pq_th": 0.4, "pc_th": 0.45, "ap_box": box, "ap_mask": box, "steps": 400, "train_seconds": 600,
+            "buckets": {"box": buckets, "edges": [0, 1, 2, 3, 4, 5]},
+            "ranges": {"larger_than_crop": {"instances": 500, "box": {"ap": large, "ap50": large, "ap75": large / 2},
+                                            "extent": {"matched": len(matches)}, "matches": matches}}}
+
+
+def _write(out: Path, arm: str, seed: int, ev: dict) -> None:
+    (out / arm / f"seed{seed}").mkdir(parents=True, exist_ok=True)
+    (out / arm / f"seed{seed}" / "eval.json").write_text(json.dumps(ev))
+
+
+def _constructed(out: Path) -> None:
+    for s in range(5):
+        jitter = 0.002 * (s - 2)
+        # CROP's boxes of large objects are 20 % too small; CABB's 5 %; seed 4 of CABB misses object 2
+        crop_m = [["img1", k, 0.8, 0.8, 0.7] for k in range(3)]
+        cabb_m = [["img1", k, 0.95, 0.95, 0.9] for k in range(3 if s < 4 else 2)]
+        base = [0.3 + jitter, 0.25, 0.2, 0.15, 0.1]
+        _write(out, "CROP", s, _eval(0.20 + jitter, 0.10 + jitter, base, crop_m))
+        # CABB: +6 points on large objects, others within ±0.5 point
+        _write(out, "CROP+CABB", s, _eval(0.202 + jitter, 0.16 + jitter, [b + 0.005 * (-1) ** s for b in base],
+                                          cabb_m))
+        # ISUS: -1 point overall, every seed; the App. E control equal to ISUS within noise
+        _write(out, "CROP+ISUS", s, _eval(0.19 + jitter, 0.1, [b - 0.01 for b in base], crop_m))
+        _write(out, "CUS-WIDE", s, _eval(0.19 + jitter + 0.0005 * (-1) ** s, 0.1, base, crop_m))
+        if s < 3:
+            _write(out, "CROP+CABB+ISUS", s, _eval(0.21 + jitter, 0.15, base, cabb_m, pq=0.52))
+            _write(out, "FULL-LOWRES", s, _eval(0.15, 0.2, [0.2, 0.2, 0.2, 0.2, 0.3], crop_m))
+    (out / "CROP" / "seed9").mkdir()
+    (out / "CROP" / "seed9" / "eval.json").write_text('{"pq": 0.')  # truncated: an unfinished run
+
+
+def test_report_computes_the_preregistered_verdicts(tmp_path):
+    from examples.study2_report import report
+
+    _constructed(tmp_path)
+    rep = report(tmp_path, tmp_path / "report")
+    c = rep["criteria"]
+    assert c["E1"]["verdict"] == "reproduced" and c["E1"]["n"] == 5 and not c["E1"]["provisional"]
+    assert abs(c["E1"]["stats"]["large_box"]["mean"] - 0.06) < 1e-9
+    mech = c["E1-mechanism"]
+    assert mech["verdict"] == "reproduced"
+    # only objects both arms detect count: seed 4 compares objects 0 and 1
+    assert [r["objects"] for r in mech["per_seed"]] == [3, 3, 3, 3, 2]
+    import math
+    assert abs(mech["stats"]["log_extent_diff"]["mean"] - (math.log(0.95) - math.log(0.8))) < 1e-12
+    assert mech["beside"]["bias_CROP"]["hi"] < 0  # CROP's boxes too small, CI below 0
+    assert c["E1'"]["verdict"] == "kept"
+    assert c["E2"]["verdict"] == "opposite" and c["E2"]["buckets_positive"] == 0
+    assert c["E2-control"]["verdict"] == "absent"  # CI includes 0 and lies below the 0.47-point MDE
+    assert c["E3"]["verdict"] == "reproduced" and c["E3"]["provisional"] is False  # +2 PQ, +1 AP at every seed
+    assert c["E4"]["verdict"] == "signs as the paper"
+    md = (tmp_path / "report" / "table.md").read_text()
+    assert "| E1 | CROP+CABB - CROP, box AP on objects larger than the crop | 5 (5) | +6.0 ± 0.0 |" in md
+    assert "seed9" in md and "unfinished" in md
+    for name in ("endpoints.png", "ap_by_size.png", "extent.png", "results.json"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+    # the same runs give the same files, byte for byte
+    first = {p.name: p.read_bytes() for p in (tmp_path / "report").iterdir()}
+    report(tmp_path, tmp_path / "report")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "report").iterdir()} == first
+
+
+def test_report_verdicts_on_too_few_seeds_are_provisional(tmp_path):
+    from examples.study2_report import report
+
+    _constructed(tmp_path)
+    for arm in ("CROP", "CROP+CABB"):
+        for s in (2, 3, 4):
+            (tmp_path / arm / f"seed{s}" / "eval.json").unlink()
+    c = report(tmp_path, tmp_path / "r")["criteria"]
+    assert c["E1"]["n"] == 2 and c["E1"]["provisional"]
+    assert "(provisional)" in (tmp_path / "r" / "table.md").read_text()
