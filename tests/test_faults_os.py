@@ -66,7 +66,7 @@ def base(tmp_path_factory):
     fields = ["pq", "sq", "rq", "pq_th", "sq_th", "rq_th", "pq_st", "sq_st", "rq_st", "pq_dagger", "pq_dagger_th",
               "pq_dagger_st", "pc", "pc_th", "pc_st", "miou"]
     (d / "run").mkdir()
-    (d / "run" / "eval.json").write_text(json.dumps(isus.eval.EvalResult(**{f: 0.5 for f in fields}).to_dict()))
+    (d / "run" / "eval.json").write_text(json.dumps(isus.eval.EvalResult(**{f: 0.5 for f in fields}, images=1).to_dict()))
     return d
 
 
