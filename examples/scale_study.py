@@ -30,6 +30,7 @@ if str(ROOT) not in sys.path:
 
 import isus  # noqa: E402
 from examples.panoptic.cli import INSTALL_HINT, HelpFormatter, require_torchvision  # noqa: E402
+from examples.panoptic.runs import RunLock, die_with_parent  # noqa: E402
 
 TRAIN = ROOT / "examples" / "train_panoptic.py"
 
@@ -192,8 +193,9 @@ def run_all(args, scale: Scale) -> None:
             continue
         run.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        with open(run / "train.log", "a") as log:
-            res = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        # one writer per run folder, and the trainer dies with this runner (no orphan keeps writing)
+        with RunLock(run), open(run / "train.log", "a") as log:
+            res = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=die_with_parent)
         took = time.perf_counter() - t0
         if res.returncode != 0:
             raise SystemExit(f"{config} seed {seed} failed (exit {res.returncode}) after {took:.0f} s; see "

@@ -20,11 +20,8 @@ each trainer dies with the runner.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import fcntl
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -39,6 +36,7 @@ import numpy as np  # noqa: E402
 
 import isus  # noqa: E402
 from examples.panoptic.cli import INSTALL_HINT, HelpFormatter, require_torchvision  # noqa: E402
+from examples.panoptic.runs import RunLock, die_with_parent  # noqa: E402
 
 TRAIN = ROOT / "examples" / "train_panoptic.py"
 STUDY = "scale-study-2"
@@ -245,39 +243,6 @@ def finished(run: Path) -> dict | None:
     return ev if isinstance(ev, dict) and "steps" in ev else None
 
 
-class RunLock:
-    """An exclusive lock on ``run/.lock`` for as long as a trainer writes the folder, so a second
-    runner (e.g. started again after the first lost its terminal) cannot write it too."""
-
-    def __init__(self, run: Path) -> None:
-        run.mkdir(parents=True, exist_ok=True)
-        self.path = run / ".lock"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            raise SystemExit(f"{run} is being written by another process (lock {self.path}); wait for it or stop it") \
-                from None
-
-    def __enter__(self) -> "RunLock":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
-
-
-def _die_with_parent() -> None:
-    """Linux: the trainer gets SIGKILL when this runner dies, even by SIGKILL (no orphan keeps
-    writing the run folder)."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-
-
 def execute(cmd: list[str], run: Path, label: str, dry: bool) -> dict | None:
     ev = finished(run)
     if ev is not None:
@@ -289,7 +254,7 @@ def execute(cmd: list[str], run: Path, label: str, dry: bool) -> dict | None:
     with RunLock(run):
         t0 = time.perf_counter()
         with open(run / "train.log", "a") as log:
-            res = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=_die_with_parent)
+            res = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=die_with_parent)
         took = time.perf_counter() - t0
     if res.returncode != 0:
         raise SystemExit(f"{label} failed (exit {res.returncode}) after {took:.0f} s; see {run / 'train.log'}; "

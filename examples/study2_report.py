@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -196,7 +197,38 @@ def collect(out: Path) -> tuple[dict, list[str]]:
                 notes.append(f"{path}: not a finished run's eval.json, counted as unfinished")
                 continue
             runs.setdefault(arm, {})[int(path.parent.name[4:])] = ev
+    check_same_study(out, runs)
     return runs, notes
+
+
+def warm_digest(run: Path) -> str | None:
+    """The sha256 prefix of the initial weights a run's trainer loaded (its train.log says so)."""
+    try:
+        text = (run / "train.log").read_text(errors="replace")
+    except OSError:
+        return None
+    found = re.findall(r"^initial weights: .* \(sha256 ([0-9a-f]+)\)$", text, flags=re.M)
+    return found[-1] if found else None
+
+
+def check_same_study(out: Path, runs: dict) -> None:
+    """Refuse runs that cannot belong to one study: evaluated on other data (split, image count,
+    bucket edges) or started from other initial weights than the study's warm start. A run copied
+    in from another study would otherwise be reported as this one's."""
+    seen: dict[str, dict] = {}
+    for arm, by_seed in runs.items():
+        for seed, ev in by_seed.items():
+            key = f"{arm}/seed{seed}"
+            ident = {"eval_split": ev.get("eval_split"), "images": ev.get("images"),
+                     "edges": (ev.get("buckets") or {}).get("edges"),
+                     "warm start": warm_digest(out / arm / f"seed{seed}")}
+            for k, v in ident.items():
+                if v is None:
+                    continue
+                first = seen.setdefault(k, {"value": v, "run": key})
+                if first["value"] != v:
+                    raise SystemExit(f"{out / key}: {k} is {v!r}, but {first['run']} has {first['value']!r}; the runs "
+                                     "are not of one study (copied in from another?): remove it or fix the folder")
 
 
 def summarise(runs: dict) -> dict:

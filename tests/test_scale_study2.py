@@ -62,12 +62,12 @@ def test_a_folder_of_another_study_or_scale_is_refused(tmp_path):
 
 
 def test_a_run_folder_has_one_writer(tmp_path):
-    from examples.scale_study2 import RunLock
+    from examples.panoptic.runs import RunLock
 
     run = tmp_path / "CROP" / "seed0"
     with RunLock(run):
         # a second runner (another process) is refused while the first holds the folder
-        code = ("import sys; sys.path.insert(0, %r); from examples.scale_study2 import RunLock; "
+        code = ("import sys; sys.path.insert(0, %r); from examples.panoptic.runs import RunLock; "
                 "from pathlib import Path; RunLock(Path(%r))" % (str(SCRIPT.parents[1]), str(run)))
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert res.returncode != 0 and "being written by another process" in res.stderr
@@ -88,8 +88,8 @@ def test_the_trainer_dies_with_the_runner(tmp_path):
     runner = tmp_path / "runner.py"
     runner.write_text(f"""import subprocess, sys
 sys.path.insert(0, {str(SCRIPT.parents[1])!r})
-from examples.scale_study2 import _die_with_parent
-subprocess.Popen([sys.executable, "-c", {child_code!r}], preexec_fn=_die_with_parent).wait()
+from examples.panoptic.runs import die_with_parent
+subprocess.Popen([sys.executable, "-c", {child_code!r}], preexec_fn=die_with_parent).wait()
 """)
     parent = subprocess.Popen([sys.executable, str(runner)])
     for _ in range(6000):  # the child has started once it wrote its pid (a safety net, not a time limit)
@@ -120,14 +120,16 @@ subprocess.Popen([sys.executable, "-c", {child_code!r}], preexec_fn=_die_with_pa
 # -- the report, on constructed runs -----------------------------------------------------------
 def _eval(box: float, large: float, buckets: list[float], matches: list, pq: float = 0.5) -> dict:
     return {"pq": pq, "pq_th": 0.4, "pc_th": 0.45, "ap_box": box, "ap_mask": box, "steps": 400, "train_seconds": 600,
+            "images": 100, "eval_split": "validation",
             "buckets": {"box": buckets, "edges": [0, 1, 2, 3, 4, 5]},
             "ranges": {"larger_than_crop": {"instances": 500, "box": {"ap": large, "ap50": large, "ap75": large / 2},
                                             "extent": {"matched": len(matches)}, "matches": matches}}}
 
 
-def _write(out: Path, arm: str, seed: int, ev: dict) -> None:
+def _write(out: Path, arm: str, seed: int, ev: dict, warm: str = "46b91b060131e1fe") -> None:
     (out / arm / f"seed{seed}").mkdir(parents=True, exist_ok=True)
     (out / arm / f"seed{seed}" / "eval.json").write_text(json.dumps(ev))
+    (out / arm / f"seed{seed}" / "train.log").write_text(f"initial weights: /x/warmstart/checkpoint.pt (sha256 {warm})\n")
 
 
 def _constructed(out: Path) -> None:
@@ -147,7 +149,7 @@ def _constructed(out: Path) -> None:
         if s < 3:
             _write(out, "CROP+CABB+ISUS", s, _eval(0.21 + jitter, 0.15, base, cabb_m, pq=0.52))
             _write(out, "FULL-LOWRES", s, _eval(0.15, 0.2, [0.2, 0.2, 0.2, 0.2, 0.3], crop_m))
-    (out / "CROP" / "seed9").mkdir()
+    (out / "CROP" / "seed9").mkdir(exist_ok=True)
     (out / "CROP" / "seed9" / "eval.json").write_text('{"pq": 0.')  # truncated: an unfinished run
 
 
@@ -192,3 +194,18 @@ def test_report_verdicts_on_too_few_seeds_are_provisional(tmp_path):
     c = report(tmp_path, tmp_path / "r")["criteria"]
     assert c["E1"]["n"] == 2 and c["E1"]["provisional"]
     assert "(provisional)" in (tmp_path / "r" / "table.md").read_text()
+
+
+def test_report_refuses_a_run_of_another_study(tmp_path):
+    from examples.study2_report import report
+
+    _constructed(tmp_path)
+    (tmp_path / "CROP+ISUS" / "seed3" / "train.log").write_text(
+        "initial weights: /elsewhere/checkpoint.pt (sha256 0123456789abcdef)\n")
+    with pytest.raises(SystemExit, match="warm start is '0123456789abcdef'.*not of one study"):
+        report(tmp_path, tmp_path / "r")
+    _constructed(tmp_path)
+    ev = json.loads((tmp_path / "CUS-WIDE" / "seed1" / "eval.json").read_text())
+    (tmp_path / "CUS-WIDE" / "seed1" / "eval.json").write_text(json.dumps({**ev, "images": 50}))
+    with pytest.raises(SystemExit, match="images is 50"):
+        report(tmp_path, tmp_path / "r")
