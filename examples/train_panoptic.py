@@ -219,6 +219,13 @@ def plain_args(args: argparse.Namespace) -> dict:
     return {k: plain(v) for k, v in vars(args).items()}
 
 
+def checkpoint_categories(ds: isus.PanopticDataset) -> list[dict]:
+    """The training categories as plain data, in the label map's order (``isus predict`` rebuilds
+    the label map from them when it predicts a folder of images)."""
+    return [{"id": c.id, "name": c.name, "isthing": c.isthing, "color": list(c.color), "evaluate": c.evaluate}
+            for c in ds.categories]
+
+
 def load_init_weights(model: torch.nn.Module, path: Path) -> str:
     """Load ``path`` (a checkpoint of this script, or a bare state_dict) into ``model`` as
     tensors only, every parameter present with its shape; returns the file's sha256."""
@@ -452,7 +459,7 @@ def main(argv=None) -> dict:
                 atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
                              "sampler": sampler.state_dict(num_consumed=step * batch), "args": plain_args(args),
-                             "world": world}, ckpt_path)
+                             "world": world, "categories": checkpoint_categories(ds)}, ckpt_path)
             if world > 1:
                 dist.barrier()
     results = {"steps": step, "train_seconds": time.perf_counter() - t_start}
