@@ -505,12 +505,22 @@ def test_degenerate_anchors_and_boxes():
     truncated = torch.tensor([[True, False, False, False], [False, True, True, False]])
     pred = torch.zeros(2, 4, dtype=torch.float64, requires_grad=True)
     crop = torch.tensor(CROP)
-    t = cabb.cabb_targets(pred, anchors, boxes, truncated, crop)
+    # unchecked (check=False, as off the CPU by default): finite targets, never a crash
+    t = cabb.cabb_targets(pred, anchors, boxes, truncated, crop, check=False)
     assert torch.isfinite(t).all()
-    cabb.cabb_loss(pred, anchors, boxes, truncated, crop).backward()
+    cabb.cabb_loss(pred, anchors, boxes, truncated, crop, check=False).backward()
     assert torch.isfinite(pred.grad).all()
-    with pytest.raises(ValueError, match=r"cabb_targets\(anchors=\) expects boxes with positive width"):
-        cabb.cabb_targets(pred, anchors, boxes, truncated, crop, check=True)
+    # checked (the CPU default and check=True): a zero-width anchor is refused, naming its row
+    for check in (None, True):
+        with pytest.raises(ValueError, match=r"cabb_targets\(anchors=\) expects boxes with positive width"):
+            cabb.cabb_targets(pred, anchors, boxes, truncated, crop, check=check)
+    with pytest.raises(ValueError, match=r"cabb_loss\(anchors=\) .* rows \[0\] are inverted or empty"):
+        cabb.cabb_loss(pred, anchors, boxes, truncated, crop)
+    inverted = torch.tensor([[0.0, 0.0, 20.0, 20.0], [30.0, 0.0, 10.0, 20.0]], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"rows \[1\] are inverted or empty"):
+        cabb.cabb_loss(pred, inverted, boxes, truncated, crop)
+    with pytest.raises(ValueError, match=r"cabb_loss\(crop_boxes=\) expects boxes with positive width"):
+        cabb.cabb_loss(pred, inverted[:1].expand(2, 4), boxes, truncated, torch.tensor([0.0, 0.0, 0.0, 512.0]))
 
 
 @pytest.mark.parametrize(

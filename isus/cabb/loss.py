@@ -103,13 +103,21 @@ def _check_finite_geometry(fn: str, anchors: Tensor, boxes: Tensor, crop: Tensor
     # has no meaningful target. A sum is finite when every entry is (and is several times
     # cheaper than isfinite().all()); only when it is not -- a NaN/inf, or an overflow -- is each
     # tensor tested exactly.
-    if math.isfinite(float(anchors.sum()) + float(boxes.sum()) + float(crop.sum())):
-        return
-    for name, t in (("anchors", anchors), ("boxes", boxes), ("crop_boxes", crop)):
-        if not bool(torch.isfinite(t).all()):
-            bad = (~torch.isfinite(t.reshape(-1, 4))).any(dim=1).nonzero().reshape(-1)[:5].tolist()
-            raise ValueError(f"{fn}({name}=) expects finite values; got non-finite entries in rows {bad} "
-                             "(pass check=False to skip this test: such boxes then get NaN targets)")
+    if not math.isfinite(float(anchors.sum()) + float(boxes.sum()) + float(crop.sum())):
+        for name, t in (("anchors", anchors), ("boxes", boxes), ("crop_boxes", crop)):
+            if not bool(torch.isfinite(t).all()):
+                bad = (~torch.isfinite(t.reshape(-1, 4))).any(dim=1).nonzero().reshape(-1)[:5].tolist()
+                raise ValueError(f"{fn}({name}=) expects finite values; got non-finite entries in rows {bad} "
+                                 "(pass check=False to skip this test: such boxes then get NaN targets)")
+    # An inverted or zero-size anchor (or crop) has no log-size encoding: its targets would be
+    # NaN and train the network on garbage without an error.
+    for name, t in (("anchors", anchors), ("crop_boxes", crop.reshape(-1, 4))):
+        if t.numel() and not float((t[:, 2:] - t[:, :2]).min()) > 0:
+            size = t[:, 2:] - t[:, :2]
+            bad = (~(size > 0)).any(dim=1).nonzero().reshape(-1)[:5].tolist()
+            if bad:
+                raise ValueError(f"{fn}({name}=) expects boxes with positive width and height (x1 > x0, y1 > y0); "
+                                 f"rows {bad} are inverted or empty, e.g. {t[bad[0]].tolist()}")
 
 
 def _run_checks(fn: str, check: bool | None, pred: Tensor, anchors: Tensor, boxes: Tensor, crop: Tensor) -> None:
@@ -184,7 +192,8 @@ def cabb_targets(
         Smooth-L1 parameter (> 0).
     check : bool or None
         Which values to validate. ``None`` (default): on CPU tensors, that anchors, boxes and
-        crop boxes are finite (a ``ValueError`` names the argument); on other devices nothing,
+        crop boxes are finite and anchors and crop boxes have positive width and height (a
+        ``ValueError`` names the argument and the rows); on other devices nothing,
         since every test synchronises with the device -- there a non-finite anchor, box or crop
         gives NaN in that box's target (and loss), never a made-up finite number. ``True``: also
         on accelerators, plus finite predictions and positive anchor/crop sizes. ``False``: none.
