@@ -25,7 +25,7 @@ SMALL = ["--backbone", "resnet18", "--norm", "group", "--crop", "128", "--batch-
 
 def torchrun(*args, nproc=2):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(SCRIPT), *args]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-5000:])
     return res.stdout
 

@@ -29,7 +29,7 @@ def no_torchvision(tmp_path):
 
 
 def run(args, env=None, **kw):
-    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=300, env=env,
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=1800, env=env,
                           cwd=ROOT, **kw)
 
 
@@ -81,7 +81,7 @@ def test_log_file_has_eta_lines_and_eval_json_has_params_in_sync(tiny):
                               "--warmup", "1", "--workers", "0", "--log-every", "1", "--no-eval",
                               "--rpn-pre-nms-top-n-train", "100", "--rpn-post-nms-top-n-train", "50",
                               "--rpn-batch-size-per-image", "32", "--box-batch-size-per-image", "32"],
-                             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, timeout=300)
+                             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, timeout=1800)
     text = (tmp / "train.log").read_text()
     assert res.returncode == 0, text[-3000:]
     steps = [line for line in text.splitlines() if line.startswith("step ")]

@@ -4,7 +4,7 @@ Hypothesis mutates the bytes of (a) an index file, (b) an annotation cache entry
 kind of file each dataset reader decodes (annotation PNGs, panoptic / polygon / config / COCO
 JSONs, JPEG and PNG images), and each example checks that loading either succeeds or raises an
 :class:`isus.IsusError` -- never ``BadZipFile``, ``KeyError``, ``zlib.error``, ``IndexError``,
-``MemoryError``... -- within :data:`LIMIT_S` seconds. JSON files are also mutated structurally
+``MemoryError``... -- and never hangs (an alarm after :data:`LIMIT_S` seconds, a net, not a speed check). JSON files are also mutated structurally
 (a node replaced by a value of another type, or removed), which reaches the readers' field
 checks instead of stopping at the JSON parser.
 """
@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import struct
-import time
 import warnings
 import zlib
 from contextlib import contextmanager
@@ -32,10 +31,12 @@ from isus.index import store
 
 SIZE = (64, 48)
 IMAGES = 2
-#: Wall-clock bound per example (an alarm interrupts a loader stuck in Python code; the elapsed
-#: time is asserted as well). The files are 64x48: a healthy load takes milliseconds, so this only
-#: catches hangs; it is generous because a loaded CI machine once took over 2 s in cv2.imread.
-LIMIT_S = 15.0
+#: A net for a hang per example (an alarm interrupts a loader stuck in Python code or a blocking
+#: read). The files are 64x48: a healthy load takes milliseconds, but the outcome must not depend on
+#: the machine's speed or load (a loaded CI machine once took over 2 s in cv2.imread), so the net
+#: is far above any healthy time and the elapsed time is not asserted. Resource bounds (pixel
+#: budget, crop size) are tested by what they refuse, in tests/test_security.py.
+LIMIT_S = 600.0
 #: Examples per test (per reader target); ``ISUS_FUZZ_EXAMPLES=2000`` for a longer hunt.
 EXAMPLES = int(os.environ.get("ISUS_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
@@ -54,7 +55,6 @@ def bounded(what: str):
 
     old = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, LIMIT_S)
-    t0 = time.perf_counter()
     try:
         with warnings.catch_warnings():
             # PIL warns about images over its decompression-bomb threshold (a corrupt size field);
@@ -64,8 +64,6 @@ def bounded(what: str):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < LIMIT_S, f"{what} took {elapsed:.2f} s"
 
 
 def outcome(fn, what: str):

@@ -14,7 +14,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "scale_study.py"
 
 
 def study(*args):
-    res = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=600)
+    res = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
     return res.stdout
 

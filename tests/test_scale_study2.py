@@ -14,7 +14,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "scale_study2.py"
 
 
 def study(*args, ok=True):
-    res = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=900)
+    res = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=1800)
     if ok:
         assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
     return res
@@ -69,7 +69,7 @@ def test_a_run_folder_has_one_writer(tmp_path):
         # a second runner (another process) is refused while the first holds the folder
         code = ("import sys; sys.path.insert(0, %r); from examples.panoptic.runs import RunLock; "
                 "from pathlib import Path; RunLock(Path(%r))" % (str(SCRIPT.parents[1]), str(run)))
-        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
         assert res.returncode != 0 and "being written by another process" in res.stderr
     with RunLock(run):  # released: the folder can be taken again
         pass

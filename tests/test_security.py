@@ -97,14 +97,14 @@ def test_symlinked_folders_inside_the_root_stay_allowed(coco, tmp_path):
 
 
 # -- 2. only regular files are opened -------------------------------------------------------------
-def _run(code: str, timeout: float = 150) -> subprocess.CompletedProcess:
+def _run(code: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter. The timeout is only a safety net so that a regression
     (a blocking open) fails instead of hanging the suite; the tests assert on the error."""
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "error"})
 
 
-def _cli(*args: str, timeout: float = 150) -> subprocess.CompletedProcess:
+def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return _run(f"import sys; sys.argv = ['isus', *{list(args)!r}]\nfrom isus_cli.main import cli\ncli()", timeout)
 
 
