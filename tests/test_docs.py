@@ -8,7 +8,8 @@ How a block is treated depends on the HTML comment on the line just before its f
   order in one namespace, in a fresh folder that holds ``mvd-training.isusidx`` (and its cache),
   ``preds/panoptic.json`` + ``preds/instances.json`` (the validation ground truth as predictions),
   and names a page leaves to the reader (``root``, ``i``, ``spec``, ``pred_deltas``, ...) taken
-  from :func:`context`.
+  from :func:`context`; the pages of :data:`COMPLETE` get no such names: their blocks are whole
+  programs a reader can copy.
 - ```` ```bash ```` blocks marked ``<!-- runnable -->`` (anything may follow ``runnable``, e.g. a
   note) run under ``bash -euo pipefail`` in a fresh folder with ``examples/`` linked in, ``HOME``
   set to a folder holding ``~/data/mvd`` (a synthetic MVD root: ``training`` and ``validation``),
@@ -47,6 +48,8 @@ import isus
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FULL = os.environ.get("ISUS_DOCS_FULL") == "1"
+#: pages whose Python blocks run as they are, without the names of :func:`context`
+COMPLETE = {ROOT / "README.md"}
 
 #: documented paths -> where the test's synthetic data is ({home}: the HOME of the blocks)
 PATHS = {"/data/mapillary-vistas": "{home}/data/mvd", "/data/mvd": "{home}/data/mvd", "~/data/mvd": "{home}/data/mvd"}
@@ -214,7 +217,7 @@ def test_python_blocks_run(page, docdata, tmp_path, monkeypatch):
     cwd = workdir(tmp_path, docdata)
     monkeypatch.chdir(cwd)
     monkeypatch.setenv("HOME", str(home))
-    ns = {"__name__": "__doc__", **context(root)}
+    ns = {"__name__": "__doc__", **({} if page in COMPLETE else context(root))}
     ran = 0
     for b in blocks(page):
         if b.lang != "python" or skipped(b) is not None:
