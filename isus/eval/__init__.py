@@ -11,10 +11,11 @@ from isus.eval.evaluator import EvalResult, EvalResultError, PanopticEvaluator
 from isus.eval.extent import box_extent, bucket_index, extent_summary
 from isus.eval.io import (PanopticPredictions, PanopticPredictionWriter, PredictionFileError, read_instances,
                           write_instances)
-from isus.eval.run import evaluate_dataset
+from isus.eval.run import evaluate_dataset, per_image_stats
 from isus.eval.stats import CategoryTable, EvalInputError, ImageStats, image_stats
 
 __all__ = ["PanopticEvaluator", "EvalResult", "Detections", "ImageStats", "CategoryTable", "image_stats",
            "bucket_edges", "DEFAULT_PERCENTILES", "PanopticPredictions", "PanopticPredictionWriter",
            "PredictionFileError", "EvalInputError", "read_instances", "write_instances", "evaluate_dataset",
-           "box_extent", "extent_summary", "bucket_index", "EvalResultError", "RunMismatchError", "check_comparable"]
+           "per_image_stats", "box_extent", "extent_summary", "bucket_index", "EvalResultError", "RunMismatchError",
+           "check_comparable"]

@@ -18,7 +18,7 @@ from isus.eval.io import PanopticPredictions, PredictionFileError, _key
 from isus.eval.stats import CategoryTable, ImageStats, image_stats
 from isus.types import Category, Panoptic
 
-__all__ = ["evaluate_dataset", "load_pair"]
+__all__ = ["evaluate_dataset", "load_pair", "per_image_stats"]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -147,6 +147,62 @@ def evaluate_dataset(
     res = ev.result()
     res.dataset = dataset_identity(ds.name, ds.split, gt_keys)
     return res
+
+
+def per_image_stats(
+    ds: PanopticDataset,
+    predictions: PanopticPredictions | str,
+    *,
+    images: Sequence[int] | None = None,
+    categories: Sequence[Category] | None = None,
+    workers: int = 1,
+    progress: bool | ProgressFn = False,
+) -> dict[int, ImageStats]:
+    """Each image's own :class:`ImageStats` (no AP records), e.g. to rank images by their PQ.
+
+    ``images``: positions in ``ds`` (default: every image of ``ds`` that has a prediction). One
+    image's metrics are ``PanopticEvaluator`` over that image alone::
+
+        ev = PanopticEvaluator(ds.categories); ev.add_stats(stats[i]); ev.result().pq
+
+    Raises :class:`PredictionFileError` when a requested image has no prediction, or none of
+    ``ds``'s images has one.
+    """
+    if not isinstance(predictions, PanopticPredictions):
+        predictions = PanopticPredictions(predictions)
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"per_image_stats(workers=) expects a positive int; got {workers!r}")
+    keys = [_key(ds.image_info(i).image_id) for i in range(len(ds))]
+    pred_keys = set(predictions.image_ids())
+    if images is None:
+        todo = [i for i, k in enumerate(keys) if k in pred_keys]
+        if not todo:
+            raise PredictionFileError("no prediction names an image of the ground truth", predictions.json_path)
+    else:
+        todo = list(dict.fromkeys(int(i) for i in images))
+        bad = [i for i in todo if not 0 <= i < len(ds)]
+        if bad:
+            raise ValueError(f"per_image_stats(images=) expects positions in 0..{len(ds) - 1}; got {bad[0]}")
+        missing = [keys[i] for i in todo if keys[i] not in pred_keys]
+        if missing:
+            raise PredictionFileError(f"no prediction for {len(missing)} of the {len(todo)} images asked for "
+                                      f"(first: image_id {missing[0]!r})", predictions.json_path)
+    table = CategoryTable(tuple(categories if categories is not None else ds.categories))
+    bar = Progress(len(todo), "evaluating") if progress is True else None
+    report = bar if bar is not None else (progress if callable(progress) else None)
+    done: dict[int, ImageStats] = {}
+
+    def on_done(i: int, st: ImageStats) -> None:
+        done[i] = st
+        if report is not None:
+            report(len(done), len(todo))
+
+    try:
+        _run(ds, predictions, None, table, todo, workers, on_done)
+    finally:
+        if bar is not None:
+            bar.close()
+    return {i: done[i] for i in todo}
 
 
 def _check_coverage(gt_keys: list[str], pred_keys: set[str], where: str | Path | None, what: str) -> None:
