@@ -254,6 +254,10 @@ seed_option = click.option("--seed", type=click.IntRange(min=0), default=0, show
 index_root_option = click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
                                  help=ROOT_HELP)
 
+predictions_option = click.option(
+    "--predictions", type=click.Path(exists=True, path_type=Path), default=None,
+    help="COCO panoptic predictions: the JSON, or a folder holding it (PNGs beside it or in the folder named like it).")
+
 workers_option = click.option("--workers", type=click.IntRange(min=1), default=None,
                               help="Parallel processes (default: all cores).")
 

@@ -9,7 +9,8 @@ import click
 
 import isus
 from isus._fsio import naming
-from isus_cli._options import DatasetArgs, check_overwrite, dataset_options, out_dir_option, overwrite_option, workers_option
+from isus_cli._options import (DatasetArgs, check_overwrite, dataset_options, out_dir_option, overwrite_option,
+                               predictions_option, workers_option)
 
 
 def parse_percentiles(ctx, param, value: str) -> tuple[float, ...]:
@@ -49,9 +50,7 @@ def parse_ranges(ctx, param, values: tuple[str, ...]) -> dict[str, tuple[float, 
 @click.command("eval")
 @click.argument("runs", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @dataset_options(required=False)
-@click.option("--predictions", type=click.Path(exists=True, path_type=Path), default=None,
-              help="COCO panoptic predictions: the JSON, or a folder holding it (PNGs beside it or in the "
-                   "folder named like it).")
+@predictions_option
 @click.option("--instances", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="COCO results JSON of scored instances, for box/mask AP by size.")
 @out_dir_option("Output directory (eval.json, eval_by_size.png; with --compare compare.json, compare_by_size.png).",

@@ -11,7 +11,9 @@ import isus
 from isus_cli.demo import demo
 from isus_cli.eval import eval_
 from isus_cli.index import index
+from isus_cli.predict import predict
 from isus_cli.preview import preview
+from isus_cli.show import show
 from isus_cli.stats import stats
 from isus_cli.synth import synth
 
@@ -74,6 +76,8 @@ cli.add_command(index)
 cli.add_command(preview)
 cli.add_command(stats)
 cli.add_command(eval_)
+cli.add_command(predict)
+cli.add_command(show)
 
 if __name__ == "__main__":
     cli()
