@@ -203,6 +203,10 @@ def test_image_folder_at_the_training_s0(setup, tmp_path):
     preds = isus.eval.PanopticPredictions(tmp_path / "out")
     assert sorted(preds.image_ids()) == ["a", "b"]
     assert preds.load("a").ids.shape == (120, 160) and preds.load("b").ids.shape == (100, 140)
+    # a file that is not an image: one line naming it
+    (folder / "c.jpg").write_bytes(b"not a jpeg")
+    res = invoke("predict", ckpt, "--image-folder", folder, "--out", tmp_path / "o3")
+    assert res.exit_code == 1 and "c.jpg: not a readable image" in res.output and "Traceback" not in res.output
     # without recorded categories, a folder cannot be labelled
     old = make_checkpoint(tmp_path / "old" / "checkpoint.pt", val, categories=False)
     res = invoke("predict", old, "--image-folder", folder, "--out", tmp_path / "o2")

@@ -248,11 +248,16 @@ def _file_loader(path: Path) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
         from PIL import Image
 
-        with Image.open(path) as im:  # the header first: refuse what exceeds the pixel budget before decoding
-            if im.width * im.height > isus.max_image_pixels():
-                raise PredictError(f"{path}: {im.width}x{im.height} exceeds the pixel budget of "
-                                   f"{isus.max_image_pixels()} (isus.set_max_image_pixels / ISUS_MAX_IMAGE_PIXELS)")
-            return np.asarray(im.convert("RGB"))
+        try:
+            with Image.open(path) as im:  # the header first: refuse what exceeds the pixel budget before decoding
+                if im.width * im.height > isus.max_image_pixels():
+                    raise PredictError(f"{path}: {im.width}x{im.height} exceeds the pixel budget of "
+                                       f"{isus.max_image_pixels()} (isus.set_max_image_pixels / ISUS_MAX_IMAGE_PIXELS)")
+                return np.asarray(im.convert("RGB"))
+        except PredictError:
+            raise
+        except Exception as e:  # not an image, truncated, Pillow's decompression-bomb limit
+            raise PredictError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 
     return load
 
