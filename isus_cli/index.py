@@ -13,7 +13,7 @@ from isus.index.image_cache import ImageCacheParams
 from isus._progress import Progress
 from isus._fsio import naming, remove_stale_temps
 from isus.summary import format_bytes
-from isus_cli._options import DatasetArgs, dataset_options, index_root_option, workers_option
+from isus_cli._options import DatasetArgs, dataset_options, index_root_option, overwrite_option, workers_option
 
 
 def save_index(index_: Index, out: Path) -> None:
@@ -70,8 +70,9 @@ def index() -> None:
               help="Classes are located on a GRIDxGRID partition of each image.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images per progress checkpoint (what an interruption can lose at most).")
+@overwrite_option
 def build(dataset: DatasetArgs, out, workers, resume, shard, cache_annotations, cache_images, image_codec, image_quality,
-          grid, checkpoint_every) -> None:
+          grid, checkpoint_every, overwrite) -> None:
     """Scan every annotation once and write the index sampling needs.
 
     An interrupted build (Ctrl-C, kill) leaves nothing at --out -- an index already there, and
@@ -97,6 +98,9 @@ def build(dataset: DatasetArgs, out, workers, resume, shard, cache_annotations, 
         cache_dir = whole.with_name(whole.name + ".cache")
     else:
         cache_dir = out.with_name(out.name + ".cache")
+    if out.exists() and not overwrite:  # before the scan: hours of work would end in a refusal
+        raise click.ClickException(f"{out} already exists: pass --overwrite to replace it (the old index stays "
+                                   "valid until the new one is written), or another --out")
     if cache_images and cache_annotations is False:
         raise click.UsageError("--cache-images writes beside the annotation cache: drop --no-cache-annotations")
     if not ((name == "mvd" or cache_images) if cache_annotations is None else cache_annotations):
@@ -152,7 +156,8 @@ def info(file: Path) -> None:
 @index.command()
 @click.argument("parts", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Merged index file.")
-def merge(parts, out: Path) -> None:
+@overwrite_option
+def merge(parts, out: Path, overwrite: bool) -> None:
     """Join shard indexes (from `--shard K/N`) into one, identical to a single build.
 
     Shards built on different machines, each with its own OUT.cache/, are gathered into the
@@ -163,6 +168,8 @@ def merge(parts, out: Path) -> None:
     \b
         isus index merge mvd-training.shard0of2.isusidx mvd-training.shard1of2.isusidx --out mvd-training.isusidx
     """
+    if out.exists() and not overwrite:
+        raise click.ClickException(f"{out} already exists: pass --overwrite to replace it, or another --out")
     merged = merge_indexes(parts, cache_dir=out.with_name(out.name + ".cache"))
     save_index(merged, out)
     merged = Index.load(out)

@@ -117,3 +117,17 @@ def test_demo_summarises_and_reuses_its_dataset(tmp_path):
 def test_version():
     res = CliRunner().invoke(cli, ["--version"])
     assert res.exit_code == 0 and isus.__version__ in res.output
+
+
+def test_index_build_and_merge_refuse_to_replace_an_index_without_overwrite(tmp_path):
+    root = isus.synth.write_dataset(tmp_path / "mvd", "mvd", 2, size=(96, 64), seed=0)
+    out = tmp_path / "x.isusidx"
+    build = ["index", "build", "--dataset", "mvd", "--root", str(root), "--out", str(out), "--workers", "1"]
+    assert CliRunner().invoke(cli, build).exit_code == 0
+    before = out.read_bytes()
+    res = CliRunner().invoke(cli, build)
+    assert res.exit_code == 1 and "already exists: pass --overwrite" in res.output
+    assert out.read_bytes() == before and not out.with_name(out.name + ".partial").exists()  # refused before the scan
+    assert CliRunner().invoke(cli, build + ["--overwrite"]).exit_code == 0
+    res = CliRunner().invoke(cli, ["index", "merge", str(out), "--out", str(out)])
+    assert res.exit_code == 1 and "already exists: pass --overwrite" in res.output

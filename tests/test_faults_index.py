@@ -138,7 +138,7 @@ def test_killed_rebuild_leaves_the_old_index_and_cache_intact(tmp_path, kill_at)
 
     def cmd(root, target=out):
         return [sys.executable, "-m", "isus_cli.main", "index", "build", "--dataset", "mvd", "--root", str(root),
-                "--out", str(target), "--workers", "1", "--checkpoint-every", "2", "--cache-annotations"]
+                "--out", str(target), "--workers", "1", "--checkpoint-every", "2", "--cache-annotations", "--overwrite"]
 
     res = subprocess.run(cmd(a), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

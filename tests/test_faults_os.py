@@ -95,11 +95,11 @@ def _setup(cmd: str, base: Path, tmp: Path, monkeypatch, code: int):
         shutil.copy(base / "mvd.isusidx", tmp / "x.isusidx")
         _fail_os(monkeypatch, "fsync", code, False)  # the disk fills up while writing
         return ["index", "build", "--dataset", "mvd", "--root", base / "mvd", "--out", tmp / "x.isusidx", "--workers",
-                "1", "--no-cache-annotations", "--checkpoint-every", "2"], "x.isusidx"
+                "1", "--no-cache-annotations", "--checkpoint-every", "2", "--overwrite"], "x.isusidx"
     if cmd == "merge":
         shutil.copy(base / "mvd.isusidx", tmp / "m.isusidx")
         _fail_os(monkeypatch, "replace", code, True)
-        return ["index", "merge", base / "p0.isusidx", base / "p1.isusidx", "--out", tmp / "m.isusidx"], "m.isusidx"
+        return ["index", "merge", base / "p0.isusidx", base / "p1.isusidx", "--out", tmp / "m.isusidx", "--overwrite"], "m.isusidx"
     if cmd == "stats":
         assert _invoke(["stats", base / "mvd.isusidx", "--out", tmp / "st", "--samples", "50"]).exit_code == 0
         _fail_os(monkeypatch, "fsync", code, False)
