@@ -119,8 +119,19 @@ class DatasetArgs:
 
     def open(self) -> isus.PanopticDataset:
         """``isus.open_dataset`` with these arguments (a split that is not there: the error lists
-        those that are)."""
-        return isus.open_dataset(self.name, self.root, split=self.split, **self.options)
+        those that are; a --root that is one split's folder: the error names its parent)."""
+        try:
+            return isus.open_dataset(self.name, self.root, split=self.split, **self.options)
+        except isus.DatasetError as e:
+            parent, split = self.root.resolve().parent, self.root.resolve().name
+            if self.split in (None, split) and parent != self.root.resolve():
+                try:  # the user pointed --root at a split folder (e.g. .../mvd/training)
+                    isus.open_dataset(self.name, parent, split=split, **self.options)
+                except (isus.IsusError, ValueError, OSError):
+                    raise e from None
+                raise isus.DatasetError(f"{e} -- {self.root} looks like the {split!r} split of a {self.name} dataset: "
+                                        f"pass its parent, --root {parent} --split {split}") from None
+            raise
 
 
 def dataset_options(required: bool = True, *, reader: bool = True) -> Callable:
@@ -186,7 +197,11 @@ def sampler_options(mode: bool = False) -> Callable:
             config = (isus.SamplerConfig.preset(preset, **extra) if preset
                       else isus.SamplerConfig(crop_size=(DEFAULT_CROP, DEFAULT_CROP), **extra))
             if crop is not None:
-                config = replace(config, crop_size=(crop, crop))
+                try:
+                    config = replace(config, crop_size=(crop, crop))
+                except ValueError as e:  # the crop bound (isus.types.check_crop_size), said as the option's
+                    raise click.BadParameter(str(e).replace("SamplerConfig(crop_size=) expects", "expected"),
+                                             param_hint="'--crop'") from None
             kw["config"] = config
             return fn(*args, **kw)
 

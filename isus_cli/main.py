@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
 
 import click
 
@@ -40,6 +41,16 @@ def os_error_message(e: OSError) -> str:
     return printable(f"{where}: {what}{hint}").replace("\n", " ")
 
 
+def cli_words(message: str) -> str:
+    """Library messages name Python arguments (``open_dataset('mvd', version=) expects ...``); on
+    the command line the user typed an option: say ``--version expects ...``. A dataset root that
+    is not there, when it came from an index, gets the way to point at where it is now."""
+    message = re.sub(r"\bopen_dataset\('?[\w-]*'?, (\w+)=\)", lambda m: "--" + m.group(1).replace("_", "-"), message)
+    if "root not found" in message and "--root" not in message:
+        message += " (if the dataset moved, pass --root with its new location)"
+    return message
+
+
 def translate_errors(fn):
     """Turn isus's own exceptions and operating-system errors (disk full, read-only file system,
     permission denied, a name too long, ...) into clean one-line CLI errors (exit code 1)."""
@@ -49,7 +60,7 @@ def translate_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (isus.IsusError, ValueError) as e:
-            raise click.ClickException(printable(e)) from e
+            raise click.ClickException(printable(cli_words(str(e)))) from e
         except OSError as e:  # FileExistsError included: isus raises it with a full message and no filename
             raise click.ClickException(os_error_message(e)) from e
 

@@ -131,3 +131,24 @@ def test_index_build_and_merge_refuse_to_replace_an_index_without_overwrite(tmp_
     assert CliRunner().invoke(cli, build + ["--overwrite"]).exit_code == 0
     res = CliRunner().invoke(cli, ["index", "merge", str(out), "--out", str(out)])
     assert res.exit_code == 1 and "already exists: pass --overwrite" in res.output
+
+
+def test_errors_speak_cli_and_hint_at_the_fix(tmp_path):
+    root = isus.synth.write_dataset(tmp_path / "mvd", "mvd", 2, size=(96, 64), seed=0)
+    out = tmp_path / "x.isusidx"
+    res = CliRunner().invoke(cli, ["index", "build", "--dataset", "mvd", "--root", str(root), "--version", "v3",
+                                   "--out", str(out)])
+    assert res.exit_code == 1 and "Error: --version expects one of" in res.output and "open_dataset" not in res.output
+    # --root at a split folder: the error names the parent to pass
+    res = CliRunner().invoke(cli, ["index", "build", "--dataset", "mvd", "--root", str(root / "training"),
+                                   "--out", str(out)])
+    assert res.exit_code == 1 and f"pass its parent, --root {root.resolve()} --split training" in res.output
+    # an index whose dataset moved: the error says how to point at it
+    assert CliRunner().invoke(cli, ["index", "build", "--dataset", "mvd", "--root", str(root), "--out",
+                                    str(out)]).exit_code == 0
+    root.rename(tmp_path / "moved")
+    res = CliRunner().invoke(cli, ["preview", str(out), "--out", str(tmp_path / "pv"), "-n", "1"])
+    assert res.exit_code == 1 and "pass --root with its new location" in res.output
+    res = CliRunner().invoke(cli, ["preview", str(out), "--out", str(tmp_path / "pv"), "-n", "1",
+                                   "--root", str(tmp_path / "moved")])
+    assert res.exit_code == 0, res.output

@@ -42,12 +42,13 @@ def data(tmp_path_factory):
 def test_torchrun_cabb_and_smooth_l1_checkpoint_resume_eval(data):
     tmp, root = data
     common = ["--dataset", "mvd", "--root", str(root), "--index", str(tmp / "mvd.isusidx"), *SMALL]
-    # CABB, ISUS: 2 steps, checkpoint, then resume to 4 and evaluate
+    # CABB, ISUS (not the defaults): 2 steps, checkpoint, then resume to 4 and evaluate
     out = tmp / "cabb"
-    torchrun(*common, "--out", str(out), "--steps", "2", "--checkpoint-every", "2", "--no-eval")
+    paper = ["--sampling", "isus", "--box-loss", "cabb"]
+    torchrun(*common, *paper, "--out", str(out), "--steps", "2", "--checkpoint-every", "2", "--no-eval")
     first = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in first] == [1, 2] and (out / "checkpoint.pt").exists()
-    stdout = torchrun(*common, "--out", str(out), "--steps", "4", "--checkpoint-every", "2", "--resume",
+    stdout = torchrun(*common, *paper, "--out", str(out), "--steps", "4", "--checkpoint-every", "2", "--resume",
                       "--eval-images", "2")
     steps = [line for line in stdout.splitlines() if line.startswith("step ")]
     assert [s.split()[1] for s in steps] == ["3/4", "4/4"] and all(" eta=" in s for s in steps), stdout

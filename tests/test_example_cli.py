@@ -52,13 +52,18 @@ def test_training_without_torchvision_is_one_line(no_torchvision, tmp_path):
     assert not (tmp_path / "study").exists()  # refused before writing any data
 
 
-def test_default_backbone_suits_the_cpu_quick_start():
+def test_defaults_suit_the_cpu_quick_start_and_agree_with_the_evidence():
+    """ResNet-18 for CPUs; CUS crops and smooth L1, since study 1 measured ISUS at -3.0 box AP and
+    CABB at no change (docs/training.md, "Which sampling and box loss"); --help says so."""
     pytest.importorskip("torchvision")
     sys.path.insert(0, str(ROOT))
     from examples.train_panoptic import parse_args
 
     args = parse_args(["--dataset", "mvd", "--root", "r", "--index", "i", "--out", "o"])
-    assert args.backbone == "resnet18" and args.sampling == "isus" and args.box_loss == "cabb"
+    assert args.backbone == "resnet18" and args.sampling == "cus" and args.box_loss == "smooth_l1"
+    text = " ".join(run([TRAIN, "--help"]).stdout.split())
+    for option in ("--sampling", "--box-loss"):
+        assert "docs/evidence.md" in text.rsplit(option + " {", 1)[1].split("(default:", 1)[0], option
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +89,8 @@ def test_log_file_has_eta_lines_and_eval_json_has_params_in_sync(tiny):
                              stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, timeout=1800)
     text = (tmp / "train.log").read_text()
     assert res.returncode == 0, text[-3000:]
+    # the configuration first, with the evidence behind the defaults
+    assert text.startswith("configuration: --sampling cus --box-loss smooth_l1 (defaults") and "docs/evidence.md" in text
     steps = [line for line in text.splitlines() if line.startswith("step ")]
     assert [s.split()[1] for s in steps] == ["1/3", "2/3", "3/3"], text
     assert all("steps_per_s=" in s and " eta=" in s for s in steps)
