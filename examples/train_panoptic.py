@@ -30,7 +30,9 @@ import json
 import os
 import pickle
 import random
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -73,7 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     d.add_argument("--crop", type=int, default=None, help="square crop size (default: the preset's, else 512)")
     d.add_argument("--shortest-side", type=float, default=None, help="s0 (default: the preset's, else none: images at their own size)")
     d.add_argument("--sampling", choices=["isus", "cus", "full"], default="cus",
-                   help="ISUS crops (the paper's), CUS crops or whole images at s0. Default cus: " + EVIDENCE)
+                   help="ISUS crops (the paper's), CUS crops or whole images at s0. Default cus: " + EVIDENCE
+                        + "; data without instance annotations needs cus or full")
     d.add_argument("--scale-range", type=_pair, default=None, metavar="LO,HI",
                    help="r_st: the scale range of CUS crops (every class) and of ISUS stuff crops (default: the "
                         "preset's, else 0.5,2); 0.25,4 with --sampling cus is the paper's App. E control")
@@ -128,6 +131,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     r.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     args = p.parse_args(argv)
     args.eval_range = _ranges(p, args.eval_range)
+    if args.eval_images is not None and args.eval_images < 1:
+        p.error(f"--eval-images expects a positive number of images; got {args.eval_images}")
     if not 0 < args.length_scale <= 16:
         p.error(f"--length-scale expects a number in (0, 16]; got {args.length_scale}")
     if args.sync_bn and not torch.cuda.is_available():
@@ -290,10 +295,16 @@ def lr_lambda(warmup: int, steps: int):
     return f
 
 
+def has_instances(index: isus.Index) -> bool:
+    """Whether the indexed data has instance annotations (False: semantic labels only)."""
+    return bool(index.meta["dataset"].get("has_instances", True))
+
+
 def sampler_config(args, index: isus.Index) -> isus.SamplerConfig:
     cfg = isus.SamplerConfig.preset(args.preset) if args.preset else isus.SamplerConfig(crop_size=(512, 512))
-    changes: dict = {"mode": "cus" if args.sampling == "cus" else "isus",
-                     "levels": level_rule(args.length_scale)}
+    # whole images draw nothing per instance: on semantic-only data their policy is set up as CUS
+    cus = args.sampling == "cus" or (args.sampling == "full" and not has_instances(index))
+    changes: dict = {"mode": "cus" if cus else "isus", "levels": level_rule(args.length_scale)}
     if args.scale_range:
         changes["stuff_scale_range"] = args.scale_range
     if args.crop:
@@ -322,6 +333,74 @@ def open_eval_split(ds: isus.PanopticDataset, val_split: str | None, options: di
         print(f"note: {ds.root} has no {candidate!r} split; evaluating on the training split {ds.split!r} "
               "(pass --val-split)", flush=True)
     return isus.open_dataset(ds.name, ds.root, split=ds.split, **options)
+
+
+def check_data(args, ds: isus.PanopticDataset, index: isus.Index, rank: int) -> isus.PanopticDataset | None:
+    """What the options need of the data, checked before the first step (one-line errors naming
+    the option): instance annotations for ISUS, CABB and --eval-range; an evaluation split that
+    exists, with panoptic ground truth when the model detects instances. Returns the evaluation
+    split (None with --no-eval)."""
+    where = f"{ds.name} split {ds.split!r} at {ds.root}"
+    if not has_instances(index):
+        if args.sampling == "isus":
+            raise SystemExit(f"--sampling isus draws crops around instances, and {where} has no instance annotations "
+                             "(semantic labels only): use --sampling cus (the default) or full")
+        if args.box_loss == "cabb":
+            raise SystemExit(f"--box-loss cabb is a box loss, and {where} has no instance annotations (semantic labels "
+                             "only), so only the semantic head is trained: drop --box-loss cabb")
+        if args.eval_range:
+            raise SystemExit(f"--eval-range measures instance AP, and {where} has no instance annotations (semantic "
+                             "labels only; the evaluation is mIoU): drop --eval-range")
+    if args.no_eval:
+        return None
+    options = {k: v for k, v in index.meta["dataset"].items()
+               if k not in ("name", "root", "split", "source", "has_instances", "num_images")}
+    if args.version:
+        options["version"] = args.version
+    try:
+        val = open_eval_split(ds, args.val_split, options, rank)
+    except isus.DatasetError as e:
+        raise SystemExit(f"--val-split {args.val_split or ds.split}: {str(e).splitlines()[0]} (or pass --no-eval)") from None
+    if has_instances(index) and not val.has_instances:
+        raise SystemExit(f"--val-split {val.split}: {val.name} at {val.root} has no panoptic ground truth there "
+                         "(semantic labels only), which the evaluation of instances (PQ, AP) needs; choose another "
+                         "--val-split or pass --no-eval")
+    return val
+
+
+def checkpoint_bytes(model: torch.nn.Module) -> int:
+    """A checkpoint's size, estimated: the model's state and one SGD momentum buffer per
+    trainable parameter (the rest of a checkpoint is small)."""
+    state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return state + sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+
+
+def check_output(out: Path, need: int, each: int) -> None:
+    """``out`` can be created and written, with ``need`` bytes free (checkpoints of ``each``
+    bytes); a one-line error naming --out otherwise. Folders created for the check are removed
+    again when it fails."""
+    missing = [d for d in (out, *out.parents) if not d.exists()]
+
+    def undo() -> None:
+        for d in missing:  # deepest first: only the empty folders this check made
+            try:
+                d.rmdir()
+            except OSError:
+                break
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        undo()
+        raise SystemExit(f"--out {out}: cannot write there ({e.strerror or e})") from None
+    free = shutil.disk_usage(out).free
+    if free < need:
+        undo()
+        raise SystemExit(f"--out {out}: {free / 2**30:.2f} GiB free, training needs about {need / 2**30:.2f} GiB "
+                         f"for checkpoints ({each / 2**30:.2f} GiB each, two while one replaces the other); free "
+                         "space or choose another --out")
 
 
 def format_duration(seconds: float) -> str:
@@ -355,20 +434,21 @@ def atomic_save(obj, path: Path) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     require_torchvision(Path(__file__).name)
-    from examples.panoptic.evaluate import evaluate, report, write_results
+    from examples.panoptic.evaluate import evaluate, evaluate_semantic, report, report_semantic, write_results
     from examples.panoptic.model import build_panoptic_fpn
 
     rank, world, device = setup_distributed(args)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)  # identical initial weights on every rank (DDP broadcasts them anyway)
-    args.out.mkdir(parents=True, exist_ok=True)
-    log = (args.out / "log.jsonl").open("a") if rank == 0 else None
 
+    # everything that can fail is checked before the first step (and before anything is written)
     index = isus.Index.load(args.index)
     ds = index.open_dataset()
     if ds.name != args.dataset or Path(ds.root).resolve() != args.root.resolve():
         raise SystemExit(f"--index {args.index} was built from {ds.name} at {ds.root}, not {args.dataset} at {args.root}")
+    semantic_only = not has_instances(index)
+    val = check_data(args, ds, index, rank)
     labels = LabelMap.from_dataset(ds)
     cfg = sampler_config(args, index)
     batch = args.batch_size or PRESET_BATCH.get(args.preset, 2)
@@ -389,7 +469,7 @@ def main(argv=None) -> dict:
         rpn_pre_nms_top_n_train=args.rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train=args.rpn_post_nms_top_n_train,
         rpn_pre_nms_top_n_test=args.rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=args.rpn_post_nms_top_n_test,
         rpn_batch_size_per_image=args.rpn_batch_size_per_image, box_batch_size_per_image=args.box_batch_size_per_image,
-        length_scale=args.length_scale,
+        length_scale=args.length_scale, semantic_only=semantic_only,
     ).to(device)
     if args.init_weights is not None and not args.resume:  # a resumed run has its own weights
         init_digest = load_init_weights(model, args.init_weights)
@@ -405,15 +485,24 @@ def main(argv=None) -> dict:
     ckpt_path = args.out / "checkpoint.pt"
     if args.resume:
         state = load_checkpoint(ckpt_path, args, world, device)
+    each = checkpoint_bytes(model)
+    # the first checkpoint needs one copy; every later one is written beside the last before replacing it
+    check_output(args.out, each if ckpt_path.exists() else 2 * each, each)
+    log = (args.out / "log.jsonl").open("a") if rank == 0 else None
+    if rank == 0:
+        if semantic_only:
+            print(f"configuration: {ds.name} {ds.split!r} has no instance annotations (semantic labels only): the "
+                  f"semantic head alone is trained (--sampling {args.sampling}) and evaluated with mIoU", flush=True)
+        else:
+            print(f"configuration: --sampling {args.sampling} --box-loss {args.box_loss} (defaults: cus, smooth_l1; "
+                  f"the paper's: isus, cabb); {EVIDENCE}", flush=True)
+    if args.resume:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         step = state["step"]
         sampler.load_state_dict({**state["sampler"], "rank": rank, "position": step * batch})
-    if rank == 0:
-        print(f"configuration: --sampling {args.sampling} --box-loss {args.box_loss} (defaults: cus, smooth_l1; "
-              f"the paper's: isus, cabb); {EVIDENCE}", flush=True)
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                   find_unused_parameters=True) if world > 1 else model
 
@@ -477,14 +566,19 @@ def main(argv=None) -> dict:
                              "world": world, "categories": checkpoint_categories(ds)}, ckpt_path)
             if world > 1:
                 dist.barrier()
+    if log is not None:
+        log.close()
     results = {"steps": step, "train_seconds": time.perf_counter() - t_start}
     written: list[Path] = []
-    if not args.no_eval:
-        options = {k: v for k, v in index.meta["dataset"].items()
-                   if k not in ("name", "root", "split", "source", "has_instances", "num_images")}
-        if args.version:
-            options["version"] = args.version
-        val = open_eval_split(ds, args.val_split, options, rank)
+    if val is not None and semantic_only:
+        t_eval = time.perf_counter()
+        sem = evaluate_semantic(model, val, labels, shortest_side=cfg.shortest_side, device=device,
+                                max_images=args.eval_images, rank=rank, world=world)
+        if rank == 0:
+            assert sem is not None
+            report_semantic(sem, val)
+            results = {**sem, **results, "eval_seconds": time.perf_counter() - t_eval, "eval_split": val.split}
+    elif val is not None:
         t_eval = time.perf_counter()
         res = evaluate(model, val, labels, shortest_side=cfg.shortest_side, device=device, out=args.out / "predictions",
                        max_images=args.eval_images, rank=rank, world=world, ranges=args.eval_range or None)

@@ -5,6 +5,9 @@ Each rank runs the model on its share of the images, writes their PNGs and compu
 :class:`isus.eval.ImageStats`; rank 0 gathers the statistics (and the small per-image records
 of the two JSONs), adds them in image order and writes ``panoptic.json`` and ``instances.json``.
 The result does not depend on the number of ranks.
+
+Data without instance annotations (semantic-only) is evaluated with :func:`evaluate_semantic`:
+mIoU of the semantic head's argmax, as ``isus.eval`` defines it.
 """
 from __future__ import annotations
 
@@ -143,6 +146,70 @@ def evaluate(model: torch.nn.Module, ds: isus.PanopticDataset, labels: LabelMap,
     return total.result()
 
 
+def semantic_confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(3, C)`` int64 pixel counts per class of one image: ``[intersection, ground truth,
+    prediction]``; ``gt`` and ``pred`` hold classes 0..C-1, ``gt`` < 0 is void and ignored (with
+    the prediction there), as in ``isus.eval``."""
+    keep = gt >= 0
+    g, p = gt[keep].astype(np.int64), pred[keep].astype(np.int64)
+    return np.stack([np.bincount(g[g == p], minlength=num_classes), np.bincount(g, minlength=num_classes),
+                     np.bincount(p, minlength=num_classes)])[:, :num_classes]
+
+
+def semantic_result(confusion: np.ndarray, categories, images: int) -> dict[str, Any]:
+    """mIoU (fraction, over the classes present in the ground truth or the prediction, as
+    ``isus.eval``'s ``miou``) and each class's IoU (None where absent from both)."""
+    inter, gt, pred = confusion.astype(np.float64)
+    union = gt + pred - inter
+    iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+    return {"miou": float(iou[union > 0].mean()) if (union > 0).any() else None, "images": images,
+            "semantic_only": True,
+            "per_class": {c.name: {"id": c.id, "isthing": c.isthing, "iou": None if math.isnan(v) else float(v)}
+                          for c, v in zip(categories, iou)}}
+
+
+@torch.no_grad()
+def evaluate_semantic(model: torch.nn.Module, ds: isus.PanopticDataset, labels: LabelMap, *,
+                      shortest_side: float | None, device: torch.device, max_images: int | None = None,
+                      rank: int = 0, world: int = 1) -> dict[str, Any] | None:
+    """mIoU of the semantic head on (up to ``max_images``) full images of ``ds``, split across
+    ranks: for data without instance annotations, where PQ and AP have no ground truth. Returns
+    :func:`semantic_result` on rank 0 (None on the other ranks)."""
+    model.eval()
+    lut = {c.id: k for k, c in enumerate(ds.categories)}  # category id -> training id
+    n = len(ds) if max_images is None else min(len(ds), max_images)
+    confusion = np.zeros((3, labels.num_classes), np.int64)
+    for i in range(rank, n, world):
+        img = ds.load_image(i)
+        h, w = img.shape[:2]
+        s = shortest_side / min(h, w) if shortest_side else 1.0
+        if s != 1.0:
+            img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        x = torch.from_numpy(img).permute(2, 0, 1).to(device).float().div_(255)
+        transform = model.transform
+        saved = transform.min_size, transform.max_size
+        transform.min_size, transform.max_size = (min(img.shape[:2]),), max(img.shape[:2])
+        try:
+            logits = model([x])[0]["semantic_logits"]
+        finally:
+            transform.min_size, transform.max_size = saved
+        pred = logits.argmax(dim=0).cpu().numpy().astype(np.int32)
+        if s != 1.0:
+            pred = cv2.resize(pred, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
+        sem = ds.load_semantic(i)
+        gt = np.full(sem.shape, -1, np.int64)
+        for cid in np.unique(sem[sem >= 0]):
+            gt[sem == cid] = lut[int(cid)]
+        confusion += semantic_confusion(gt, pred, labels.num_classes)
+    if dist.is_available() and dist.is_initialized() and world > 1:
+        total = torch.from_numpy(confusion).to(device)
+        dist.reduce(total, dst=0)
+        if rank != 0:
+            return None
+        confusion = total.cpu().numpy()
+    return semantic_result(confusion, ds.categories, n)
+
+
 def report(res: EvalResult, ds: isus.PanopticDataset, out: Path, label: str) -> list[Path]:
     """Print the Table-1 row and AP by size (percent) and plot AP by size; returns the plot's path
     (if any)."""
@@ -161,6 +228,14 @@ def report(res: EvalResult, ds: isus.PanopticDataset, out: Path, label: str) -> 
         print("(no eval_by_size.png: no ground-truth thing instance or no scored instance)", flush=True)
         return []
     return [plot_by_size([res], [label], out / "eval_by_size.png")]
+
+
+def report_semantic(res: dict[str, Any], ds: isus.PanopticDataset) -> None:
+    """Print the mIoU (percent; eval.json has each class's IoU)."""
+    miou = "n/a" if res["miou"] is None else f"{100 * res['miou']:.1f}"
+    print(f"evaluation on {res['images']} full images of {ds.name} {ds.split}, {len(ds.categories)} categories, "
+          f"semantic only (no instance annotations: no PQ or AP): mIoU {miou} % (eval.json: fractions, "
+          "and the IoU of each class)", flush=True)
 
 
 def write_results(results: dict, path: Path) -> None:

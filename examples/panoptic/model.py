@@ -302,6 +302,10 @@ class PanopticFPN(MaskRCNN):
         Box-regression loss of the RPN and the box head.
     semantic_channels : int
         Width of the semantic branch.
+    semantic_only : bool
+        Run the backbone and the semantic head only (data without instance annotations): the
+        RPN and the RoI heads are skipped, training returns ``loss_semantic`` alone and eval
+        returns no detections. The parameters are the same, so checkpoints load either way.
     **kwargs
         Passed to ``MaskRCNN`` (``min_size``, ``rpn_*``, ``box_*``, ...).
 
@@ -321,6 +325,7 @@ class PanopticFPN(MaskRCNN):
         *,
         box_loss: str = "cabb",
         semantic_channels: int = 128,
+        semantic_only: bool = False,
         **kwargs: Any,
     ) -> None:
         if box_loss not in BOX_LOSSES:
@@ -334,6 +339,7 @@ class PanopticFPN(MaskRCNN):
         self.num_thing_classes = num_thing_classes
         self.num_semantic_classes = num_semantic_classes
         self.box_loss = box_loss
+        self.semantic_only = semantic_only
 
     def _semantic_targets(self, images: ImageList, targets: list[dict[str, Tensor]]) -> Tensor:
         """The targets' semantic maps, resized as the images were and padded with 255 like the batch."""
@@ -391,8 +397,15 @@ class PanopticFPN(MaskRCNN):
         features = self.backbone(image_list.tensors)
         if isinstance(features, Tensor):
             features = OrderedDict([("0", features)])
-        proposals, proposal_losses = self.rpn(image_list, features, targets)
-        detections, detector_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
+        if self.semantic_only:  # no instance annotations: the detector is neither trained nor run
+            proposal_losses: dict[str, Tensor] = {}
+            detector_losses: dict[str, Tensor] = {}
+            none = image_list.tensors.new_zeros((0, 4))
+            detections = [{"boxes": none, "labels": none.new_zeros(0, dtype=torch.int64), "scores": none.new_zeros(0)}
+                          for _ in images]
+        else:
+            proposals, proposal_losses = self.rpn(image_list, features, targets)
+            detections, detector_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
         detections = self.transform.postprocess(detections, image_list.image_sizes, original_image_sizes)
 
         fpn_maps = [features[k] for k in features if k != "pool"]
@@ -495,6 +508,7 @@ def build_panoptic_fpn(
     box_detections_per_img: int = 100,
     trainable_backbone_layers: int = 3,
     length_scale: float = 1.0,
+    semantic_only: bool = False,
 ) -> PanopticFPN:
     """A :class:`PanopticFPN` on a ResNet-FPN backbone.
 
@@ -519,6 +533,8 @@ def build_panoptic_fpn(
         ratio, so each object goes to the level it would at full size; pair it with
         ``isus.FPNLevels(canonical_size=224 * length_scale)`` in the sampler (see
         ``examples.panoptic.levels.level_rule``).
+    semantic_only : bool
+        See :class:`PanopticFPN` (for data without instance annotations).
     """
     if not isinstance(num_thing_classes, int) or num_thing_classes < 1:
         raise ValueError(f"build_panoptic_fpn(num_thing_classes=) expects an int >= 1; got {num_thing_classes!r}")
@@ -554,6 +570,7 @@ def build_panoptic_fpn(
         box_batch_size_per_image=box_batch_size_per_image,
         box_detections_per_img=box_detections_per_img,
         rpn_anchor_generator=anchors,
+        semantic_only=semantic_only,
         **pools,
     )
 
