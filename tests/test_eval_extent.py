@@ -235,4 +235,4 @@ def test_cli_prints_and_records_the_ranges(tmp_path):
     data = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert list(data["ranges"]) == ["big", "small"] and data["ranges"]["big"]["area"] == [1000.0, None]
     assert data["ranges"]["big"]["extent"]["matched"] > 0
-    assert "big [1k, inf) px" in res.output and "w ratio" in res.output
+    assert "big area [1k, inf) px²" in res.output and "w ratio" in res.output

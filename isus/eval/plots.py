@@ -24,7 +24,8 @@ def _px(v: float) -> str:
 
 
 def bucket_labels(res: EvalResult, newline: bool = True) -> list[str]:
-    """One label per bucket: its percentile range and its area range in pixels."""
+    """One label per bucket: its percentile range, its area range in px² and, since object sizes
+    are usually quoted as ``sqrt(area)`` (the FPN level rule, isus stats), that side in px."""
     b = res.buckets
     edges, pcts = b["edges"], b.get("percentiles")
     sep = "\n" if newline else " "
@@ -32,7 +33,8 @@ def bucket_labels(res: EvalResult, newline: bool = True) -> list[str]:
     for k in range(len(edges) - 1):
         head = f"p{pcts[k]:g}-p{pcts[k + 1]:g}" if pcts else f"bucket {k + 1}"
         close = "]" if k == len(edges) - 2 else ")"
-        out.append(f"{head}{sep}[{_px(edges[k])}, {_px(edges[k + 1])}{close} px")
+        side = f"side {math.sqrt(edges[k]):.0f}-{math.sqrt(edges[k + 1]):.0f} px"
+        out.append(f"{head}{sep}area [{_px(edges[k])}, {_px(edges[k + 1])}{close} px²{sep}{side}")
     return out
 
 
@@ -54,15 +56,15 @@ def format_buckets(res: EvalResult) -> str:
     """Box/mask AP per size bucket, in percent, with the bucket's edges and instance count."""
     if not res.buckets:
         return "AP by size: no scored instances were evaluated (pass --instances)"
-    lines = [f"{'size bucket':34s}{'GT inst.':>10s}{'box AP':>8s}{'mask AP':>9s}"]
+    lines = [f"{'size bucket':50s}{'GT inst.':>10s}{'box AP':>8s}{'mask AP':>9s}"]
     mask = res.buckets.get("mask") or [None] * len(res.buckets["box"])
     for lab, n, b, m in zip(bucket_labels(res, newline=False), res.buckets["instances"], res.buckets["box"], mask):
-        lines.append(f"{lab:34s}{n:10d}{_pct(b):>8s}{_pct(m):>9s}")
+        lines.append(f"{lab:50s}{n:10d}{_pct(b):>8s}{_pct(m):>9s}")
     ap = res.ap
     for name in ("small", "medium", "large"):
         b = (ap.get("box") or {}).get(f"ap_{name}")
         m = (ap.get("mask") or {}).get(f"ap_{name}")
-        lines.append(f"{'COCO ' + name:34s}{'':10s}{_pct(b):>8s}{_pct(m):>9s}")
+        lines.append(f"{'COCO ' + name:50s}{'':10s}{_pct(b):>8s}{_pct(m):>9s}")
     return "\n".join(lines)
 
 
@@ -77,7 +79,7 @@ def format_ranges(res: EvalResult) -> str:
 
     for name, r in res.ranges.items():
         lo, hi = r["area"]
-        lab = f"{name} [{_px(lo)}, {'inf' if hi is None else _px(hi)}) px"
+        lab = f"{name} area [{_px(lo)}, {'inf' if hi is None else _px(hi)}) px²"
         e = r["extent"]
         lines.append(f"{lab:34s}{r['instances']:10d}{_pct(r['box']['ap']):>8s}"
                      f"{_pct((r['mask'] or {}).get('ap')):>9s}{e['matched']:9d}{num(e['width_ratio']['median'], 9)}"
