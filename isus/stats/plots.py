@@ -25,12 +25,21 @@ def _subtitle(stats: dict[str, Any]) -> str:
             f"r_th={st['thing_scale_range']}, {st['samples']} crops per mode")
 
 
-def _level_bands(ax: Axes, stats: dict[str, Any]) -> None:
+def _level_bands(ax: Axes, stats: dict[str, Any], span: tuple[float, float]) -> None:
+    """Shade every level's range of sizes over ``span`` (the plotted sizes). The lowest level
+    also takes every smaller object and the highest every larger one (the rule clamps), so their
+    bands reach the plot's edges; ``level_intervals`` are only ISUS's sampling intervals."""
     colors = ("#e8f0fe", "#fdf1e6")
-    for k, (level, (lo, hi)) in enumerate(zip(stats["settings"]["levels"], stats["settings"]["level_intervals"])):
+    intervals = stats["settings"]["level_intervals"]
+    levels = stats["settings"]["levels"]
+    for k, (level, (lo, hi)) in enumerate(zip(levels, intervals)):
+        lo = min(span[0], lo) if k == 0 else lo
+        hi = max(span[1], hi) if k == len(levels) - 1 else hi
         ax.axvspan(lo, hi, color=colors[k % 2], zorder=0)
-        ax.text(np.sqrt(lo * hi), 0.97, f"P{level}", transform=ax.get_xaxis_transform(), ha="center", va="top",
-                fontsize=9, color="0.3")
+        a, b = max(lo, span[0]), min(hi, span[1])
+        if a < b:
+            ax.text(np.sqrt(a * b), 0.97, f"P{level}", transform=ax.get_xaxis_transform(), ha="center", va="top",
+                    fontsize=9, color="0.3")
 
 
 def write_plots(stats: dict[str, Any], out: str | Path) -> list[Path]:
@@ -55,16 +64,17 @@ def write_plots(stats: dict[str, Any], out: str | Path) -> list[Path]:
 
     # 1. object scale distribution (Fig. 2 right)
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    _level_bands(ax, stats)
     counts = np.array(stats["scale_histogram"]["counts"])
     ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="tab:blue", edgecolor="white", lw=0.5)
     ax.set_xscale("log")
     used = np.flatnonzero(counts)
-    if len(used):
-        ax.set_xlim(edges[max(used[0] - 1, 0)], edges[min(used[-1] + 2, len(edges) - 1)])
+    span = (edges[max(used[0] - 1, 0)], edges[min(used[-1] + 2, len(edges) - 1)]) if len(used) else \
+        (edges[0], edges[-1])
+    _level_bands(ax, stats, span)
+    ax.set_xlim(*span)
     ax.set_xlabel(f"instance scale ({unit})")
     ax.set_ylabel("instances")
-    ax.set_title("Object scale distribution (shaded: FPN level intervals)\n" + _subtitle(stats), fontsize=9)
+    ax.set_title("Object scale distribution (shaded: the sizes each FPN level takes)\n" + _subtitle(stats), fontsize=9)
     fig.tight_layout()
     paths.append(out / "scale_distribution.png")
     atomic_savefig(fig, paths[-1], dpi=100)
@@ -72,7 +82,7 @@ def write_plots(stats: dict[str, Any], out: str | Path) -> list[Path]:
 
     # 2. crop truncation (Fig. 2 left)
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    _level_bands(ax, stats)
+    _level_bands(ax, stats, span)
     for mode, label, color in _MODES[1:]:
         t = stats["truncation"][mode]
         mean = np.array([np.nan if v is None else v for v in t["mean_iou"]], dtype=float)
@@ -80,8 +90,7 @@ def write_plots(stats: dict[str, Any], out: str | Path) -> list[Path]:
         ax.plot(centres[ok], mean[ok], "o-", ms=3, color=color, label=f"{label} crops")
     ax.set_xscale("log")
     ax.set_ylim(0, 1.02)
-    if len(used):
-        ax.set_xlim(edges[max(used[0] - 1, 0)], edges[min(used[-1] + 2, len(edges) - 1)])
+    ax.set_xlim(*span)
     ax.set_xlabel(f"instance scale ({unit})")
     ax.set_ylabel("mean IoU(cropped box, original box)")
     ax.legend(loc="lower left")
