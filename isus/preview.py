@@ -73,19 +73,36 @@ def render_preview(index: Index, out: str | Path, n: int = 16, *, config: Sample
                                                      (b[2], b[1], b[2], b[3]), (b[0], b[3], b[2], b[3])]):
                 if t[side]:
                     ax.plot([xa, xb], [ya, yb], color="red", lw=2.5)
+        aimed = ""
+        if spec.instance >= 0:  # ISUS: the instance this crop was drawn for, outlined in magenta
+            seg = int(index.instances.segment_id[spec.instance])
+            hit = np.flatnonzero(s.segment_ids == seg)
+            if len(hit):
+                b = s.boxes[hit[0]]
+                ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec="magenta", lw=2.2))
+                aimed = ", aimed instance: magenta"
+            else:
+                aimed = ", aimed instance not kept"
         name = ds.category(spec.category).name.split("--")[-1]
         level = f", aimed P{spec.level}" if spec.level >= 0 else ""
         targets = "semantic map only" if semantic_only else (
             f"{len(s.labels)} inst., {int(s.truncated.any(1).sum())} truncated")
         ax.set_title(f"{name}: {sigma_label(float(batch.sigma[k]), bool(batch.clamped[k]))}{level}\n"
-                     + targets + (", flipped" if spec.flip else ""), fontsize=8)
+                     + targets + aimed + (", flipped" if spec.flip else ""), fontsize=8)
     lo, hi = config.thing_scale_range
-    s0 = f"s0 = {config.shortest_side}" if config.shortest_side else "the image as it is (no s0)"
+    s0 = (f"s0: images first rescaled to shortest side {config.shortest_side:g}" if config.shortest_side else
+          "no s0: images as they are")
     drawn = ("the semantic map in the classes' colours (a semantic-only dataset: no instances), crop border (grey)"
              if semantic_only else "masks, visible boxes (yellow), original boxes (cyan, dashed), truncated sides "
              "(red), crop border (grey)")
+    isus_line = ("" if config.mode != "isus" or semantic_only else
+                 "\nISUS thing crops: an instance (magenta) and a level P_l are drawn, and σ is chosen so that the "
+                 "instance's size sqrt(w h) x σ falls in P_l's range; clamped: σ was held to r_th")
+    st_lo, st_hi = config.stuff_scale_range
     fig.suptitle(f"{ds.name} {config.mode.upper()} crops {config.crop_size[0]}x{config.crop_size[1]}: {drawn}\n"
-                 f"σ: the scale relative to {s0}; clamped: ISUS held σ to r_th = [{lo:g}, {hi:g}]", fontsize=9)
+                 f"{s0}; σ: the crop's scale on top of that, uniform in r_st = "
+                 f"[{st_lo:g}, {st_hi:g}] (stuff, and every class under CUS); r_th = [{lo:g}, {hi:g}]" + isus_line,
+                 fontsize=9)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -152,3 +152,28 @@ def test_errors_speak_cli_and_hint_at_the_fix(tmp_path):
     res = CliRunner().invoke(cli, ["preview", str(out), "--out", str(tmp_path / "pv"), "-n", "1",
                                    "--root", str(tmp_path / "moved")])
     assert res.exit_code == 0, res.output
+
+
+def test_isus_preview_marks_the_instance_each_crop_aimed_at(tmp_path):
+    import matplotlib.pyplot as plt
+
+    root = isus.synth.write_dataset(tmp_path / "mvd", "mvd", 3, size=(160, 120), seed=0)
+    out = tmp_path / "x.isusidx"
+    assert CliRunner().invoke(cli, ["index", "build", "--dataset", "mvd", "--root", str(root), "--out",
+                                    str(out)]).exit_code == 0
+    titles = []
+    real = plt.Axes.set_title
+
+    def spy(self, label, *a, **k):
+        titles.append(label)
+        return real(self, label, *a, **k)
+
+    plt.Axes.set_title = spy
+    try:
+        res = CliRunner().invoke(cli, ["preview", str(out), "--out", str(tmp_path / "pv"), "-n", "12", "--crop", "64"])
+    finally:
+        plt.Axes.set_title = real
+    assert res.exit_code == 0, res.output
+    aimed = [t for t in titles if ", aimed P" in t]
+    assert aimed and all("aimed instance" in t for t in aimed)  # marked (or said to be dropped)
+    assert all("aimed instance" not in t for t in titles if ", aimed P" not in t)
