@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import pickle
 import random
@@ -72,16 +73,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     d.add_argument("--index", required=True, type=Path, help="index of the training split (isus index build)")
     d.add_argument("--preset", choices=sorted(PRESET_BATCH), default=None,
                    help="crop size, s0, scale ranges and crops per GPU of the paper's App. D")
-    d.add_argument("--crop", type=int, default=None, help="square crop size (default: the preset's, else 512)")
-    d.add_argument("--shortest-side", type=float, default=None, help="s0 (default: the preset's, else none: images at their own size)")
+    d.add_argument("--crop", type=_int(16, 4096), default=None, help="square crop size (default: the preset's, else 512)")
+    d.add_argument("--shortest-side", type=_float(0, strict=True), default=None, help="s0 (default: the preset's, else none: images at their own size)")
     d.add_argument("--sampling", choices=["isus", "cus", "full"], default="cus",
                    help="ISUS crops (the paper's), CUS crops or whole images at s0. Default cus: " + EVIDENCE
                         + "; data without instance annotations needs cus or full")
     d.add_argument("--scale-range", type=_pair, default=None, metavar="LO,HI",
                    help="r_st: the scale range of CUS crops (every class) and of ISUS stuff crops (default: the "
                         "preset's, else 0.5,2); 0.25,4 with --sampling cus is the paper's App. E control")
-    d.add_argument("--batch-size", type=int, default=None, help="crops per GPU (preset's, else 2)")
-    d.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
+    d.add_argument("--batch-size", type=_int(1), default=None, help="crops per GPU (preset's, else 2)")
+    d.add_argument("--workers", type=_int(0), default=2, help="DataLoader workers per process")
     m = p.add_argument_group("model")
     m.add_argument("--backbone", choices=["resnet18", "resnet50"], default="resnet18",
                    help="ResNet-FPN depth (the paper: resnet50; resnet18 suits CPUs and the quick start)")
@@ -104,24 +105,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     m.add_argument("--rpn-post-nms-top-n-train", type=int, default=2000, help=tv)
     m.add_argument("--rpn-pre-nms-top-n-test", type=int, default=1000, help=tv)
     m.add_argument("--rpn-post-nms-top-n-test", type=int, default=1000, help=tv)
-    m.add_argument("--rpn-batch-size-per-image", type=int, default=256, help=tv)
-    m.add_argument("--box-batch-size-per-image", type=int, default=512, help=tv)
+    m.add_argument("--rpn-batch-size-per-image", type=_int(1), default=256, help=tv)
+    m.add_argument("--box-batch-size-per-image", type=_int(1), default=512, help=tv)
     o = p.add_argument_group("optimisation (paper App. D)")
-    o.add_argument("--steps", type=int, default=1000, help="training steps (the learning rate reaches 0 there)")
-    o.add_argument("--lr", type=float, default=0.02, help="lr0 (the paper scales it with the batch)")
-    o.add_argument("--warmup", type=int, default=200,
+    o.add_argument("--steps", type=_int(1), default=1000, help="training steps (the learning rate reaches 0 there)")
+    o.add_argument("--lr", type=_float(0, strict=True), default=0.02, help="lr0 (the paper scales it with the batch)")
+    o.add_argument("--warmup", type=_int(0), default=200,
                    help="linear warm-up steps from 0 to lr0, then linear decay from lr0 to 0 at --steps")
-    o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    o.add_argument("--weight-decay", type=float, default=1e-4, help="SGD weight decay")
+    o.add_argument("--momentum", type=_float(0), default=0.9, help="SGD momentum")
+    o.add_argument("--weight-decay", type=_float(0), default=1e-4, help="SGD weight decay")
     o.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    o.add_argument("--clip-grad", type=float, default=None,
+    o.add_argument("--clip-grad", type=_float(0, strict=True), default=None,
                    help="clip the gradient norm (not in the paper; steadies training from scratch)")
     o.add_argument("--seed", type=int, default=0, help="initial weights and crop stream")
     r = p.add_argument_group("run")
     r.add_argument("--out", type=Path, required=True, help="checkpoints, log.jsonl, eval.json, predictions/")
-    r.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (and at the end)")
+    r.add_argument("--checkpoint-every", type=_int(1), default=500, help="steps between checkpoints (and at the end)")
     r.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (exact sample stream)")
-    r.add_argument("--log-every", type=int, default=20,
+    r.add_argument("--log-every", type=_int(1), default=20,
                    help="steps between log lines (losses, lr, samples/s, steps/s, ETA)")
     r.add_argument("--eval-images", type=int, default=None, help="evaluate on at most this many images (default: all)")
     r.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
@@ -138,6 +139,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.sync_bn and not torch.cuda.is_available():
         p.error("--sync-bn needs GPUs (SyncBatchNorm does not run on CPU DDP); use --norm group")
     return args
+
+
+def _int(lo: int, hi: int | None = None):
+    """argparse type: an integer in [lo, hi] (a bad value is an argument error naming the option)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects an integer; got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"expects an integer >= {lo}" + (f" and <= {hi}" if hi is not None else "")
+                                             + f"; got {text!r}")
+        return v
+    return parse
+
+
+def _float(lo: float, strict: bool = False):
+    """argparse type: a finite number >= lo (> lo when ``strict``); NaN and inf are argument errors."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects a number; got {text!r}") from None
+        if not math.isfinite(v) or v < lo or (strict and v == lo):
+            raise argparse.ArgumentTypeError(f"expects a finite number {'>' if strict else '>='} {lo}; got {text!r}")
+        return v
+    return parse
 
 
 def _pair(text: str) -> tuple[float, float]:

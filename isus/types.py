@@ -164,6 +164,8 @@ class CropSpec:
     flip: bool
 
     def __post_init__(self) -> None:
+        if len(self.window) != 4:
+            raise ValueError(f"CropSpec expects window=(x0, y0, x1, y1); got {self.window!r}")
         x0, y0, x1, y1 = self.window
         if not (x1 > x0 and y1 > y0 and self.scale > 0):
             raise ValueError(f"CropSpec expects x0 < x1, y0 < y1 and scale > 0; got window={self.window}, "

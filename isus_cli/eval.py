@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -18,7 +19,8 @@ def parse_percentiles(ctx, param, value: str) -> tuple[float, ...]:
         vals = tuple(float(v) for v in value.split(","))
     except ValueError:
         raise click.BadParameter(f"expected comma-separated numbers such as 0,25,50,75,95,100; got {value!r}") from None
-    if len(vals) < 2 or any(b <= a for a, b in zip(vals, vals[1:])) or vals[0] < 0 or vals[-1] > 100:
+    if len(vals) < 2 or not all(math.isfinite(v) for v in vals) or any(b <= a for a, b in zip(vals, vals[1:])) \
+            or vals[0] < 0 or vals[-1] > 100:
         raise click.BadParameter(f"expected at least two increasing percentiles within 0..100; got {value!r}")
     return vals
 
@@ -99,6 +101,12 @@ def eval_(runs, dataset: DatasetArgs | None, predictions, instances, out, worker
     if compare:
         if len(runs) < 1:
             raise click.UsageError("--compare needs one or more eval.json files")
+        given = [flag for flag, value in (("--dataset", dataset), ("--predictions", predictions),
+                                          ("--instances", instances), ("--range", ranges),
+                                          ("--only-predicted", only_predicted or None)) if value]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} cannot go with --compare (it compares finished eval.json "
+                                   "files; evaluate each run first)")
         loaded = [_load_result(p) for p in runs]
         results = [r for r, _ in loaded]
         names = labels.split(",") if labels else [p.parent.name or p.stem for p in runs]

@@ -456,3 +456,140 @@ def test_crafted_index_in_the_cli_is_one_line(built_index, tmp_path):
     assert res.exit_code == 1 and "malformed" in res.output and "cell_offsets" in res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)
     assert CliRunner().invoke(cli, ["index", "info", str(built_index)]).exit_code == 0  # the valid one still loads
+
+
+# -- fresh probe (bench/fault_probe.py, docs/reliability.md "Fresh probe, 2026-12-06"): its BAD cases, fixed --
+@pytest.mark.parametrize("layout,edit,field", [
+    ("mvd", lambda j: j["labels"][0].update(instances="false"), "true/false"),  # bool("false") was True: a thing
+    ("mvd", lambda j: j["labels"][0].update(evaluate="no"), "true/false"),
+    ("coco", lambda j: j["categories"][0].update(isthing="yes"), "true/false"),
+    ("coco", lambda j: j["categories"][0].update(id=3.7), "integer"),  # was truncated to 3
+    ("coco", lambda j: j["annotations"][0]["segments_info"][0].update(category_id="3"), "integer"),
+    ("coco", lambda j: j["annotations"][0]["segments_info"][0].update(iscrowd="0"), "true/false"),  # was crowd
+    ("coco", lambda j: j["categories"].append(dict(j["categories"][0], name="dup")), "earlier category"),
+    ("coco", lambda j: j.update(images=[], annotations=[]), "lists no images"),
+])
+def test_json_numbers_and_flags_are_not_coerced(synth_root, tmp_path, layout, edit, field):
+    root = _copy(synth_root, tmp_path, layout)
+    path = root / ("config_v1.2.json" if layout == "mvd" else "annotations/panoptic_train2017.json")
+    _edit_json(path, edit)
+    with pytest.raises(isus.DatasetError, match=field) as e:
+        ds = isus.open_dataset(layout, root)
+        for i in range(len(ds)):
+            ds.load_panoptic(i)
+    assert path.name in str(e.value)
+
+
+def test_integral_floats_and_0_1_flags_stay_accepted(coco):
+    path = coco / "annotations/panoptic_train2017.json"
+    _edit_json(path, lambda j: [j["categories"][0].update(id=float(j["categories"][0]["id"]), isthing=False),
+                                j["annotations"][0]["segments_info"][0].update(iscrowd=1)])
+    ds = isus.open_dataset("coco", coco)
+    assert all(ds.load_panoptic(i) is not None for i in range(len(ds)))
+
+
+def test_deeply_nested_json_is_a_dataset_error_not_a_recursion_error(coco, tmp_path):
+    path = coco / "annotations/panoptic_train2017.json"
+    path.write_text('{"images": ' + "[" * 100000 + "]" * 100000 + "}")
+    with pytest.raises(isus.DatasetError, match="nested too deeply"):
+        isus.open_dataset("coco", coco)
+    inst = tmp_path / "inst.json"
+    inst.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(isus.IsusError, match="nested too deeply"):
+        isus.eval.read_instances(inst)
+
+
+def test_missing_coco_annotations_json_is_named_before_its_png_folder(coco):
+    with pytest.raises(isus.DatasetError, match="nope.json"):
+        isus.open_dataset("coco", coco, annotations="annotations/nope.json")
+
+
+def test_mvd_config_with_more_labels_than_category_ids(synth_root, tmp_path):
+    root = _copy(synth_root, tmp_path, "mvd")
+    _edit_json(root / "config_v1.2.json", lambda j: j["labels"].extend([dict(j["labels"][0], name=f"x{k}")
+                                                                        for k in range(70000)]))
+    with pytest.raises(isus.DatasetError, match="config_v1.2.json.*0..65535|0..65535.*config_v1.2.json"):
+        isus.open_dataset("mvd", root)
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(crop_size=(float("inf"), 64)), "crop_size"), (dict(crop_size=(64, 64, 64)), "crop_size"),
+    (dict(shortest_side=float("inf")), "shortest_side"), (dict(shortest_side="800"), "shortest_side"),
+    (dict(stuff_scale_range=(0.5, float("inf"))), "stuff_scale_range"),
+    (dict(thing_scale_range=(1.0, float("inf"))), "thing_scale_range"),
+])
+def test_sampler_config_refuses_infinite_and_mistyped_values(kw, match):
+    with pytest.raises(ValueError, match=match):
+        isus.SamplerConfig(**{"crop_size": (64, 64), **kw})
+
+
+def test_draw_crop_spec_crop_config_and_open_dataset_arguments(built_index):
+    index = isus.Index.load(built_index)
+    pol = isus.SamplingPolicy(index, isus.SamplerConfig(crop_size=(64, 64)))
+    for n in (1.5, float("nan"), "3", -1, True):
+        with pytest.raises(ValueError, match=r"draw\(n=\)"):
+            pol.draw(np.random.default_rng(0), n)
+    with pytest.raises(TypeError, match=r"draw\(rng=\)"):
+        pol.draw(None, 5)
+    assert len(pol.draw(np.random.default_rng(0), np.int64(3))) == 3
+    with pytest.raises(ValueError, match="window="):
+        isus.CropSpec(image=0, category=0, instance=-1, level=-1, scale=1.0, window=(0, 0, 64), flip=False)
+    with pytest.raises(ValueError, match="min_instance_area"):
+        isus.CropConfig(min_instance_area=float("nan"))
+    with pytest.raises(TypeError, match=r"root="):
+        isus.open_dataset("mvd", None)
+    with pytest.raises(TypeError, match=r"split="):
+        isus.open_dataset("mvd", index.open_dataset().root, split=123)
+
+
+def test_eval_cli_conflicts_percentiles_crop_and_huge_segment_ids(tmp_path, synth_root):
+    from click.testing import CliRunner
+
+    from isus.eval import PanopticPredictions
+    from isus_cli.main import cli
+    from tests.test_eval_cli import _write_predictions
+
+    ds = isus.open_dataset("mvd", synth_root("mvd"))
+    pred, inst = _write_predictions(ds, tmp_path / "p", shift=1)
+    base = ["eval", "--dataset", "mvd", "--root", str(ds.root), "--predictions", str(tmp_path / "p"),
+            "--out", str(tmp_path / "ev"), "--workers", "1"]
+    res = CliRunner().invoke(cli, [*base, "--percentiles", "nan,50"])
+    assert res.exit_code == 2 and "--percentiles" in res.output and "Traceback" not in res.output
+    first = CliRunner().invoke(cli, base)
+    assert first.exit_code == 0, first.output
+    res = CliRunner().invoke(cli, ["eval", "--compare", str(tmp_path / "ev/eval.json"), str(tmp_path / "ev/eval.json"),
+                                   "--predictions", str(tmp_path / "p"), "--out", str(tmp_path / "cmp")])
+    assert res.exit_code == 2 and "--predictions cannot go with --compare" in res.output
+    assert not (tmp_path / "cmp/compare.json").exists()
+    _edit_json(pred, lambda j: j["annotations"][0]["segments_info"][0].update(id=2 ** 70))
+    with pytest.raises(isus.IsusError, match="segments_info"):
+        p = PanopticPredictions(tmp_path / "p")
+        p.load(json.loads(pred.read_text())["annotations"][0]["image_id"])
+
+
+def test_preview_crop_above_the_bound_names_the_option(built_index, tmp_path):
+    from click.testing import CliRunner
+
+    from isus_cli.main import cli
+
+    res = CliRunner().invoke(cli, ["preview", str(built_index), "--out", str(tmp_path / "pv"), "--crop", "20000"])
+    assert res.exit_code == 2 and "'--crop'" in res.output and "16384 pixels a side" in res.output
+
+
+@pytest.mark.parametrize("argv,option", [
+    (["--steps", "0"], "--steps"), (["--batch-size", "-3"], "--batch-size"), (["--workers", "-1"], "--workers"),
+    (["--crop", "100000"], "--crop"), (["--lr", "nan"], "--lr"), (["--lr", "inf"], "--lr"),
+    (["--warmup", "-1"], "--warmup"), (["--checkpoint-every", "0"], "--checkpoint-every"),
+    (["--log-every", "0"], "--log-every"), (["--momentum", "nan"], "--momentum"),
+    (["--weight-decay", "-1"], "--weight-decay"), (["--clip-grad", "-1"], "--clip-grad"),
+    (["--shortest-side", "nan"], "--shortest-side"), (["--rpn-batch-size-per-image", "0"], "--rpn-batch-size-per-image"),
+])
+def test_train_example_refuses_bad_numbers_when_parsing(argv, option, tmp_path, capsys):
+    pytest.importorskip("torch")
+    from examples.train_panoptic import parse_args
+
+    base = ["--dataset", "mvd", "--root", str(tmp_path), "--index", str(tmp_path / "x.isusidx"), "--out", str(tmp_path / "o")]
+    parse_args(base + ["--warmup", "0", "--workers", "0", "--momentum", "0"])  # the edges stay allowed
+    with pytest.raises(SystemExit) as e:
+        parse_args(base + argv)
+    assert e.value.code == 2 and f"argument {option}" in capsys.readouterr().err

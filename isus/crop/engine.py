@@ -69,7 +69,7 @@ class CropConfig:
                              f"got {self.interpolation!r}")
         if not 0 <= self.pad_value <= 255:
             raise ValueError(f"CropConfig(pad_value=) expects 0..255; got {self.pad_value!r}")
-        if self.min_instance_area < 1:
+        if not self.min_instance_area >= 1:  # also NaN
             raise ValueError(f"CropConfig(min_instance_area=) expects >= 1; got {self.min_instance_area!r}")
 
 

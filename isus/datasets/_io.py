@@ -137,6 +137,8 @@ def read_json(path: Path, what: str) -> Any:
         return json.loads(read_regular(path, what, DatasetError))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetError(f"{what} is not valid JSON: {e}", path) from None
+    except RecursionError:
+        raise DatasetError(f"{what} is nested too deeply to parse", path) from None
 
 
 def relative_name(name: object, json_path: Path, where: str) -> str:

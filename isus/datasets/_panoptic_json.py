@@ -1,6 +1,7 @@
 """COCO-panoptic-style JSON (COCO, MVD panoptic, Cityscapes-panoptic, IDD panoptic)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, cast
 
@@ -42,6 +43,26 @@ def is_id(v: object) -> bool:
     return isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))
 
 
+def json_int(v: object) -> int:
+    """An integer read from a JSON file: an int (not a bool), or a float with an integral value
+    (``3.0``, as some writers store ids). Strings, ``3.7``, NaN and the rest raise ``TypeError`` /
+    ``ValueError`` (which the readers turn into a :class:`DatasetError` naming the file)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        return int(v)
+    raise ValueError(f"expected an integer, got {v!r:.40}")
+
+
+def json_flag(v: object) -> bool:
+    """A flag read from a JSON file: ``true``/``false`` or ``0``/``1`` (``bool("no")`` would be True)."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int) and v in (0, 1):
+        return bool(v)
+    raise ValueError(f"expected true/false or 0/1, got {v!r:.40}")
+
+
 #: Category ids must fit here (readers index tables by category id).
 MAX_CATEGORY_ID = 65535
 
@@ -53,9 +74,9 @@ def categories_from_json(items: list[Any], path: Path, name_key: str = "name") -
         try:
             cats.append(
                 Category(
-                    id=int(c["id"]),
+                    id=json_int(c["id"]),
                     name=str(c[name_key]),
-                    isthing=bool(c["isthing"]),
+                    isthing=json_flag(c["isthing"]),
                     # Category checks the length
                     color=cast("tuple[int, int, int]", tuple(int(v) for v in c.get("color", (0, 0, 0)))),
                 )
@@ -65,6 +86,8 @@ def categories_from_json(items: list[Any], path: Path, name_key: str = "name") -
                                "'id', 'name', 'isthing', 'color'", path) from None
         if not 0 <= cats[-1].id <= MAX_CATEGORY_ID:
             raise DatasetError(f"categories[{k}] has id {cats[-1].id}; expected 0..{MAX_CATEGORY_ID}", path)
+        if any(c.id == cats[-1].id for c in cats[:-1]):
+            raise DatasetError(f"categories[{k}] has id {cats[-1].id}, which an earlier category has too", path)
     return cats
 
 

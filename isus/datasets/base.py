@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 
 from isus import kernels
 from isus.datasets._io import decode_image, image_size, read_png, reduced_size
+from isus.datasets._panoptic_json import json_flag, json_int
 from isus.errors import DatasetError, InstancesUnavailableError
 from isus.types import Category, ImageInfo, Panoptic, make_segments
 
@@ -273,9 +275,9 @@ def panoptic_from_rgb(
     """
     ids = rgb if rgb.ndim == 2 else kernels.colors_to_ids(np.ascontiguousarray(rgb), False)
     try:
-        seg_ids = np.array([int(s["id"]) for s in segments_info], dtype=np.int64)
-        cat_ids = np.array([int(s["category_id"]) for s in segments_info], dtype=np.int64)
-        crowd = np.array([bool(s.get("iscrowd", 0)) for s in segments_info], dtype=bool)
+        seg_ids = np.array([json_int(s["id"]) for s in segments_info], dtype=np.int64)
+        cat_ids = np.array([json_int(s["category_id"]) for s in segments_info], dtype=np.int64)
+        crowd = np.array([json_flag(s.get("iscrowd", 0)) for s in segments_info], dtype=bool)
     except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as e:
         raise DatasetError(f"segments_info of {path.name} lacks or mistypes a field ({e!r}); "
                            "each segment needs integer 'id' and 'category_id'", json_path) from None
@@ -397,6 +399,10 @@ def open_dataset(name: str, root: str | Path, split: str | None = None, **kwargs
     if unknown:
         raise ValueError(f"open_dataset({cls.name!r}) does not take {', '.join(k + '=' for k in unknown)}; it takes "
                          f"split=, {', '.join(k + '=' for k in reader_options(name))}")
+    if not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"open_dataset(root=) expects a path (str or pathlib.Path); got {root!r:.60}")
+    if split is not None and not isinstance(split, str):
+        raise TypeError(f"open_dataset(split=) expects a split name (str) or None; got {split!r:.60}")
     if split is not None:
         kwargs["split"] = split
     try:

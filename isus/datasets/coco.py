@@ -51,8 +51,8 @@ class CocoPanoptic(PanopticDataset):
         ann_path = root / (annotations or f"annotations/panoptic_{split}2017.json")
         pan_dir = root / panoptic_dir if panoptic_dir is not None else ann_path.with_suffix("")
         img_dir = require_dir(root / (images_dir or f"{split}2017"), "COCO images directory")
+        data = load_panoptic_json(ann_path)  # first: a wrong --annotations is named, not the PNG folder after it
         require_dir(pan_dir, "COCO panoptic PNG directory")
-        data = load_panoptic_json(ann_path)
         if categories is not None:
             cpath = root / categories
             raw = read_json(cpath, "category list")
@@ -87,6 +87,8 @@ class CocoPanoptic(PanopticDataset):
                 a = by_image.pop(image_id)
                 records.append(Record(image_id, img_dir / file_name, (pan_dir / a["file_name"], a["segments_info"]),
                                       im.get("height"), im.get("width")))
+            if not records:
+                raise DatasetError("panoptic JSON lists no images", ann_path)
             if by_image:
                 extra = list(by_image)[:3]
                 raise DatasetError(f"annotations for image ids {extra} that 'images' does not list", ann_path)

@@ -7,7 +7,7 @@ from typing import cast
 import numpy as np
 
 from isus.datasets._io import read_json, require_dir
-from isus.datasets._panoptic_json import load_panoptic_json, match_records
+from isus.datasets._panoptic_json import MAX_CATEGORY_ID, json_flag, load_panoptic_json, match_records
 from isus.datasets.base import (PanopticDataset, Record, check_pairs, panoptic_from_packed, panoptic_from_rgb,
                                 register_dataset)
 from isus.errors import DatasetError
@@ -29,13 +29,16 @@ def mvd_categories(config: object, path: Path) -> tuple[list[Category], int | No
     labels = config.get("labels") if isinstance(config, dict) else None
     if not isinstance(labels, list) or not labels:
         raise DatasetError("MVD config has no 'labels' list", path)
+    if len(labels) > MAX_CATEGORY_ID + 1:
+        raise DatasetError(f"MVD config has {len(labels)} labels; label ids (their positions) must be "
+                           f"0..{MAX_CATEGORY_ID}", path)
     cats, void = [], None
     for k, lab in enumerate(labels):
         try:
             name = str(lab["name"])
             color = cast("tuple[int, int, int]", tuple(int(v) for v in lab["color"]))  # Category checks the length
-            cat = Category(k, name, bool(lab["instances"]), color,
-                           bool(lab.get("evaluate", True)))
+            cat = Category(k, name, json_flag(lab["instances"]), color,
+                           json_flag(lab.get("evaluate", True)))
         except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise DatasetError(f"labels[{k}] lacks or mistypes a field ({e!r}); expected "
                                "'name', 'instances', 'color'", path) from None

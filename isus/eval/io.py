@@ -46,6 +46,8 @@ def _read_json(path: Path, what: str) -> Any:
         raise PredictionFileError(f"{what} not found", path) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PredictionFileError(f"{what} is not valid JSON ({e})", path) from None
+    except RecursionError:
+        raise PredictionFileError(f"{what} is nested too deeply to parse", path) from None
 
 
 def _file_name_problem(name: Any) -> str | None:
@@ -150,7 +152,7 @@ class PanopticPredictions:
             info = a["segments_info"]
             seg_ids = np.array([int(s["id"]) for s in info], dtype=np.int64)
             cat_ids = np.array([int(s["category_id"]) for s in info], dtype=np.int64)
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise PredictionFileError(f"segments_info of image {image_id!r} lacks or mistypes a field ({e!r}); each "
                                       "segment needs integer 'id' and 'category_id'", self.json_path) from None
         if len(np.unique(seg_ids)) != len(seg_ids):

@@ -1,6 +1,7 @@
 """Sampler settings and the paper's dataset presets."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Sequence
 
@@ -19,8 +20,8 @@ def _range(name: str, value: Any) -> tuple[float, float]:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
         raise ValueError(f"SamplerConfig({name}=) expects (low, high); got {value!r}") from None
-    if not 0 < lo <= hi:
-        raise ValueError(f"SamplerConfig({name}=) expects 0 < low <= high; got {value!r}")
+    if not 0 < lo <= hi < math.inf:
+        raise ValueError(f"SamplerConfig({name}=) expects finite 0 < low <= high; got {value!r}")
     return lo, hi
 
 
@@ -78,7 +79,7 @@ class SamplerConfig:
     def __post_init__(self) -> None:
         try:
             w, h = (int(v) for v in self.crop_size)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(f"SamplerConfig(crop_size=) expects (width, height); got {self.crop_size!r}") from None
         if w < 1 or h < 1:
             raise ValueError(f"SamplerConfig(crop_size=) expects positive sizes; got {self.crop_size!r}")
@@ -86,8 +87,10 @@ class SamplerConfig:
         object.__setattr__(self, "crop_size", (w, h))
         object.__setattr__(self, "stuff_scale_range", _range("stuff_scale_range", self.stuff_scale_range))
         object.__setattr__(self, "thing_scale_range", _range("thing_scale_range", self.thing_scale_range))
-        if self.shortest_side is not None and not self.shortest_side > 0:
-            raise ValueError(f"SamplerConfig(shortest_side=) expects a positive number or None; got {self.shortest_side!r}")
+        if self.shortest_side is not None and not (
+                isinstance(self.shortest_side, (int, float, np.integer, np.floating))
+                and not isinstance(self.shortest_side, bool) and 0 < self.shortest_side < math.inf):
+            raise ValueError(f"SamplerConfig(shortest_side=) expects a finite positive number or None; got {self.shortest_side!r}")
         if self.mode not in MODES:
             raise ValueError(f"SamplerConfig(mode=) expects one of {MODES}; got {self.mode!r}")
         if not isinstance(self.levels, LevelRule):

@@ -134,6 +134,11 @@ class SamplingPolicy:
 
     def draw(self, rng: np.random.Generator, n: int) -> CropBatch:
         """Draw ``n`` crops. The generator is consumed in a fixed pattern for a given ``n``."""
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"{type(self).__name__}.draw(rng=) expects a numpy Generator (np.random.default_rng(seed)); "
+                            f"got {rng!r:.60}")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"{type(self).__name__}.draw(n=) expects an integer >= 0; got {n!r:.60}")
         cfg, a = self.config, self._a
         weights = np.asarray(self.class_weights(), dtype=np.float64)
         if weights.shape != (len(self.classes),) or not (weights >= 0).all() or weights.sum() <= 0:
