@@ -212,9 +212,9 @@ def test_cache_truncated_under_a_live_reader_is_an_error_not_a_signal(cached_ind
 
 
 # -- 3. bounded resources -------------------------------------------------------------------------
-def _children() -> int:
+def _children() -> set[int]:
     """Live child processes of this process (from /proc, no psutil)."""
-    me, n = os.getpid(), 0
+    me, out = os.getpid(), set()
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
@@ -222,8 +222,9 @@ def _children() -> int:
                     fields = f.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            n += int(fields[1]) == me and fields[0] != "Z"
-    return n
+            if int(fields[1]) == me and fields[0] != "Z":
+                out.add(int(d))
+    return out
 
 
 def _pid(state, item):
@@ -235,10 +236,13 @@ def test_workers_are_capped_at_the_cores_and_the_items(caplog):
     from isus._parallel import run_parallel, usable_cores
 
     seen, peak = set(), [0]
+    # children this process already has (e.g. multiprocessing's resource tracker, started by an
+    # earlier test) are not the pool's
+    before = _children()
 
     def on_done(item, pid):
         seen.add(pid)
-        peak[0] = max(peak[0], _children())
+        peak[0] = max(peak[0], len(_children() - before))
 
     with caplog.at_level("WARNING", logger="isus"):
         run_parallel(_pid, None, range(40), 10000, on_done)
