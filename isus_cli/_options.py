@@ -192,8 +192,10 @@ def sampler_options(mode: bool = False) -> Callable:
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kw):
-            preset, crop = kw.pop("preset"), kw.pop("crop")
+            preset, crop, length_scale = kw.pop("preset"), kw.pop("crop"), kw.pop("length_scale")
             extra = {"mode": kw.pop("mode")} if mode else {}
+            if length_scale != 1.0:  # the level rule of a network whose lengths are scaled (a miniature)
+                extra["levels"] = isus.FPNLevels(canonical_size=224.0 * length_scale)
             config = (isus.SamplerConfig.preset(preset, **extra) if preset
                       else isus.SamplerConfig(crop_size=(DEFAULT_CROP, DEFAULT_CROP), **extra))
             if crop is not None:
@@ -210,6 +212,11 @@ def sampler_options(mode: bool = False) -> Callable:
             f = click.option("--mode", type=click.Choice(["isus", "cus"]), default="isus", show_default=True,
                              help="Sampling mode.")(f)
         f = crop_option(f)
+        f = click.option("--length-scale", type=click.FloatRange(min=0, min_open=True, max=16), default=1.0,
+                         show_default=True,
+                         help="Scale of the network's lengths: the FPN level rule's canonical size is 224 x this "
+                              "(0.25 for 256 crops standing for 1024 ones; examples/train_panoptic.py's option of "
+                              "the same name).")(f)
         f = click.option("--preset", type=DatasetName(), default=None,
                          help="Sampler preset of a dataset (crop size, s0, scale ranges; see docs/sampling.md). "
                               f"Default: {DEFAULT_CROP}x{DEFAULT_CROP} crops of the images as they are (no s0).")(f)

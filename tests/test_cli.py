@@ -177,3 +177,21 @@ def test_isus_preview_marks_the_instance_each_crop_aimed_at(tmp_path):
     aimed = [t for t in titles if ", aimed P" in t]
     assert aimed and all("aimed instance" in t for t in aimed)  # marked (or said to be dropped)
     assert all("aimed instance" not in t for t in titles if ", aimed P" not in t)
+
+
+def test_stats_and_preview_take_the_level_rule_of_a_scaled_network(tmp_path):
+    import json
+
+    root = isus.synth.write_dataset(tmp_path / "mvd", "mvd", 2, size=(160, 120), seed=0)
+    out = tmp_path / "x.isusidx"
+    assert CliRunner().invoke(cli, ["index", "build", "--dataset", "mvd", "--root", str(root), "--out",
+                                    str(out)]).exit_code == 0
+    res = CliRunner().invoke(cli, ["stats", str(out), "--out", str(tmp_path / "st"), "--crop", "64", "-n", "200",
+                                   "--length-scale", "0.25"])
+    assert res.exit_code == 0, res.output
+    settings = json.loads((tmp_path / "st" / "stats.json").read_text())["settings"]
+    rule = isus.FPNLevels(canonical_size=56)
+    assert settings["level_intervals"] == [list(rule.interval(lv)) for lv in rule.levels]
+    res = CliRunner().invoke(cli, ["preview", str(out), "--out", str(tmp_path / "pv"), "-n", "2", "--crop", "64",
+                                   "--length-scale", "0"])
+    assert res.exit_code == 2 and "--length-scale" in res.output
