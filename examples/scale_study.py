@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 
 import isus  # noqa: E402
 from examples.panoptic.cli import INSTALL_HINT, HelpFormatter, require_torchvision  # noqa: E402
-from examples.panoptic.runs import RunLock, die_with_parent  # noqa: E402
+from examples.panoptic.runs import RunLock, code_version, die_with_parent  # noqa: E402
 
 TRAIN = ROOT / "examples" / "train_panoptic.py"
 
@@ -156,16 +156,11 @@ def pin_code(out: Path, allow_new: bool) -> None:
     """Record the commit the study runs (OUT/code.txt) and refuse to continue a study begun with
     other code: runs of one study must differ only in their configuration and seed (the default
     study ran from a frozen worktree of its commit while development went on)."""
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "isus", "examples"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+    head = code_version(ROOT)
+    if head is None:
         return  # not a git checkout: nothing to pin
-    if dirty:
-        print(f"warning: uncommitted changes under isus/ or examples/; the study records {head}-dirty", flush=True)
-        head += "-dirty"
+    if head.endswith("-dirty"):
+        print(f"warning: uncommitted changes under isus/ or examples/; the study records {head}", flush=True)
     code = out / "code.txt"
     if code.exists() and code.read_text().strip() != head and not allow_new:
         raise SystemExit(f"{out} was started with commit {code.read_text().strip()}, this is {head}: run the study "

@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 
 import isus  # noqa: E402
 from examples.panoptic.cli import INSTALL_HINT, HelpFormatter, require_torchvision  # noqa: E402
-from examples.panoptic.runs import RunLock, die_with_parent  # noqa: E402
+from examples.panoptic.runs import RunLock, code_version, die_with_parent  # noqa: E402
 
 TRAIN = ROOT / "examples" / "train_panoptic.py"
 STUDY = "scale-study-2"
@@ -198,22 +198,10 @@ def arm_command(paths: dict[str, Path], out: Path, arm: str, seed: int, scale: S
 
 
 # -- provenance, locking, finished runs -------------------------------------------------------
-def code_version() -> str:
-    """The commit this file runs from, ``-dirty`` with uncommitted changes under isus/ or examples/."""
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "isus", "examples"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return head + ("-dirty" if dirty else "")
-
-
 def pin_study(out: Path, scale_name: str, allow_new: bool) -> dict:
     """``OUT/study.json``: the study id, scale and commit every run executes. A folder begun by
     another study or scale is refused; another commit is refused unless ``allow_new``."""
-    want = {"study": STUDY, "scale": scale_name, "code": code_version()}
+    want = {"study": STUDY, "scale": scale_name, "code": code_version(ROOT) or "unknown (not a git checkout)"}
     path = out / "study.json"
     if path.exists():
         try:
@@ -302,7 +290,6 @@ def measure(index_path: Path, scale: Scale, samples: int = 20000, seed: int = 0)
     rule = level_rule(scale.length_scale)
     inst = index.instances
     keep = ~inst.iscrowd
-    areas = np.asarray(inst.area, dtype=np.float64) if hasattr(inst, "area") else None
     box_all = inst.box.astype(np.float64)
     size_all = np.sqrt((box_all[:, 2] - box_all[:, 0]) * (box_all[:, 3] - box_all[:, 1]))
     edges = np.percentile(size_all[keep] ** 2, [0, 25, 50, 75, 95, 100])
@@ -311,7 +298,6 @@ def measure(index_path: Path, scale: Scale, samples: int = 20000, seed: int = 0)
                  "full_image_level_shares": _shares(full_image_level_counts(index, rule, None)),
                  "full_image_lowres_level_shares": _shares(full_image_level_counts(index, rule, scale.lowres)),
                  "samplers": {}}
-    del areas
     for name, mode, r_st in (("CUS", "cus", scale.narrow), ("ISUS", "isus", scale.narrow),
                              ("CUS-WIDE", "cus", scale.wide)):
         cfg = isus.SamplerConfig(crop_size=(scale.crop, scale.crop), mode=mode, levels=rule,

@@ -82,11 +82,9 @@ def to_detections(result: dict[str, torch.Tensor], labels: LabelMap, categories,
     return Detections(boxes, result["scores"].detach().double().cpu().numpy(), det_labels, rles)
 
 
-@torch.no_grad()
-def predict(model: torch.nn.Module, img: np.ndarray, labels: LabelMap, categories, *,
-            shortest_side: float | None, device: torch.device) -> tuple[isus.Panoptic, Detections]:
-    """Run the model on one full image (rescaled to ``shortest_side``) and return the fused
-    panoptic prediction and the scored instances, both at the image's original size."""
+def _forward(model: torch.nn.Module, img: np.ndarray, shortest_side: float | None,
+             device: torch.device) -> tuple[dict, float]:
+    """The model's output on one full image rescaled to ``shortest_side``, and that scale."""
     h, w = img.shape[:2]
     s = shortest_side / min(h, w) if shortest_side else 1.0
     if s != 1.0:
@@ -97,9 +95,18 @@ def predict(model: torch.nn.Module, img: np.ndarray, labels: LabelMap, categorie
     # images are already at s0: keep torchvision's transform from rescaling them to the crop size
     transform.min_size, transform.max_size = (min(img.shape[:2]),), max(img.shape[:2])
     try:
-        result = model([x])[0]
+        return model([x])[0], s
     finally:
         transform.min_size, transform.max_size = saved
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, img: np.ndarray, labels: LabelMap, categories, *,
+            shortest_side: float | None, device: torch.device) -> tuple[isus.Panoptic, Detections]:
+    """Run the model on one full image (rescaled to ``shortest_side``) and return the fused
+    panoptic prediction and the scored instances, both at the image's original size."""
+    h, w = img.shape[:2]
+    result, s = _forward(model, img, shortest_side, device)
     cat, inst = panoptic_fusion(result, labels.thing_train_ids, labels.stuff_train_ids)
     cat, inst = cat.cpu().numpy().astype(np.int32), inst.cpu().numpy().astype(np.int32)
     if s != 1.0:
@@ -182,17 +189,8 @@ def evaluate_semantic(model: torch.nn.Module, ds: isus.PanopticDataset, labels: 
     for i in range(rank, n, world):
         img = ds.load_image(i)
         h, w = img.shape[:2]
-        s = shortest_side / min(h, w) if shortest_side else 1.0
-        if s != 1.0:
-            img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-        x = torch.from_numpy(img).permute(2, 0, 1).to(device).float().div_(255)
-        transform = model.transform
-        saved = transform.min_size, transform.max_size
-        transform.min_size, transform.max_size = (min(img.shape[:2]),), max(img.shape[:2])
-        try:
-            logits = model([x])[0]["semantic_logits"]
-        finally:
-            transform.min_size, transform.max_size = saved
+        result, s = _forward(model, img, shortest_side, device)
+        logits = result["semantic_logits"]
         pred = logits.argmax(dim=0).cpu().numpy().astype(np.int32)
         if s != 1.0:
             pred = cv2.resize(pred, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)

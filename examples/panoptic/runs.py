@@ -5,10 +5,11 @@ import ctypes
 import fcntl
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["RunLock", "die_with_parent"]
+__all__ = ["RunLock", "code_version", "die_with_parent"]
 
 
 class RunLock:
@@ -42,3 +43,16 @@ def die_with_parent() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
+
+
+def code_version(root: Path) -> str | None:
+    """The commit checked out at ``root``, ``-dirty`` with uncommitted changes under isus/ or
+    examples/ (what a study records as the code its runs execute); None outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "isus", "examples"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty else "")

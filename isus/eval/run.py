@@ -128,20 +128,7 @@ def evaluate_dataset(
         if extra:
             raise PredictionFileError(f"instances for image ids {extra[:5]} that the ground truth does not have "
                                       f"({len(extra)} in all)")
-    bar = Progress(len(todo), "evaluating") if progress is True else None
-    report = bar if bar is not None else (progress if callable(progress) else None)
-    done: dict[int, ImageStats] = {}
-
-    def on_done(i: int, st: ImageStats) -> None:
-        done[i] = st
-        if report is not None:
-            report(len(done), len(todo))
-
-    try:
-        _run(ds, predictions, instances, ev.table, todo, workers, on_done)
-    finally:
-        if bar is not None:
-            bar.close()
+    done = _stats(ds, predictions, instances, ev.table, todo, workers, progress)
     for i in todo:  # image order, so that AP does not depend on scheduling
         ev.add_stats(done[i])
     res = ev.result()
@@ -188,20 +175,7 @@ def per_image_stats(
             raise PredictionFileError(f"no prediction for {len(missing)} of the {len(todo)} images asked for "
                                       f"(first: image_id {missing[0]!r})", predictions.json_path)
     table = CategoryTable(tuple(categories if categories is not None else ds.categories))
-    bar = Progress(len(todo), "evaluating") if progress is True else None
-    report = bar if bar is not None else (progress if callable(progress) else None)
-    done: dict[int, ImageStats] = {}
-
-    def on_done(i: int, st: ImageStats) -> None:
-        done[i] = st
-        if report is not None:
-            report(len(done), len(todo))
-
-    try:
-        _run(ds, predictions, None, table, todo, workers, on_done)
-    finally:
-        if bar is not None:
-            bar.close()
+    done = _stats(ds, predictions, None, table, todo, workers, progress)
     return {i: done[i] for i in todo}
 
 
@@ -214,6 +188,27 @@ def _check_coverage(gt_keys: list[str], pred_keys: set[str], where: str | Path |
     if extra:
         raise PredictionFileError(f"{len(extra)} {what}s for image ids the ground truth does not have "
                                   f"(first: {extra[0]!r}); evaluate the matching split", where)
+
+
+def _stats(ds: PanopticDataset, preds: PanopticPredictions, instances: dict[str, Detections] | None,
+           table: CategoryTable, todo: list[int], workers: int,
+           progress: bool | ProgressFn) -> dict[int, ImageStats]:
+    """Each image of ``todo``'s statistics (in completion order), with a progress bar or callback."""
+    bar = Progress(len(todo), "evaluating") if progress is True else None
+    report = bar if bar is not None else (progress if callable(progress) else None)
+    done: dict[int, ImageStats] = {}
+
+    def on_done(i: int, st: ImageStats) -> None:
+        done[i] = st
+        if report is not None:
+            report(len(done), len(todo))
+
+    try:
+        _run(ds, preds, instances, table, todo, workers, on_done)
+    finally:
+        if bar is not None:
+            bar.close()
+    return done
 
 
 def _run(ds: PanopticDataset, preds: PanopticPredictions, instances: dict[str, Detections] | None,
