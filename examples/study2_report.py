@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from examples.scale_study import _finite, mean_std, t95
+from examples.scale_study import _finite, _stat, mean_std
 
 #: arms in the order of the design
 ARMS = ("CROP", "CROP+CABB", "CROP+ISUS", "CUS-WIDE", "CROP+CABB+ISUS", "FULL-LOWRES")
@@ -65,11 +65,9 @@ def extents(ev: dict) -> dict[tuple[str, int], float]:
 
 # -- statistics --------------------------------------------------------------------------------
 def stat(d: list[float]) -> dict:
-    """Mean and 95 % CI half-width (Student's t) of paired differences."""
-    n = len(d)
-    m, sd = mean_std(d)
-    hw = t95(n - 1) * sd / math.sqrt(n) if n > 1 and not math.isnan(sd) else float("nan")
-    return {"n": n, "seeds": d, "mean": m, "ci95": hw, "lo": m - hw, "hi": m + hw}
+    """Study 1's paired statistics (mean, 95 % CI half-width) with the interval's ends."""
+    st = _stat(d)
+    return {**st, "lo": st["mean"] - st["ci95"], "hi": st["mean"] + st["ci95"]}
 
 
 def paired(runs: dict, a: str, b: str, get: Getter) -> dict:
