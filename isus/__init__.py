@@ -15,8 +15,7 @@ from isus.index import Index, IndexFileError, IndexMismatchError, Instances, bui
 from isus.sampling import CropBatch, FPNLevels, LevelRule, SamplerConfig, SamplingPolicy
 from isus.summary import DatasetSummary, summarize
 from isus.types import SEGMENT_DTYPE, Category, CropSpec, ImageInfo, Panoptic
-
-__version__ = "0.1.0"
+from isus.version import __version__
 
 __all__ = [
     "__version__",

@@ -209,8 +209,8 @@ def test_reduced_decode_is_used_when_the_scale_allows(world, monkeypatch):
     ds, index = world
     assert [choose_reduce(s) for s in (1.5, 1.0, 0.6, 0.5, 0.3, 0.2, 0.1)] == [1, 1, 1, 2, 2, 4, 8]
     calls = []
-    original = ds._load_image
-    monkeypatch.setattr(ds, "_load_image", lambda i, reduce, bgr: calls.append(reduce) or original(i, reduce, bgr))
+    original = ds.load_image
+    monkeypatch.setattr(ds, "load_image", lambda i, reduce, bgr: calls.append(reduce) or original(i, reduce, bgr=bgr))
     CropEngine(ds, index)(CropSpec(0, 0, -1, -1, 0.2, (0.0, 0.0, 800.0, 600.0), False))
     assert calls == [4]
 

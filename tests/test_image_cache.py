@@ -91,7 +91,7 @@ def test_cache_levels_hold_the_reduced_decodes(data):
     ds, paths = data
     index = isus.Index.load(paths["png"])
     for r in LEVELS:
-        full = ds._load_image(1, r, bgr=True)
+        full = ds.load_image(1, r, bgr=True)
         buf, ox, oy = index.load_image_window(1, r, (-5, -5, 10 ** 6, 10 ** 6))
         assert (ox, oy) == (0, 0)
         np.testing.assert_array_equal(buf, full)

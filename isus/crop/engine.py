@@ -208,7 +208,7 @@ class CropEngine:
             assert self.index is not None  # the caches imply an index
             img, ox, oy = self.index.load_image_window(spec.image, r, win)
         else:
-            img, ox, oy = self.ds._load_image(spec.image, r, bgr=True), 0, 0
+            img, ox, oy = self.ds.load_image(spec.image, r, bgr=True), 0, 0
         xa, ya = max(win[0], ox), max(win[1], oy)
         xb, yb = min(win[2], ox + img.shape[1]), min(win[3], oy + img.shape[0])
         if xb <= xa or yb <= ya:

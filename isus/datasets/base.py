@@ -16,7 +16,7 @@ from isus.datasets._panoptic_json import json_flag, json_int
 from isus.errors import DatasetError, InstancesUnavailableError
 from isus.types import Category, ImageInfo, Panoptic, make_segments
 
-__all__ = ["PanopticDataset", "open_dataset", "register_dataset", "dataset_names"]
+__all__ = ["ImageFiles", "PanopticDataset", "open_dataset", "register_dataset", "dataset_names"]
 
 
 @dataclass
@@ -29,6 +29,25 @@ class Record:
     height: int | None = None
     width: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """The files behind one image of a dataset (what an index fingerprints).
+
+    Attributes
+    ----------
+    image
+        The image file.
+    annotation
+        The annotation file (PNG or polygon JSON), None where the format has none per image.
+    segments_info
+        The image's ``segments_info`` from a panoptic JSON (part of its annotation), else None.
+    """
+
+    image: Path
+    annotation: Path | None
+    segments_info: Any = None
 
 
 class PanopticDataset:
@@ -117,8 +136,18 @@ class PanopticDataset:
         """Absolute path of the image file of image ``i``."""
         return self._record(i).image_path
 
-    def load_image(self, i: int, reduce: int = 1) -> np.ndarray:
-        """Decode image ``i`` as ``(H, W, 3)`` uint8 RGB.
+    def files(self, i: int) -> ImageFiles:
+        """The image file, annotation file and (panoptic JSON formats) ``segments_info`` of image ``i``."""
+        r = self._record(i)
+        ann, segments_info = r.annotation, None
+        if isinstance(ann, tuple) and len(ann) == 2:
+            ann, segments_info = ann
+        if not isinstance(ann, (str, os.PathLike)):
+            ann = None
+        return ImageFiles(Path(r.image_path), None if ann is None else Path(ann), segments_info)
+
+    def load_image(self, i: int, reduce: int = 1, *, bgr: bool = False) -> np.ndarray:
+        """Decode image ``i`` as ``(H, W, 3)`` uint8 RGB (BGR with ``bgr=True``).
 
         Parameters
         ----------
@@ -127,11 +156,10 @@ class PanopticDataset:
         reduce
             1, 2, 4 or 8: decode at ``1/reduce`` resolution, ``ceil(H/reduce) x ceil(W/reduce)``
             (JPEGs are scaled inside libjpeg, which is much cheaper than a full decode).
+        bgr
+            Keep OpenCV's channel order: the crop engine converts only the crop to RGB, not the
+            whole image.
         """
-        return self._load_image(i, reduce, bgr=False)
-
-    def _load_image(self, i: int, reduce: int, bgr: bool) -> np.ndarray:
-        # bgr: the crop engine converts only the crop, not the whole image, to RGB
         r = self._record(i)
         img = decode_image(r.image_path, reduce, bgr=bgr)
         info = self.image_info(i)

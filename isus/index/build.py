@@ -14,10 +14,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-import isus
 from isus.datasets.base import PanopticDataset
 from isus.errors import IsusError
 from isus import kernels
+from isus.version import __version__
 from isus._fsio import atomic_file, open_regular, remove_stale_temps
 from isus._parallel import run_parallel, usable_cores
 from isus._progress import Progress
@@ -112,7 +112,7 @@ def scan_image(ds: PanopticDataset, i: int, params: BuildParams) -> dict[str, An
     image_cache_bytes, image_cache_digest = 0, ""
     if params.image_cache is not None:
         # each level exactly as the crop engine decodes it without the cache
-        levels = [ds._load_image(i, r, bgr=True) for r in LEVELS]
+        levels = [ds.load_image(i, r, bgr=True) for r in LEVELS]
         assert params.cache_dir is not None  # BuildParams requires it with image_cache
         image_cache_bytes, image_cache_digest = write_image_entry(
             Path(params.cache_dir), i, str(info.image_id), levels, ImageCacheParams(**params.image_cache))
@@ -385,7 +385,7 @@ def _meta(ds: PanopticDataset, params: BuildParams, image_range: tuple[int, int]
     return {
         "kind": "index",
         "schema": SCHEMA_VERSION,
-        "isus_version": isus.__version__,
+        "isus_version": __version__,
         "dataset": {**ds.open_args, "source": ds.source, "has_instances": ds.has_instances,
                     "num_images": len(ds)},
         "params": asdict(params),

@@ -55,13 +55,8 @@ def file_sample(path: str | Path, extra: bytes = b"") -> tuple[int, int]:
 
 def image_files(ds: PanopticDataset, i: int) -> tuple[Path, Path | None, Any]:
     """``(image path, annotation path or None, segments_info or None)`` of image ``i``."""
-    r = ds._record(i)
-    ann, segments_info = r.annotation, None
-    if isinstance(ann, tuple) and len(ann) == 2:
-        ann, segments_info = ann
-    if not isinstance(ann, (str, os.PathLike)):
-        ann = None
-    return Path(r.image_path), None if ann is None else Path(ann), segments_info
+    f = ds.files(i)
+    return f.image, f.annotation, f.segments_info
 
 
 def relative_name(path: Path | None, root: Path) -> str:

@@ -2,7 +2,7 @@
 only the tiles its window covers, at the coarsest level that still has the crop's resolution.
 
 Level ``r`` (1, 2, 4, 8) holds the image exactly as the crop engine decodes it without the cache
-(``dataset._load_image(i, r)``: for JPEGs libjpeg's DCT-scaled decode, the engine's reduced
+(``dataset.load_image(i, r)``: for JPEGs libjpeg's DCT-scaled decode, the engine's reduced
 decode), so a lossless cache gives bit-identical crops and a JPEG cache differs from them only by
 the tiles' coding error. Tiles are ``tile`` pixels square (smaller at the right and bottom edges),
 encoded independently as JPEG (default: quality :data:`DEFAULT_QUALITY`, full-resolution chroma) or PNG

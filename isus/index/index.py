@@ -460,7 +460,16 @@ class Index:
         settings: dict[str, Any] | None = self.meta["params"].get("image_cache")
         return settings
 
-    def _image_digest(self, i: int) -> str:
+    def annotation_digest(self, i: int) -> str:
+        """Hex content digest of image ``i``'s annotation cache entry (recorded at build time)."""
+        start, stop = self.image_range
+        if not start <= i < stop:
+            raise IndexError(f"image {i} is not in this index (images {start}..{stop - 1})")
+        digest: str = self._a["cache_digest"][i - start].tobytes().hex()
+        return digest
+
+    def image_digest(self, i: int) -> str:
+        """Hex content digest of image ``i``'s image cache entry (recorded at build time)."""
         start, stop = self.image_range
         if not start <= i < stop:
             raise IndexError(f"image {i} is not in this index (images {start}..{stop - 1})")
@@ -474,7 +483,7 @@ class Index:
         if self.image_cache is None or self.cache_dir is None:
             raise IndexFileError("this index was built without an image cache (build with image_cache=True / "
                                  "--cache-images)", self.path)
-        return self.cache_dir / image_entry_name(i, self._image_digest(i))
+        return self.cache_dir / image_entry_name(i, self.image_digest(i))
 
     def cache_paths(self, i: int) -> list[Path]:
         """Every cache entry of image ``i`` (annotation, image)."""
@@ -505,7 +514,7 @@ class Index:
                 cache.verify_entry(self.cache_path(i), info, self._a["cache_digest"][i - self.image_range[0]].tobytes().hex())
                 n += 1
             if self.image_cache is not None:
-                image_cache.verify_entry(self.image_cache_path(i), info, self._image_digest(i))
+                image_cache.verify_entry(self.image_cache_path(i), info, self.image_digest(i))
                 n += 1
             if progress is not None:
                 progress(k + 1, total)
@@ -516,7 +525,7 @@ class Index:
         :class:`~isus.index.image_cache.TileWindow`): for decoders other than OpenCV's, e.g. nvjpeg."""
         from isus.index.image_cache import window_tiles
 
-        return window_tiles(self.image_cache_path(i), self.image_info(i), reduce, *window, digest=self._image_digest(i))
+        return window_tiles(self.image_cache_path(i), self.image_info(i), reduce, *window, digest=self.image_digest(i))
 
     def load_image_window(self, i: int, reduce: int, window: tuple[int, int, int, int]) -> tuple[np.ndarray, int, int]:
         """BGR pixels of image ``i`` at level ``1/reduce`` (1, 2, 4, 8) from the image cache: the
@@ -525,7 +534,7 @@ class Index:
         from isus.index.image_cache import read_window
 
         return read_window(self.image_cache_path(i), self.image_info(i), reduce, *window,
-                           digest=self._image_digest(i))
+                           digest=self.image_digest(i))
 
     def load_annotation(self, i: int, window: tuple[int, int, int, int] | None = None) -> Panoptic:
         """Panoptic annotation of image ``i`` from the annotation cache, optionally only the
