@@ -15,14 +15,15 @@ from typing import Any, Callable, Iterable
 import click
 
 import isus
-from isus.datasets.base import canonical_name, reader_options
+from isus.datasets import canonical_name, dataset_formats, dataset_names, reader_class, reader_options
 
 #: Square crop size of every command that makes crops (preview, stats, demo) without a --preset:
 #: larger than P5's smallest objects (448 px), so that every FPN level can be reached.
 DEFAULT_CROP = 640
 
-#: The formats, by their own names (``--dataset`` also takes the aliases of isus.dataset_names()).
-DATASETS = ("mvd", "cityscapes", "idd", "coco")
+#: The formats registered when the CLI was imported, by their own names (``--dataset`` also takes the
+#: aliases of isus.dataset_names(), and formats registered later: the options ask the registry).
+DATASETS = tuple(dataset_formats())
 
 
 class OutDir(click.Path):
@@ -39,20 +40,48 @@ class OutDir(click.Path):
 
 
 class DatasetName(click.ParamType):
-    """A dataset format or one of its aliases (``mapillary``, ``vistas``, ``coco_panoptic``),
-    case-insensitive; converted to the format's own name (``mvd``)."""
+    """A registered dataset format or one of its aliases (``mapillary``, ``vistas``, ``coco_panoptic``),
+    case-insensitive; converted to the format's own name (``mvd``). ``keep(name)``: which formats the
+    option takes (default: all), asked when the value is read, so a format registered later is in."""
 
     name = "dataset"
 
+    def __init__(self, keep: Callable[[str], bool] | None = None) -> None:
+        self.keep = keep
+
+    def formats(self) -> list[str]:
+        return [f for f in dataset_formats() if self.keep is None or self.keep(f)]
+
     def get_metavar(self, param, ctx=None) -> str:  # click 8.2 passes ctx
-        return "[" + "|".join(DATASETS) + "]"
+        return "[" + "|".join(self.formats()) + "]"
 
     def convert(self, value, param, ctx):
+        formats = self.formats()
         try:
-            return canonical_name(value)
+            name = canonical_name(value)
         except ValueError:
-            self.fail(f"expected one of {', '.join(DATASETS)} (or an alias: "
-                      f"{', '.join(n for n in isus.dataset_names() if n not in DATASETS)}); got {value!r}", param, ctx)
+            name = None
+        if name not in formats:
+            aliases = [n for n in dataset_names() if n not in formats and canonical_name(n) in formats]
+            self.fail(f"expected one of {', '.join(formats)} (or an alias: {', '.join(aliases)}); got {value!r}",
+                      param, ctx)
+        return name
+
+
+def has_preset(name: str) -> bool:
+    """Whether the reader of ``name`` has a sampler preset (what ``--preset`` takes)."""
+    return reader_class(name).sampler_preset is not None
+
+
+def synth_layout(name: str) -> bool:
+    """Whether ``isus synth`` writes the layout ``name``."""
+    return name in isus.synth.LAYOUTS
+
+
+def dataset_help() -> str:
+    """The registered formats with their aliases: ``mvd (alias mapillary, vistas), cityscapes, ...``."""
+    names = [f + (f" (alias {', '.join(a)})" if (a := reader_class(f).aliases) else "") for f in dataset_formats()]
+    return ", ".join(names)
 
 
 # -- deprecated names --------------------------------------------------------------------------
@@ -86,7 +115,7 @@ ROOT_HELP = ("The dataset's root directory, as downloaded (commands that read an
 
 # -- the dataset to open -----------------------------------------------------------------------
 #: Every reader option of open_dataset: (python name, help). Which formats take which is read from
-#: the readers (isus.datasets.base.reader_options), so a new reader option needs one line here.
+#: the readers (isus.datasets.reader_options), so a new reader option needs one line here.
 READER_OPTIONS = (
     ("version", "MVD label version: v1.2 (default) or v2.0."),
     ("source", "Annotations to read: instances, panoptic or labels (semantic only), and for Cityscapes/IDD "
@@ -158,7 +187,7 @@ def dataset_options(required: bool = True, *, reader: bool = True) -> Callable:
             takes = reader_options(name)
             for k in given:
                 if k not in takes:
-                    others = [d for d in DATASETS if k in reader_options(d)]
+                    others = [d for d in dataset_formats() if k in reader_options(d)]
                     raise click.UsageError(f"{_flag(k)} applies to --dataset {'/'.join(others)}, not {name} "
                                            f"(its options: {', '.join(_flag(o) for o in takes)})")
             kw["dataset"] = DatasetArgs(name, root, split, given)
@@ -174,10 +203,10 @@ def dataset_options(required: bool = True, *, reader: bool = True) -> Callable:
                                   "train elsewhere).")(f)
             f = click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
                              required=required, help=ROOT_HELP)(f)
-        f = click.option("--dataset", "dataset_name", type=DatasetName(), default=None if reader else "mvd",
+        f = click.option("--dataset", "dataset_name", type=DatasetName(None if reader else synth_layout),
+                         default=None if reader else "mvd",
                          required=required and reader, show_default=not reader,
-                         help="Dataset format: mvd (alias mapillary, vistas), cityscapes, idd, coco (alias "
-                              "coco_panoptic).")(f)
+                         help=f"Dataset format: {dataset_help()}.")(f)
         return f
 
     return deco
@@ -217,7 +246,7 @@ def sampler_options(mode: bool = False) -> Callable:
                          help="Scale of the network's lengths: the FPN level rule's canonical size is 224 x this "
                               "(0.25 for 256 crops standing for 1024 ones; examples/train_panoptic.py's option of "
                               "the same name).")(f)
-        f = click.option("--preset", type=DatasetName(), default=None,
+        f = click.option("--preset", type=DatasetName(has_preset), default=None,
                          help="Sampler preset of a dataset (crop size, s0, scale ranges; see docs/sampling.md). "
                               f"Default: {DEFAULT_CROP}x{DEFAULT_CROP} crops of the images as they are (no s0).")(f)
         return f

@@ -176,6 +176,6 @@ def _load_result(path: Path):
 
 
 def _write_json(path: Path, data) -> None:
-    from isus.eval.io import _atomic_json
+    from isus.eval.io import write_json
 
-    _atomic_json(path, data)
+    write_json(path, data)

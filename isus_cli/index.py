@@ -103,7 +103,7 @@ def build(dataset: DatasetArgs, out, workers, resume, shard, cache_annotations, 
                                    "valid until the new one is written), or another --out")
     if cache_images and cache_annotations is False:
         raise click.UsageError("--cache-images writes beside the annotation cache: drop --no-cache-annotations")
-    if not ((name == "mvd" or cache_images) if cache_annotations is None else cache_annotations):
+    if not ((ds.cache_annotations_by_default or cache_images) if cache_annotations is None else cache_annotations):
         cache_dir = None
     image_cache = ImageCacheParams(codec=image_codec, quality=image_quality) if cache_images else None
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -133,11 +133,11 @@ def show(dataset: DatasetArgs, predictions: Path | None, worst: int | None, imag
             bar(k + 1, len(chosen))
     finally:
         bar.close()
-    from isus.eval.io import _atomic_json
+    from isus.eval.io import write_json
 
-    _atomic_json(out / "show.json", {"dataset": ds.name, "split": ds.split, "predictions": str(preds.json_path),
-                                     "ranked": "worst PQ first" if not images else "as given",
-                                     "images": records})
+    write_json(out / "show.json", {"dataset": ds.name, "split": ds.split, "predictions": str(preds.json_path),
+                                   "ranked": "worst PQ first" if not images else "as given",
+                                   "images": records})
     click.echo(f"wrote {len(records)} PNGs and show.json to {out}")
 
 

@@ -184,14 +184,14 @@ def test_stale_temp_files_of_a_killed_process_are_removed(base, tmp_path):
     assert not any(p.exists() for p in stale)
     assert live.exists() and other.exists()
     # the prediction and JSON writers too
-    from isus.eval.io import PanopticPredictionWriter, _atomic_json
+    from isus.eval.io import PanopticPredictionWriter, write_json
 
     png_dir = tmp_path / "preds" / "panoptic"
     png_dir.mkdir(parents=True)
     (png_dir / f".a.png.tmp-{dead}.png").write_bytes(b"x")
     (tmp_path / f".e.json.tmp-{dead}-abc123").write_bytes(b"x")
     PanopticPredictionWriter(tmp_path / "preds")
-    _atomic_json(tmp_path / "e.json", {})
+    write_json(tmp_path / "e.json", {})
     assert _temps(tmp_path / "preds") == [] and not (tmp_path / f".e.json.tmp-{dead}-abc123").exists()
 
 

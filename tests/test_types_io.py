@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from isus.datasets._io import id_to_rgb, reduced_size, rgb_to_id
+from isus.datasets.io import id_to_rgb, reduced_size, rgb_to_id
 from isus.types import SEGMENT_DTYPE, Category, Panoptic, make_segments
 
 

@@ -1,22 +1,19 @@
 """COCO-panoptic-style JSON (COCO, MVD panoptic, Cityscapes-panoptic, IDD panoptic)."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, cast
+from typing import Any, Iterable, cast
 
-from isus.datasets._io import read_json, relative_name
+from isus.datasets.base import Record
+from isus.datasets.io import is_id, json_flag, json_int, read_json, relative_name
 from isus.errors import DatasetError
 from isus.types import Category
-
-if TYPE_CHECKING:
-    from isus.datasets.base import Record
 
 
 def load_panoptic_json(path: Path) -> dict[str, Any]:
     """Read and shape-check a panoptic JSON. ``images``/``categories`` may be absent (trimmed
     copies exist), ``annotations`` may not. Every annotation's ``file_name`` must be a relative
-    name without ``..`` (:func:`~isus.datasets._io.relative_name`)."""
+    name without ``..`` (:func:`~isus.datasets.io.relative_name`)."""
     data = read_json(path, "panoptic JSON")
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise DatasetError("panoptic JSON has no 'annotations' list", path)
@@ -37,30 +34,6 @@ def load_panoptic_json(path: Path) -> dict[str, Any]:
             raise DatasetError(f"'{key}' must be a list", path)
     return data
 
-
-def is_id(v: object) -> bool:
-    """An image id as JSON files hold them: an int (not a bool) or a string."""
-    return isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))
-
-
-def json_int(v: object) -> int:
-    """An integer read from a JSON file: an int (not a bool), or a float with an integral value
-    (``3.0``, as some writers store ids). Strings, ``3.7``, NaN and the rest raise ``TypeError`` /
-    ``ValueError`` (which the readers turn into a :class:`DatasetError` naming the file)."""
-    if isinstance(v, int) and not isinstance(v, bool):
-        return v
-    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
-        return int(v)
-    raise ValueError(f"expected an integer, got {v!r:.40}")
-
-
-def json_flag(v: object) -> bool:
-    """A flag read from a JSON file: ``true``/``false`` or ``0``/``1`` (``bool("no")`` would be True)."""
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, int) and v in (0, 1):
-        return bool(v)
-    raise ValueError(f"expected true/false or 0/1, got {v!r:.40}")
 
 
 #: Category ids must fit here (readers index tables by category id).
@@ -105,8 +78,6 @@ def match_records(frames: Iterable[tuple[int | str, Path]], data: dict[str, Any]
                   where: Path) -> list[Record]:
     """One record per image ``(key, path)`` in ``frames``, with its annotation found by
     ``image_id == key``; an image without annotation, or an annotation without image, is an error."""
-    from isus.datasets.base import Record
-
     by_image = annotations_by_image(data, json_path)
     records = []
     for key, path in frames:

@@ -1,22 +1,28 @@
-"""The record API every dataset reader implements, and the registry behind ``open_dataset``."""
+"""The record API every dataset reader implements, and the registry behind ``open_dataset``.
+
+A format's knowledge lives on its reader class (:class:`PanopticDataset`'s class attributes: name,
+aliases, split layout, sampler preset, cache default), and the registry keys the class by its name
+and aliases, as detectron2's catalog keys a dataset's loader and metadata by one name: the sampler
+presets, split discovery and the CLI ask the registry, never a list of their own.
+"""
 from __future__ import annotations
 
 import inspect
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Sequence, TypeVar
 
 import numpy as np
 
 from isus import kernels
-from isus.datasets._io import decode_image, image_size, read_png, reduced_size
-from isus.datasets._panoptic_json import json_flag, json_int
+from isus.datasets.io import decode_image, image_size, json_flag, json_int, read_panoptic_png, read_png, reduced_size
 from isus.errors import DatasetError, InstancesUnavailableError
 from isus.types import Category, ImageInfo, Panoptic, make_segments
 
-__all__ = ["ImageFiles", "PanopticDataset", "open_dataset", "register_dataset", "dataset_names"]
+__all__ = ["ImageFiles", "PanopticDataset", "SplitLayout", "SamplerPreset", "open_dataset", "register_dataset",
+           "dataset_names", "dataset_formats", "reader_class", "canonical_name", "reader_options", "find_splits"]
 
 
 @dataclass
@@ -50,16 +56,81 @@ class ImageFiles:
     segments_info: Any = None
 
 
-class PanopticDataset:
-    """A panoptic segmentation dataset read from its own on-disk layout.
-
-    Subclasses fill :attr:`categories` and the records in ``__init__`` and implement
-    :meth:`_load_panoptic` (and :meth:`_load_semantic` when they can be semantic-only).
+@dataclass(frozen=True)
+class SplitLayout:
+    """Where a format keeps one folder (or file) per split, for :func:`find_splits`.
 
     Attributes
     ----------
+    glob
+        Pattern under the dataset root matching one path per split (``"*/images"``).
+    regex
+        Matched against each path relative to the root (with ``/``); group 1 is the split name
+        (``r"^([^/]+)/images$"``).
+    """
+
+    glob: str
+    regex: str
+
+    def splits(self, root: Path) -> set[str]:
+        """The split names this layout finds under ``root``."""
+        found = set()
+        for p in root.glob(self.glob):
+            m = re.match(self.regex, p.relative_to(root).as_posix())
+            if m and m.group(1) != "annotations":  # the folder beside the splits, not one of them
+                found.add(m.group(1))
+        return found
+
+
+@dataclass(frozen=True)
+class SamplerPreset:
+    """A format's sampler settings, as keyword values of :class:`isus.SamplerConfig` (which
+    :meth:`isus.SamplerConfig.preset` reads from here: the readers do not depend on the sampler).
+
+    Attributes
+    ----------
+    crop_size
+        ``(width, height)`` of a crop.
+    shortest_side
+        ``s0``, the shortest side images are first rescaled to (None: no rescale).
+    stuff_scale_range, thing_scale_range
+        ``r_st`` and ``r_th``.
+    """
+
+    crop_size: tuple[int, int]
+    shortest_side: float | None
+    stuff_scale_range: tuple[float, float] = (0.5, 2.0)
+    thing_scale_range: tuple[float, float] = (0.25, 4.0)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The settings as keyword arguments of :class:`isus.SamplerConfig`."""
+        return asdict(self)
+
+
+class PanopticDataset:
+    """A panoptic segmentation dataset read from its own on-disk layout.
+
+    Subclasses fill :attr:`categories` and the records in ``__init__``, implement
+    :meth:`_load_panoptic` (and :meth:`_load_semantic` when they can be semantic-only), declare
+    what the rest of isus needs to know about their format in the class attributes below, and
+    are registered with :func:`register_dataset` (``docs/datasets.md``, "Adding a dataset format").
+
+    Class attributes
+    ----------------
     name
         Registry name of the format (``"mvd"``, ``"cityscapes"``, ``"idd"``, ``"coco"``).
+    aliases
+        Other names :func:`open_dataset`, the presets and the CLI accept for it (``"mapillary"``).
+    split_layout
+        Where its splits are (:class:`SplitLayout`), so that a missing split's error lists those found.
+    sampler_preset
+        Its :class:`SamplerPreset` (what ``SamplerConfig.preset(name)`` gives), or None.
+    cache_annotations_by_default
+        Whether ``isus index build`` writes the annotation cache without ``--cache-annotations``:
+        worth it where decoding an annotation costs much more than reading the cache.
+
+    Attributes
+    ----------
     root
         Dataset root directory.
     split
@@ -74,7 +145,11 @@ class PanopticDataset:
         ``"polygons"``, ``"labels"``).
     """
 
-    name: str = "?"
+    name: ClassVar[str] = "?"
+    aliases: ClassVar[tuple[str, ...]] = ()
+    split_layout: ClassVar[tuple[SplitLayout, ...]] = ()
+    sampler_preset: ClassVar[SamplerPreset | None] = None
+    cache_annotations_by_default: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -207,8 +282,6 @@ class PanopticDataset:
 
     def _read_panoptic_png(self, r: Record, path: Path, what: str) -> np.ndarray:
         """Decode an RGB panoptic PNG of record ``r`` to int32 ids, size-checked against the image."""
-        from isus.datasets._io import read_panoptic_png
-
         ids = read_panoptic_png(path, what, check=lambda size: self._check_size(r, size, path))
         self._check_size(r, ids.shape, path)
         return ids
@@ -297,7 +370,7 @@ def panoptic_from_rgb(
     """Decode a COCO-style RGB panoptic PNG against its ``segments_info`` from the JSON.
 
     ``rgb`` is the PNG's ``(H, W, 3)`` RGB array, or its ``(H, W)`` int32 ids already decoded
-    (:func:`isus.datasets._io.read_panoptic_png`). Raises :class:`DatasetError` when the PNG holds
+    (:func:`isus.datasets.io.read_panoptic_png`). Raises :class:`DatasetError` when the PNG holds
     an id the JSON does not list, the JSON lists a segment absent from the PNG, or a segment names
     an unknown category.
     """
@@ -331,16 +404,30 @@ def panoptic_from_rgb(
 
 
 # -- registry ---------------------------------------------------------------------------------
-_REGISTRY: dict[str, type[PanopticDataset]] = {}
+_REGISTRY: dict[str, type[PanopticDataset]] = {}  # name or alias (lower case) -> reader
 _D = TypeVar("_D", bound=type[PanopticDataset])
 
 
 def register_dataset(*names: str) -> Callable[[_D], _D]:
-    """Class decorator: make a reader available to :func:`open_dataset` under ``names``."""
+    """Class decorator: make a reader available to :func:`open_dataset` (and to the sampler
+    presets, split discovery and the CLI) under its ``name`` and ``aliases``.
+
+    ``names`` are further aliases (the form readers used before they declared ``aliases``). A
+    name another reader holds is a ``ValueError``, as in detectron2's catalog: a subclass of a
+    registered reader inherits its ``aliases`` and must declare its own.
+    """
 
     def deco(cls: _D) -> _D:
-        for n in names:
-            _REGISTRY[n.lower()] = cls
+        if not isinstance(cls.name, str) or cls.name in ("", PanopticDataset.name):
+            raise TypeError(f"register_dataset: {cls.__name__} needs a class attribute name (its format's name)")
+        keys = [n.lower() for n in (cls.name, *cls.aliases, *names)]
+        taken = [k for k in keys if _REGISTRY.get(k, cls) is not cls]
+        if taken:
+            raise ValueError(f"register_dataset: {cls.__name__} asks for {', '.join(map(repr, taken))}, already the "
+                             f"name of {', '.join(sorted({_REGISTRY[k].__name__ for k in taken}))} (a subclass "
+                             "inherits its parent's aliases: declare aliases = (...) of its own)")
+        for k in keys:
+            _REGISTRY[k] = cls
         return cls
 
     return deco
@@ -352,7 +439,15 @@ def dataset_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _reader(name: str) -> type[PanopticDataset]:
+def dataset_formats() -> list[str]:
+    """The formats' own names, in the order they were registered: ``["mvd", "cityscapes", "idd", "coco"]``
+    and then any registered later."""
+    return list(dict.fromkeys(cls.name for cls in _REGISTRY.values()))
+
+
+def reader_class(name: str) -> type[PanopticDataset]:
+    """The reader registered under ``name`` or an alias of it (any case): ``reader_class("mapillary")``
+    is :class:`~isus.datasets.MapillaryVistas`; an unknown name is a ``ValueError`` listing the known."""
     try:
         return _REGISTRY[str(name).lower()]
     except KeyError:
@@ -361,14 +456,14 @@ def _reader(name: str) -> type[PanopticDataset]:
 
 def canonical_name(name: str) -> str:
     """The format's own name for ``name`` or an alias of it: ``"mapillary"`` -> ``"mvd"``."""
-    return _reader(name).name
+    return reader_class(name).name
 
 
 def reader_options(name: str) -> tuple[str, ...]:
     """The keyword options (besides ``root`` and ``split``) that the reader of ``name`` takes:
     ``reader_options("coco")`` -> ``("annotations", "categories", "images_dir", "panoptic_dir")``."""
     found: dict[str, None] = {}
-    for klass in _reader(name).__mro__:
+    for klass in reader_class(name).__mro__:
         init = klass.__dict__.get("__init__")
         if init is None:
             continue
@@ -379,24 +474,12 @@ def reader_options(name: str) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-#: Where each format keeps one folder per split: (glob under the root, regex giving the split name).
-_SPLIT_DIRS = {
-    "mvd": [("*/images", r"^([^/]+)/images$")],
-    "cityscapes": [("leftImg8bit/*", r"^leftImg8bit/([^/]+)$")],
-    "idd": [("leftImg8bit/*", r"^leftImg8bit/([^/]+)$")],
-    "coco": [("*2017", r"^(.+)2017$"), ("annotations/panoptic_*2017.json", r"^annotations/panoptic_(.+)2017\.json$")],
-}
-
-
 def find_splits(name: str, root: str | Path) -> list[str]:
     """The splits found under ``root`` in the default layout of format ``name`` (for messages)."""
     root = Path(root)
-    found = set()
-    for pattern, regex in _SPLIT_DIRS.get(canonical_name(name), []):
-        for p in root.glob(pattern):
-            m = re.match(regex, p.relative_to(root).as_posix())
-            if m and m.group(1) != "annotations":
-                found.add(m.group(1))
+    found: set[str] = set()
+    for layout in reader_class(name).split_layout:
+        found |= layout.splits(root)
     return sorted(found)
 
 
@@ -422,7 +505,7 @@ def open_dataset(name: str, root: str | Path, split: str | None = None, **kwargs
     >>> ds = open_dataset("mvd", "/data/mapillary", split="training", version="v1.2")  # doctest: +SKIP
     >>> ds.load_panoptic(0).segments[:3]  # doctest: +SKIP
     """
-    cls = _reader(name)
+    cls = reader_class(name)
     unknown = sorted(set(kwargs) - set(reader_options(name)))
     if unknown:
         raise ValueError(f"open_dataset({cls.name!r}) does not take {', '.join(k + '=' for k in unknown)}; it takes "

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from isus.datasets._io import image_size, read_json, require_dir
 from isus.datasets._panoptic_json import categories_from_json, load_panoptic_json, match_records
-from isus.datasets.base import (PanopticDataset, Record, check_pairs, panoptic_from_packed, panoptic_from_rgb,
-                                register_dataset)
+from isus.datasets.base import (PanopticDataset, Record, SamplerPreset, SplitLayout, check_pairs, panoptic_from_packed,
+                                panoptic_from_rgb, register_dataset)
+from isus.datasets.io import image_size, read_json, require_dir
 from isus.datasets.labels import CITYSCAPES_LABELS, IDD_LABELS, IDD_LEVEL3_CATEGORIES
 from isus.errors import DatasetError
 from isus.types import Category, Panoptic
@@ -125,6 +125,7 @@ def _polygon_points(poly: object, k: int, path: Path) -> list[tuple[float, float
 
 class _CityscapesLike(PanopticDataset):
     scheme: LabelScheme
+    split_layout = (SplitLayout("leftImg8bit/*", r"^leftImg8bit/([^/]+)$"),)
 
     def __init__(
         self,
@@ -231,7 +232,7 @@ class _CityscapesLike(PanopticDataset):
         return np.where(self._is_category[lab], lab, -1).astype(np.int32)
 
 
-@register_dataset("cityscapes")
+@register_dataset()
 class Cityscapes(_CityscapesLike):
     """Cityscapes (gtFine) in its release layout.
 
@@ -249,13 +250,14 @@ class Cityscapes(_CityscapesLike):
     """
 
     name = "cityscapes"
+    sampler_preset = SamplerPreset(crop_size=(512, 512), shortest_side=1024)  # the paper's App. D
     scheme = _cityscapes_scheme()
 
     def __init__(self, root: Path, split: str = "train", **kwargs: Any) -> None:
         super().__init__(root, split, **kwargs)
 
 
-@register_dataset("idd")
+@register_dataset()
 class IDD(_CityscapesLike):
     """India Driving Dataset (IDD segmentation) at level 3 (26 classes, ids 0..25).
 
@@ -268,6 +270,7 @@ class IDD(_CityscapesLike):
     """
 
     name = "idd"
+    sampler_preset = SamplerPreset(crop_size=(512, 512), shortest_side=1080)  # the paper's App. D
     scheme = _idd_scheme()
 
     def __init__(self, root: Path, split: str = "train", **kwargs: Any) -> None:

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from isus.datasets._io import read_json, relative_name, require_dir
-from isus.datasets._panoptic_json import annotations_by_image, categories_from_json, is_id, load_panoptic_json
-from isus.datasets.base import PanopticDataset, Record, panoptic_from_rgb, register_dataset
+from isus.datasets._panoptic_json import annotations_by_image, categories_from_json, load_panoptic_json
+from isus.datasets.base import PanopticDataset, Record, SamplerPreset, SplitLayout, panoptic_from_rgb, register_dataset
+from isus.datasets.io import is_id, read_json, relative_name, require_dir
 from isus.errors import DatasetError
 from isus.types import Panoptic
 
 __all__ = ["CocoPanoptic"]
 
 
-@register_dataset("coco", "coco_panoptic")
+@register_dataset()
 class CocoPanoptic(PanopticDataset):
     """COCO panoptic format.
 
@@ -36,6 +36,11 @@ class CocoPanoptic(PanopticDataset):
     """
 
     name = "coco"
+    aliases = ("coco_panoptic",)
+    split_layout = (SplitLayout("*2017", r"^(.+)2017$"),
+                    SplitLayout("annotations/panoptic_*2017.json", r"^annotations/panoptic_(.+)2017\.json$"))
+    # Not in the paper: s0 = 800 is the usual COCO training size, with 640 crops.
+    sampler_preset = SamplerPreset(crop_size=(640, 640), shortest_side=800)
 
     def __init__(
         self,

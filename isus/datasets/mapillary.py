@@ -6,10 +6,10 @@ from typing import cast
 
 import numpy as np
 
-from isus.datasets._io import read_json, require_dir
-from isus.datasets._panoptic_json import MAX_CATEGORY_ID, json_flag, load_panoptic_json, match_records
-from isus.datasets.base import (PanopticDataset, Record, check_pairs, panoptic_from_packed, panoptic_from_rgb,
-                                register_dataset)
+from isus.datasets._panoptic_json import MAX_CATEGORY_ID, load_panoptic_json, match_records
+from isus.datasets.base import (PanopticDataset, Record, SamplerPreset, SplitLayout, check_pairs, panoptic_from_packed,
+                                panoptic_from_rgb, register_dataset)
+from isus.datasets.io import json_flag, read_json, require_dir
 from isus.errors import DatasetError
 from isus.types import Category, Panoptic
 
@@ -49,7 +49,7 @@ def mvd_categories(config: object, path: Path) -> tuple[list[Category], int | No
     return cats, void
 
 
-@register_dataset("mvd", "mapillary", "vistas")
+@register_dataset()
 class MapillaryVistas(PanopticDataset):
     """Mapillary Vistas in its release layout.
 
@@ -77,6 +77,12 @@ class MapillaryVistas(PanopticDataset):
     """
 
     name = "mvd"
+    aliases = ("mapillary", "vistas")
+    split_layout = (SplitLayout("*/images", r"^([^/]+)/images$"),)
+    # The paper's App. D crop size; its text loses the s0 line: 2048 is our choice.
+    sampler_preset = SamplerPreset(crop_size=(1024, 1024), shortest_side=2048)
+    # Its 16-bit instance PNGs are the costliest decode of a sample (docs/index.md, the annotation cache).
+    cache_annotations_by_default = True
 
     def __init__(
         self,

@@ -16,13 +16,14 @@ import numpy as np
 
 from isus import kernels
 from isus._fsio import atomic_file, remove_stale_temps
+from isus.datasets.io import id_to_rgb, read_panoptic_png
 from isus.errors import IsusError
 from isus.eval.coco import Detections
 from isus.segments import segment_geometry
 from isus.types import Category, Panoptic, make_segments
 
 __all__ = ["PanopticPredictions", "PanopticPredictionWriter", "read_instances", "write_instances",
-           "PredictionFileError"]
+           "PredictionFileError", "write_json"]
 
 
 class PredictionFileError(IsusError):
@@ -129,8 +130,6 @@ class PanopticPredictions:
         unreadable, holds an id that ``segments_info`` does not list, or the JSON is malformed.
         Segments listed but absent from the PNG are dropped (they cannot affect any metric).
         """
-        from isus.datasets._io import read_panoptic_png
-
         a = self._by_id.get(_key(image_id))
         if a is None:
             raise PredictionFileError(f"no prediction for image {image_id!r}", self.json_path)
@@ -197,8 +196,6 @@ class PanopticPredictionWriter:
         ``file_name``, ``segments_info``). Segment ids must be < 2**24, the RGB encoding's range."""
         import cv2
 
-        from isus.datasets._io import id_to_rgb
-
         key = _key(image_id)
         if key in self._seen:
             raise ValueError(f"PanopticPredictionWriter.add: image {image_id!r} was added already")
@@ -249,7 +246,7 @@ class PanopticPredictionWriter:
         if categories is not None:
             data["categories"] = [{"id": c.id, "name": c.name, "isthing": int(c.isthing), "color": list(c.color)}
                                   for c in categories]
-        _atomic_json(self.json_path, data)
+        write_json(self.json_path, data)
         return self.json_path
 
     def __enter__(self) -> "PanopticPredictionWriter":
@@ -260,7 +257,9 @@ class PanopticPredictionWriter:
             self.close()
 
 
-def _atomic_json(path: Path, data: Any) -> None:
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically: ``path`` holds its old content or the new, never
+    a mix (:func:`isus.eval.write_instances` and the CLI's result files go through here)."""
     with atomic_file(path) as f:
         f.write(json.dumps(data).encode())
 
@@ -359,5 +358,5 @@ def write_instances(path: str | Path, detections: dict[Any, Detections]) -> Path
             out.append(r)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_json(path, out)
+    write_json(path, out)
     return path

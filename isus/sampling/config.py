@@ -7,6 +7,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from isus.datasets import canonical_name, dataset_formats, reader_class
 from isus.sampling.levels import FPNLevels, LevelRule
 from isus.types import check_crop_size
 
@@ -107,17 +108,12 @@ class SamplerConfig:
         s0 = 2048 and r_st = [0.5, 2]. COCO is not in the paper: our choice is s0 = 800 (the usual
         COCO training size) with 640 crops and the same ranges. All use r_th = [0.25, 4] and flips.
         Dataset aliases (``"mapillary"``, ``"coco_panoptic"``) name the same presets. ``overrides``
-        replace fields.
+        replace fields. Each preset is its reader's ``sampler_preset``
+        (:class:`isus.datasets.SamplerPreset`), so a registered format brings its own.
         """
-        presets: dict[str, dict[str, Any]] = {
-            "mvd": dict(crop_size=(1024, 1024), shortest_side=2048),
-            "cityscapes": dict(crop_size=(512, 512), shortest_side=1024),
-            "idd": dict(crop_size=(512, 512), shortest_side=1080),
-            "coco": dict(crop_size=(640, 640), shortest_side=800),
-        }
-        aliases = {"mapillary": "mvd", "vistas": "mvd", "coco_panoptic": "coco"}
+        with_preset = {f: p for f in dataset_formats() if (p := reader_class(f).sampler_preset) is not None}
         try:
-            base = presets[aliases.get(str(dataset).lower(), str(dataset).lower())]
-        except KeyError:
-            raise ValueError(f"SamplerConfig.preset() expects one of {sorted(presets)}; got {dataset!r}") from None
-        return replace(cls(stuff_scale_range=(0.5, 2.0), thing_scale_range=(0.25, 4.0), **base), **overrides)
+            base = with_preset[canonical_name(dataset)]
+        except (KeyError, ValueError):
+            raise ValueError(f"SamplerConfig.preset() expects one of {sorted(with_preset)}; got {dataset!r}") from None
+        return replace(cls(**base.as_kwargs()), **overrides)

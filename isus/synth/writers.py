@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from isus._fsio import atomic_file, naming
-from isus.datasets._io import id_to_rgb
+from isus.datasets.io import id_to_rgb
 from isus.segments import segment_geometry
 from isus.datasets.labels import CITYSCAPES_LABELS, IDD_LABELS, IDD_LEVEL3_CATEGORIES
 from isus.synth.scene import (_CLS, _MVD_GROUP, EGO_VEHICLE, PRESETS, SYNTH_CLASSES, VOID, Scene, make_scene,

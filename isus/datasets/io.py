@@ -1,9 +1,11 @@
-"""File decoding shared by every reader: every failure becomes a DatasetError naming the file."""
+"""File decoding shared by every reader, and the COCO panoptic colour code (which prediction files and
+the synthetic writers use too): every failure becomes a DatasetError naming the file."""
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -15,6 +17,11 @@ from PIL import Image
 
 from isus._fsio import open_regular, read_regular
 from isus.errors import DatasetError
+
+__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "max_image_pixels", "set_max_image_pixels", "check_pixels",
+           "jpeg_data_shortfall", "read_json", "relative_name", "require_dir", "is_id", "json_int", "json_flag",
+           "image_size", "decode_image", "reduced_size", "read_png", "read_panoptic_png", "read_png_header",
+           "rgb_to_id", "id_to_rgb"]
 
 REDUCE_FLAGS = {
     1: cv2.IMREAD_COLOR,
@@ -131,6 +138,7 @@ def _ceil(a: int, b: int) -> int:
 
 
 def read_json(path: Path, what: str) -> Any:
+    """The parsed JSON file ``path`` (``what`` it is names it in errors)."""
     if not path.exists():
         raise DatasetError(f"{what} not found (expected a JSON file here)", path)
     try:
@@ -160,9 +168,35 @@ def relative_name(name: object, json_path: Path, where: str) -> str:
 
 
 def require_dir(path: Path, what: str) -> Path:
+    """``path``, if it is a directory."""
     if not path.is_dir():
         raise DatasetError(f"{what} not found (expected a directory here)", path)
     return path
+
+
+def is_id(v: object) -> bool:
+    """An image id as JSON files hold them: an int (not a bool) or a string."""
+    return isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))
+
+
+def json_int(v: object) -> int:
+    """An integer read from a JSON file: an int (not a bool), or a float with an integral value
+    (``3.0``, as some writers store ids). Strings, ``3.7``, NaN and the rest raise ``TypeError`` /
+    ``ValueError`` (which the readers turn into a :class:`DatasetError` naming the file)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        return int(v)
+    raise ValueError(f"expected an integer, got {v!r:.40}")
+
+
+def json_flag(v: object) -> bool:
+    """A flag read from a JSON file: ``true``/``false`` or ``0``/``1`` (``bool("no")`` would be True)."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int) and v in (0, 1):
+        return bool(v)
+    raise ValueError(f"expected true/false or 0/1, got {v!r:.40}")
 
 
 def image_size(path: Path) -> tuple[int, int]:
