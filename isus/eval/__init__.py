@@ -5,6 +5,7 @@ detector's scored instances), keeps only per-category sums and compact instance 
 returns an :class:`EvalResult`. PQ follows panopticapi, AP is pycocotools' ``COCOeval``; see
 ``docs/evaluation.md`` for every formula and its source.
 """
+from isus.eval.categories import CategoryTable, EvalInputError
 from isus.eval.coco import DEFAULT_PERCENTILES, Detections, bucket_edges
 from isus.eval.compare import RunMismatchError, check_comparable
 from isus.eval.evaluator import EvalResult, EvalResultError, PanopticEvaluator
@@ -12,7 +13,7 @@ from isus.eval.extent import box_extent, bucket_index, extent_summary
 from isus.eval.io import (PanopticPredictions, PanopticPredictionWriter, PredictionFileError, read_instances,
                           write_instances)
 from isus.eval.run import evaluate_dataset, per_image_stats
-from isus.eval.stats import CategoryTable, EvalInputError, ImageStats, image_stats
+from isus.eval.stats import ImageStats, image_stats
 
 __all__ = ["PanopticEvaluator", "EvalResult", "Detections", "ImageStats", "CategoryTable", "image_stats",
            "bucket_edges", "DEFAULT_PERCENTILES", "PanopticPredictions", "PanopticPredictionWriter",

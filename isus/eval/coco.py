@@ -6,18 +6,15 @@ import contextlib
 import io
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from isus import kernels
 from isus.errors import IsusError
-from isus.eval.stats import EvalInputError
+from isus.eval.categories import CategoryTable, EvalInputError
 from isus.segments import segment_geometry
 from isus.types import Panoptic
-
-if TYPE_CHECKING:
-    from isus.eval.stats import CategoryTable
 
 __all__ = ["Detections", "DEFAULT_PERCENTILES", "bucket_edges", "coco_ap"]
 

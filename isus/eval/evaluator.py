@@ -11,7 +11,8 @@ import numpy as np
 from isus.errors import IsusError
 from isus.eval.coco import DEFAULT_PERCENTILES, Detections, bucket_edges, coco_ap
 from isus.eval.extent import box_extent, bucket_index, check_ranges, extent_summary
-from isus.eval.stats import CategoryTable, ImageStats, image_stats
+from isus.eval.categories import CategoryTable
+from isus.eval.stats import ImageStats, image_stats
 from isus.types import Category, Panoptic
 
 __all__ = ["PanopticEvaluator", "EvalResult", "EvalResultError"]

@@ -15,7 +15,8 @@ from isus.eval.coco import DEFAULT_PERCENTILES, Detections
 from isus.eval.compare import dataset_identity
 from isus.eval.evaluator import EvalResult, PanopticEvaluator
 from isus.eval.io import PanopticPredictions, PredictionFileError, _key
-from isus.eval.stats import CategoryTable, ImageStats, image_stats
+from isus.eval.categories import CategoryTable
+from isus.eval.stats import ImageStats, image_stats
 from isus.types import Category, Panoptic
 
 __all__ = ["evaluate_dataset", "load_pair", "per_image_stats"]

@@ -8,64 +8,19 @@ process; nothing per-pixel is kept.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from isus import kernels
-from isus.errors import IsusError
-from isus.types import Category, Panoptic
-
-if TYPE_CHECKING:
-    from isus.eval.coco import Detections
+from isus.eval.categories import CategoryTable, EvalInputError
+from isus.eval.coco import Detections, detections_to_coco, gt_instances_to_coco
+from isus.types import Panoptic
 
 __all__ = ["ImageStats", "CategoryTable", "image_stats", "EvalInputError"]
 
 #: Above this many (gt, pred) pairs the pair matrix is counted sparsely instead of densely.
 _DENSE_PAIRS_MAX = 1 << 23
-
-
-class EvalInputError(IsusError):
-    """A ground truth or prediction handed to the evaluator is malformed."""
-
-
-@dataclass(frozen=True)
-class CategoryTable:
-    """The evaluated categories and a fast id -> position lookup."""
-
-    categories: tuple[Category, ...]
-
-    def __post_init__(self) -> None:
-        ids = [c.id for c in self.categories]
-        if len(set(ids)) != len(ids):
-            raise ValueError("PanopticEvaluator(categories=) expects distinct category ids")
-        if not ids:
-            raise ValueError("PanopticEvaluator(categories=) expects at least one category")
-
-    @property
-    def ids(self) -> np.ndarray:
-        return np.array([c.id for c in self.categories], dtype=np.int64)
-
-    @property
-    def isthing(self) -> np.ndarray:
-        return np.array([c.isthing for c in self.categories], dtype=bool)
-
-    def positions(self, category_ids: np.ndarray, image: str, what: str) -> np.ndarray:
-        """Positions of ``category_ids`` in :attr:`categories`; an unknown id is an error."""
-        ids = self.ids
-        order = np.argsort(ids)
-        pos = np.searchsorted(ids[order], category_ids)
-        pos = np.minimum(pos, len(ids) - 1)
-        bad = ids[order][pos] != category_ids
-        if bad.any():
-            raise EvalInputError(f"{image}: {what} has unknown category id {int(np.asarray(category_ids)[bad][0])} "
-                                 f"(the evaluated categories have ids {_show(np.sort(ids))})")
-        return order[pos]
-
-
-def _show(values: np.ndarray, k: int = 12) -> str:
-    v = [int(x) for x in values[:k]]
-    return ", ".join(map(str, v)) + (", ..." if len(values) > k else "")
 
 
 @dataclass
@@ -194,8 +149,6 @@ def image_stats(
         When the shapes differ, a map holds a segment id its segments do not list, or a
         segment has a category id outside ``table``.
     """
-    from isus.eval.coco import detections_to_coco, gt_instances_to_coco
-
     if gt.ids.shape != pred.ids.shape:
         raise EvalInputError(f"{image}: prediction is {pred.ids.shape[1]}x{pred.ids.shape[0]}, ground truth is "
                              f"{gt.ids.shape[1]}x{gt.ids.shape[0]} (width x height); they must be equal")
