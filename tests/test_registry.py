@@ -103,7 +103,7 @@ def test_a_reader_needs_a_name_of_its_own(registry):
         register_dataset()(Nameless)
     with pytest.raises(ValueError, match="Inherits asks for 'mapillary', 'vistas', already the name of "
                                          "MapillaryVistas"):
-        register_dataset()(Inherits)
+        register_dataset()(Inherits)  # called without names, the same
     with pytest.raises(ValueError, match="'coco', already the name of CocoPanoptic"):
         register_dataset("coco")(NoPreset)
     assert "?" not in dataset_names() and "inherits" not in dataset_names() and reader_class("coco").name == "coco"
@@ -129,7 +129,7 @@ class NoPreset(MapillaryVistas):
 
 
 def test_a_reader_registered_here_reaches_everything(registry, tmp_path):
-    assert register_dataset()(Toy) is Toy
+    assert register_dataset(Toy) is Toy  # bare, as a decorator without arguments
     register_dataset("also_nopreset")(NoPreset)
     root = isus.synth.write_dataset(tmp_path / "toy", "mvd", [3, 1], size=(96, 64), seed=2,
                                     split=["training", "validation"])

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Sequence, TypeVar, overload
 
 import numpy as np
 
@@ -408,29 +408,36 @@ _REGISTRY: dict[str, type[PanopticDataset]] = {}  # name or alias (lower case) -
 _D = TypeVar("_D", bound=type[PanopticDataset])
 
 
-def register_dataset(*names: str) -> Callable[[_D], _D]:
+@overload
+def register_dataset(cls: _D, /) -> _D: ...
+@overload
+def register_dataset(*names: str) -> Callable[[_D], _D]: ...
+def register_dataset(*names: Any) -> Any:
     """Class decorator: make a reader available to :func:`open_dataset` (and to the sampler
     presets, split discovery and the CLI) under its ``name`` and ``aliases``.
 
-    ``names`` are further aliases (the form readers used before they declared ``aliases``). A
-    name another reader holds is a ``ValueError``, as in detectron2's catalog: a subclass of a
-    registered reader inherits its ``aliases`` and must declare its own.
+    Used bare (``@register_dataset``) or with further aliases (``@register_dataset("old_name")``,
+    the form readers used before they declared ``aliases``). A name another reader holds is a
+    ``ValueError``, as in detectron2's catalog: a subclass of a registered reader inherits its
+    ``aliases`` and must declare its own.
     """
+    if len(names) == 1 and isinstance(names[0], type):
+        return _register(names[0], ())
+    return lambda cls: _register(cls, names)
 
-    def deco(cls: _D) -> _D:
-        if not isinstance(cls.name, str) or cls.name in ("", PanopticDataset.name):
-            raise TypeError(f"register_dataset: {cls.__name__} needs a class attribute name (its format's name)")
-        keys = [n.lower() for n in (cls.name, *cls.aliases, *names)]
-        taken = [k for k in keys if _REGISTRY.get(k, cls) is not cls]
-        if taken:
-            raise ValueError(f"register_dataset: {cls.__name__} asks for {', '.join(map(repr, taken))}, already the "
-                             f"name of {', '.join(sorted({_REGISTRY[k].__name__ for k in taken}))} (a subclass "
-                             "inherits its parent's aliases: declare aliases = (...) of its own)")
-        for k in keys:
-            _REGISTRY[k] = cls
-        return cls
 
-    return deco
+def _register(cls: _D, names: tuple[str, ...]) -> _D:
+    if not isinstance(cls.name, str) or cls.name in ("", PanopticDataset.name):
+        raise TypeError(f"register_dataset: {cls.__name__} needs a class attribute name (its format's name)")
+    keys = [n.lower() for n in (cls.name, *cls.aliases, *names)]
+    taken = [k for k in keys if _REGISTRY.get(k, cls) is not cls]
+    if taken:
+        raise ValueError(f"register_dataset: {cls.__name__} asks for {', '.join(map(repr, taken))}, already the "
+                         f"name of {', '.join(sorted({_REGISTRY[k].__name__ for k in taken}))} (a subclass "
+                         "inherits its parent's aliases: declare aliases = (...) of its own)")
+    for k in keys:
+        _REGISTRY[k] = cls
+    return cls
 
 
 def dataset_names() -> list[str]:

@@ -232,7 +232,7 @@ class _CityscapesLike(PanopticDataset):
         return np.where(self._is_category[lab], lab, -1).astype(np.int32)
 
 
-@register_dataset()
+@register_dataset
 class Cityscapes(_CityscapesLike):
     """Cityscapes (gtFine) in its release layout.
 
@@ -257,7 +257,7 @@ class Cityscapes(_CityscapesLike):
         super().__init__(root, split, **kwargs)
 
 
-@register_dataset()
+@register_dataset
 class IDD(_CityscapesLike):
     """India Driving Dataset (IDD segmentation) at level 3 (26 classes, ids 0..25).
 

@@ -12,7 +12,7 @@ from isus.types import Panoptic
 __all__ = ["CocoPanoptic"]
 
 
-@register_dataset()
+@register_dataset
 class CocoPanoptic(PanopticDataset):
     """COCO panoptic format.
 

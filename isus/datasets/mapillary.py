@@ -49,7 +49,7 @@ def mvd_categories(config: object, path: Path) -> tuple[list[Category], int | No
     return cats, void
 
 
-@register_dataset()
+@register_dataset
 class MapillaryVistas(PanopticDataset):
     """Mapillary Vistas in its release layout.
 
