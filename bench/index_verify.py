@@ -95,7 +95,7 @@ def main() -> None:
 
     # (d) annotation cache
     k = n // 2
-    p, digest = index.cache_path(k), index.arrays()["cache_digest"][k].tobytes().hex()
+    p, digest = index.cache_path(k), index.annotation_digest(k)
     t_bytes = best(lambda: p.read_bytes(), 20)
     t_entry = best(lambda: read_entry(p, digest), 20)
     e = read_entry(p, digest)

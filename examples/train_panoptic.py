@@ -325,7 +325,7 @@ def lr_lambda(warmup: int, steps: int):
 
 def has_instances(index: isus.Index) -> bool:
     """Whether the indexed data has instance annotations (False: semantic labels only)."""
-    return bool(index.meta["dataset"].get("has_instances", True))
+    return index.info.dataset.has_instances
 
 
 def sampler_config(args, index: isus.Index) -> isus.SamplerConfig:
@@ -381,8 +381,7 @@ def check_data(args, ds: isus.PanopticDataset, index: isus.Index, rank: int) -> 
                              "labels only; the evaluation is mIoU): drop --eval-range")
     if args.no_eval:
         return None
-    options = {k: v for k, v in index.meta["dataset"].items()
-               if k not in ("name", "root", "split", "source", "has_instances", "num_images")}
+    options = dict(index.info.dataset.options)
     if args.version:
         options["version"] = args.version
     try:

@@ -11,7 +11,8 @@ from isus.datasets import (PanopticDataset, dataset_names, max_image_pixels, ope
                            set_max_image_pixels)
 from isus.crop import CropConfig, CropEngine, CropSample, crop_sample
 from isus.errors import DatasetError, InstancesUnavailableError, IsusError
-from isus.index import Index, IndexFileError, IndexMismatchError, Instances, build_index, merge_indexes
+from isus.index import (ClassTable, Index, IndexFileError, IndexMeta, IndexMismatchError, Instances, build_index,
+                        merge_indexes)
 from isus.sampling import CropBatch, FPNLevels, LevelRule, SamplerConfig, SamplingPolicy
 from isus.summary import DatasetSummary, summarize
 from isus.types import SEGMENT_DTYPE, Category, CropSpec, ImageInfo, Panoptic
@@ -37,6 +38,8 @@ __all__ = [
     "synth",
     "Index",
     "Instances",
+    "ClassTable",
+    "IndexMeta",
     "IndexFileError",
     "IndexMismatchError",
     "build_index",

@@ -7,7 +7,7 @@ import numpy as np
 
 from isus._fsio import atomic_savefig
 from isus.crop.engine import CropEngine
-from isus.index.index import Index
+from isus.index import Index
 from isus.sampling.config import SamplerConfig
 from isus.sampling.policy import SamplingPolicy
 

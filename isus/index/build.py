@@ -21,11 +21,13 @@ from isus.version import __version__
 from isus._fsio import atomic_file, open_regular, remove_stale_temps
 from isus._parallel import run_parallel, usable_cores
 from isus._progress import Progress
-from isus.index.cache import DIGEST_BYTES, write_cached
+from isus.index.cache import write_cached
 from isus.index.image_cache import LEVELS, ImageCacheParams, write_image_entry
 from isus.index.fingerprint import SAMPLE_BYTES, file_names, image_fingerprint
-from isus.index.index import (CELL_COLUMNS, CLASS_COLUMNS, IMAGE_STRINGS, INSTANCE_COLUMNS, Index, _pack_strings,
-                              assemble, image_strings)
+from isus.index.index import Index
+from isus.index.schema import (CACHE_DIGEST_COLUMNS, CELL_COLUMNS, CLASS_COLUMNS, DIGEST_BYTES, DTYPES,
+                               FINGERPRINT_COLUMNS, IMAGE_COLUMNS, IMAGE_STRINGS, INSTANCE_COLUMNS, SCAN_COLUMNS,
+                               assemble, empty_column, image_strings, pack_strings)
 from isus.index.store import SCHEMA_VERSION, IndexFileError
 from isus.types import category_segments
 
@@ -142,46 +144,30 @@ def scan_image(ds: PanopticDataset, i: int, params: BuildParams) -> dict[str, An
     }
 
 
-_EMPTY = {
-    "inst_segment": np.int32, "inst_category": np.int32, "inst_crowd": bool, "inst_area": np.int64,
-    "inst_box": (np.int32, 4), "inst_centroid": (np.float32, 2), "inst_anchors": (np.int32, None, 2),
-    "cls_category": np.int32, "cls_pixels": np.int64, "cls_ncells": np.int32, "cls_anchors": (np.int32, None, 2),
-    "cell_index": np.uint16,
-    "cell_pixels": np.uint32,
-}
-
-
 def _concat(scans: dict[int, dict[str, Any]], anchors: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], bool]:
     """Image table and image-major rows from per-image scans, in image order."""
     order = sorted(scans)
     rows: dict[str, np.ndarray] = {}
-    for col, spec in _EMPTY.items():
+    for col in SCAN_COLUMNS:
         parts = [scans[i][col] for i in order]
-        if parts:
-            rows[col] = np.concatenate(parts)
-        else:
-            dtype, *shape = spec if isinstance(spec, tuple) else (spec,)
-            rows[col] = np.zeros((0, *[anchors if s is None else s for s in shape]), dtype)
+        rows[col] = np.concatenate(parts) if parts else empty_column(col, anchors)
     rows["inst_image"] = np.repeat(np.array(order, np.int32), [len(scans[i]["inst_segment"]) for i in order])
     rows["cls_image"] = np.repeat(np.array(order, np.int32), [len(scans[i]["cls_category"]) for i in order])
     ids = [scans[i]["image_id"] for i in order]
     int_ids = all(s.lstrip("-").isdigit() for s in ids) and len(ids) > 0
     images: dict[str, np.ndarray] = {"image_height": np.array([scans[i]["height"] for i in order], np.int32),
               "image_width": np.array([scans[i]["width"] for i in order], np.int32)}
-    images["image_id_blob"], images["image_id_offsets"] = _pack_strings(ids)
+    images["image_id_blob"], images["image_id_offsets"] = pack_strings(ids)
     for key in IMAGE_STRINGS[1:]:
-        images[f"{key}_blob"], images[f"{key}_offsets"] = _pack_strings([scans[i][key] for i in order])
-    for name, key, dtype in FINGERPRINT_ARRAYS:
+        images[f"{key}_blob"], images[f"{key}_offsets"] = pack_strings([scans[i][key] for i in order])
+    for name, key, dtype in FINGERPRINT_COLUMNS:
         images[name] = np.array([scans[i][key] for i in order], dtype).reshape(-1)
-    for key in ("cache_digest", "image_cache_digest"):
+    for key in CACHE_DIGEST_COLUMNS:
         images[key] = np.array([list(bytes.fromhex(scans[i].get(key, "")) or bytes(DIGEST_BYTES))
-                                for i in order], np.uint8).reshape(-1, DIGEST_BYTES)
+                                for i in order], np.dtype(DTYPES[key])).reshape(-1, DIGEST_BYTES)
     return images, rows, int_ids
 
 
-#: Per-image fingerprint arrays: (array, scan key, dtype); see ``isus.index.fingerprint``.
-FINGERPRINT_ARRAYS = (("fp_image_size", "image_size", np.int64), ("fp_image_sample", "image_sample", np.uint64),
-                      ("fp_ann_size", "ann_size", np.int64), ("fp_ann_sample", "ann_sample", np.uint64))
 _INFO = ("image_id", "file_name", "height", "width", "cache_bytes", "cache_digest", "image_cache_bytes",
          "image_cache_digest", "ann_name", "image_size",
          "image_sample", "ann_size", "ann_sample")
@@ -223,7 +209,7 @@ class _Checkpoint:
                 with open_regular(path, "build checkpoint", IndexFileError) as fh, np.load(fh) as z:
                     meta = json.loads(str(z["meta"]))
                     for k, i in enumerate(meta["images"]):
-                        scan = {c: z[f"{k}/{c}"] for c in _EMPTY}
+                        scan = {c: z[f"{k}/{c}"] for c in SCAN_COLUMNS}
                         scan.update({f: meta["info"][k][f] for f in _INFO})
                         scans[int(i)] = scan
             except (OSError, EOFError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile,
@@ -236,7 +222,7 @@ class _Checkpoint:
         if not scans:
             return
         order = sorted(scans)
-        arrays = {f"{k}/{c}": scans[i][c] for k, i in enumerate(order) for c in _EMPTY}
+        arrays = {f"{k}/{c}": scans[i][c] for k, i in enumerate(order) for c in SCAN_COLUMNS}
         info = [{f: scans[i][f] for f in _INFO} for i in order]
         path = self.dir / f"chunk_{self._n:06d}.npz"
         # a failed write leaves no temp file; saved chunks stay
@@ -449,7 +435,7 @@ def merge_indexes(parts: Iterable[str | Path | Index], cache_dir: str | Path | N
     if expected != total:
         raise IndexFileError(f"cannot merge: the parts cover images 0..{expected - 1} of {total}; "
                              f"shards {expected}.. are missing", loaded[-1].path)
-    fixed = ("image_height", "image_width", "cache_digest", "image_cache_digest") + tuple(name for name, _, _ in FINGERPRINT_ARRAYS)
+    fixed = IMAGE_COLUMNS + CACHE_DIGEST_COLUMNS + tuple(name for name, _, _ in FINGERPRINT_COLUMNS)
     images: dict[str, list[np.ndarray]] = {k: [] for k in fixed}
     strings: dict[str, list[str]] = {k: [] for k in IMAGE_STRINGS}
     rows: dict[str, list[np.ndarray]] = {c: [] for c in INSTANCE_COLUMNS + CLASS_COLUMNS + CELL_COLUMNS}
@@ -464,7 +450,7 @@ def merge_indexes(parts: Iterable[str | Path | Index], cache_dir: str | Path | N
             rows[c].append(a[c])
     merged = {k: np.concatenate(v) for k, v in images.items()}
     for k, values in strings.items():
-        merged[f"{k}_blob"], merged[f"{k}_offsets"] = _pack_strings(values)
+        merged[f"{k}_blob"], merged[f"{k}_offsets"] = pack_strings(values)
     meta = dict(first.meta)
     if first.cache_dir is not None:  # parts store it relative to themselves; the merged index is saved elsewhere
         dirs = {ix.cache_dir.resolve() for ix in loaded if ix.cache_dir is not None}

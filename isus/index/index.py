@@ -2,130 +2,30 @@
 without decoding an annotation."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
+from isus.datasets.base import open_dataset
+from isus.index import fingerprint
+from isus.index.cache import entry_name, prune_cache, read_cached, read_cached_sampled
+from isus.index.cache import verify_entry as verify_annotation_entry
+from isus.index.image_cache import image_entry_name, read_window, window_tiles
+from isus.index.image_cache import verify_entry as verify_image_entry
+from isus.index.schema import ClassTable, IndexMeta, Instances, image_strings, unpack_string
 from isus.index.store import IndexFileError, IndexMismatchError, read_arrays, read_header, write_arrays
+from isus.index.structure import check_index
+from isus.summary import format_bytes, histogram_lines, scale_histogram
 from isus.types import Category, ImageInfo, Panoptic
 
 if TYPE_CHECKING:
     from isus.datasets.base import PanopticDataset
 
 __all__ = ["Index", "Instances"]
-
-#: Per-image scan columns, in the order they are concatenated (image-major).
-INSTANCE_COLUMNS = ("inst_image", "inst_segment", "inst_category", "inst_crowd", "inst_area", "inst_box",
-                    "inst_centroid", "inst_anchors")
-CLASS_COLUMNS = ("cls_image", "cls_category", "cls_pixels", "cls_ncells", "cls_anchors")
-CELL_COLUMNS = ("cell_index", "cell_pixels")
-#: Per-image strings, stored as ``{name}_blob`` / ``{name}_offsets``.
-IMAGE_STRINGS = ("image_id", "file_name", "ann_name")
-
-
-@dataclass(frozen=True)
-class Instances:
-    """Columns of a set of instance rows (thing segments; crowd segments flagged).
-
-    Attributes
-    ----------
-    image, segment_id, category_id : (N,) int32
-    iscrowd : (N,) bool
-    area : (N,) int64 pixels
-    box : (N, 4) int32 ``x0, y0, x1, y1`` in original pixel-edge coordinates (x1 = last column + 1)
-    centroid : (N, 2) float32 mean ``(x, y)`` of the pixel centres
-    anchors : (N, K, 2) int32 ``(x, y)`` of K pixels of the instance spread over it (crop anchors)
-    """
-
-    image: np.ndarray
-    segment_id: np.ndarray
-    category_id: np.ndarray
-    iscrowd: np.ndarray
-    area: np.ndarray
-    box: np.ndarray
-    centroid: np.ndarray
-    anchors: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.image)
-
-    def __getitem__(self, sel: slice | np.ndarray | Sequence[int]) -> "Instances":
-        return Instances(*(getattr(self, f)[sel] for f in self.__dataclass_fields__))
-
-    @property
-    def scale(self) -> np.ndarray:
-        """Instance scale ``sqrt(area)`` in pixels (the paper's Fig. 2 quantity)."""
-        return np.sqrt(self.area.astype(np.float64))
-
-
-def _pack_strings(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    enc = [v.encode() for v in values]
-    offsets = np.zeros(len(enc) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(e) for e in enc])
-    return np.frombuffer(b"".join(enc), dtype=np.uint8).copy(), offsets
-
-
-def _unpack_string(blob: np.ndarray, offsets: np.ndarray, i: int) -> str:
-    return blob[offsets[i]:offsets[i + 1]].tobytes().decode()
-
-
-def _unpack_all(blob: np.ndarray, offsets: np.ndarray) -> list[str]:
-    data = blob.tobytes()
-    return [data[a:b].decode() for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
-
-
-def image_strings(arrays: dict[str, np.ndarray]) -> dict[str, list[str]]:
-    """The per-image string columns of an index's arrays, unpacked."""
-    return {k: _unpack_all(arrays[f"{k}_blob"], arrays[f"{k}_offsets"]) for k in IMAGE_STRINGS}
-
-
-def csr_gather(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Element positions of CSR ``rows`` (in the given order), concatenated."""
-    starts, stops = offsets[rows], offsets[rows + 1]
-    lengths = stops - starts
-    if lengths.sum() == 0:
-        return np.zeros(0, dtype=np.int64)
-    pos = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    return pos + np.arange(lengths.sum())
-
-
-def assemble(meta: dict[str, Any], images: dict[str, np.ndarray], rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Final index arrays from image-major scan rows: instances and class rows sorted by
-    (category rank, image, segment), with CSR offsets per category.
-
-    Merging shards goes through here too, so a merged index equals a single build.
-    """
-    cat_ids = np.array([c["id"] for c in meta["categories"]], dtype=np.int64)
-    ncat = len(cat_ids)
-    order_of = np.argsort(cat_ids)
-
-    def rank(cats: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(cat_ids[order_of], cats)
-        return order_of[np.clip(pos, 0, max(ncat - 1, 0))]
-
-    out = dict(images)
-    inst_rank = rank(rows["inst_category"])
-    perm = np.lexsort((rows["inst_segment"], rows["inst_image"], inst_rank))
-    for c in INSTANCE_COLUMNS:
-        out[c] = rows[c][perm]
-    out["inst_class_offsets"] = np.searchsorted(inst_rank[perm], np.arange(ncat + 1)).astype(np.int64)
-
-    cls_rank = rank(rows["cls_category"])
-    perm = np.lexsort((rows["cls_image"], cls_rank))
-    cell_offsets = np.zeros(len(rows["cls_ncells"]) + 1, dtype=np.int64)
-    cell_offsets[1:] = np.cumsum(rows["cls_ncells"])
-    cell_pos = csr_gather(cell_offsets, perm)
-    for c in CLASS_COLUMNS:
-        out[c] = rows[c][perm]
-    for c in CELL_COLUMNS:
-        out[c] = rows[c][cell_pos]
-    out["cell_offsets"] = np.zeros(len(perm) + 1, dtype=np.int64)
-    out["cell_offsets"][1:] = np.cumsum(out["cls_ncells"])
-    out["cls_class_offsets"] = np.searchsorted(cls_rank[perm], np.arange(ncat + 1)).astype(np.int64)
-    return out
 
 
 class Index:
@@ -140,13 +40,20 @@ class Index:
 
     Attributes
     ----------
+    info
+        The header, typed (:class:`~isus.index.schema.IndexMeta`): the dataset's identity, build
+        parameters, categories, image range.
     meta
-        Dataset (name, root, split, options), build parameters, categories, schema.
+        The header as stored (a dict); prefer :attr:`info`.
     categories
         The dataset's categories, in the dataset's order.
     instances
         :class:`Instances` of every thing segment, sorted by (category, image, segment id).
+    classes
+        :class:`~isus.index.schema.ClassTable`: where each category is, per image and grid cell.
     """
+
+    info: IndexMeta
 
     def __init__(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path | None = None,
                  checksum: str | None = None, root: str | Path | None = None) -> None:
@@ -161,11 +68,25 @@ class Index:
                 a.flags.writeable = False
         self.path = path
         self.checksum = checksum
-        self.categories: tuple[Category, ...] = tuple(
-            Category(c["id"], c["name"], c["isthing"], tuple(c["color"]), c.get("evaluate", True))
-            for c in meta["categories"])
         self._rank = {c.id: k for k, c in enumerate(self.categories)}
-        self.instances = Instances(*(arrays[c] for c in INSTANCE_COLUMNS))
+        self.instances = Instances.from_arrays(arrays)
+        self.classes = ClassTable.from_arrays(arrays)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The header as stored; :attr:`info` is its typed view."""
+        return self._meta
+
+    @meta.setter
+    def meta(self, meta: dict[str, Any]) -> None:
+        # parsed once here, so a malformed header fails when the index is made, not on first use
+        self.info = IndexMeta.from_dict(meta)
+        self._meta = meta
+
+    @property
+    def categories(self) -> tuple[Category, ...]:
+        """The dataset's categories, in the dataset's order."""
+        return self.info.categories
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> str:
@@ -200,8 +121,6 @@ class Index:
             there. Verification compares relative file names, sizes and content samples, which a
             copied or moved dataset still matches.
         """
-        from isus.index.structure import check_index
-
         meta, arrays, checksum = read_arrays(path, verify=verify)
         if not isinstance(meta, dict) or meta.get("kind") != "index":
             raise IndexFileError(f"file holds a {meta.get('kind') if isinstance(meta, dict) else meta!r:.40}, "
@@ -210,7 +129,7 @@ class Index:
         try:
             index = cls(meta, arrays, Path(path), checksum, root)
         except (KeyError, TypeError, ValueError, IndexError) as e:
-            # only reachable with verify=False: the checksum refuses a damaged header otherwise
+            # a damaged header loaded with verify=False, or one its writer left incomplete
             raise IndexFileError(f"index header is malformed ({type(e).__name__}: {e})", path) from None
         index._file_id = _file_id(os.stat(path))
         return index
@@ -223,8 +142,21 @@ class Index:
         return (_reopen, (str(self.path), self.checksum, self._file_id, None if self.root is None else str(self.root)))
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The raw arrays (read-only), by name."""
+        """The raw arrays (read-only), by name (``isus.index.schema``); prefer the typed views
+        :attr:`instances`, :attr:`classes` and :attr:`info`."""
         return dict(self._a)
+
+    def content_digest(self) -> str:
+        """``"blake2b:<hex>"`` of what the index says: its categories, image range and every
+        array (names, dtypes, shapes, bytes). Not where it or its dataset are stored, so a copied
+        or moved index has the same digest. Reads every array."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(json.dumps([self.meta.get("categories"), self.meta.get("image_range")], sort_keys=True).encode())
+        for name in sorted(self._a):
+            a = np.ascontiguousarray(self._a[name])
+            h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+            h.update(a.reshape(-1).view(np.uint8).data)
+        return "blake2b:" + h.hexdigest()
 
     # -- images -----------------------------------------------------------------------------------
     @property
@@ -234,8 +166,7 @@ class Index:
     @property
     def image_range(self) -> tuple[int, int]:
         """Global image indices this index covers (a shard covers a part)."""
-        start, stop = self.meta["image_range"]
-        return int(start), int(stop)
+        return self.info.image_range
 
     @property
     def heights(self) -> np.ndarray:
@@ -252,10 +183,10 @@ class Index:
             raise IndexError(f"image {i} is not in this index (images {start}..{stop - 1})")
         k = i - start
         a = self._a
-        image_id: int | str = _unpack_string(a["image_id_blob"], a["image_id_offsets"], k)
-        if self.meta.get("int_image_ids"):
+        image_id: int | str = unpack_string(a["image_id_blob"], a["image_id_offsets"], k)
+        if self.info.int_image_ids:
             image_id = int(image_id)
-        return ImageInfo(i, image_id, _unpack_string(a["file_name_blob"], a["file_name_offsets"], k),
+        return ImageInfo(i, image_id, unpack_string(a["file_name_blob"], a["file_name_offsets"], k),
                          int(a["image_height"][k]), int(a["image_width"][k]))
 
     # -- classes ----------------------------------------------------------------------------------
@@ -281,78 +212,69 @@ class Index:
 
     def present_categories(self) -> list[Category]:
         """Categories that occur in at least one image."""
-        counts = np.diff(self._a["cls_class_offsets"])
+        counts = np.diff(self.classes.class_offsets)
         return [c for c, n in zip(self.categories, counts) if n > 0]
 
     def images_with_class(self, category_id: int) -> tuple[np.ndarray, np.ndarray]:
         """``(images, pixels)``: the images containing the class (ascending) and its pixel count in each."""
         r = self._rank_of(category_id)
-        s = slice(self._a["cls_class_offsets"][r], self._a["cls_class_offsets"][r + 1])
-        return self._a["cls_image"][s], self._a["cls_pixels"][s]
+        t = self.classes
+        s = slice(t.class_offsets[r], t.class_offsets[r + 1])
+        return t.image[s], t.pixels[s]
 
     def class_cells(self, category_id: int, image: int) -> tuple[np.ndarray, np.ndarray]:
         """``(cell_index, pixels)``: where the class is visible in ``image``, on the index's
         ``grid x grid`` partition (cell ``gy*grid + gx`` covers rows ``[gy*H/grid, (gy+1)*H/grid)``
         and columns likewise). Empty when the class is absent."""
-        r = self._rank_of(category_id)
-        lo, hi = self._a["cls_class_offsets"][r], self._a["cls_class_offsets"][r + 1]
-        k = lo + np.searchsorted(self._a["cls_image"][lo:hi], image)
-        if k == hi or self._a["cls_image"][k] != image:
+        t = self.classes
+        k = t.row(self._rank_of(category_id), image)
+        if k is None:
             return np.zeros(0, np.uint16), np.zeros(0, np.uint32)
-        s = slice(self._a["cell_offsets"][k], self._a["cell_offsets"][k + 1])
-        return self._a["cell_index"][s], self._a["cell_pixels"][s]
+        s = slice(t.cell_offsets[k], t.cell_offsets[k + 1])
+        return t.cell_index[s], t.cell_pixels[s]
 
     def class_anchors(self, category_id: int, image: int) -> np.ndarray:
         """``(K, 2)`` int32 ``(x, y)`` pixels of the class in ``image`` (spread over its largest
         segment); empty when the class is absent."""
-        r = self._rank_of(category_id)
-        lo, hi = self._a["cls_class_offsets"][r], self._a["cls_class_offsets"][r + 1]
-        k = lo + np.searchsorted(self._a["cls_image"][lo:hi], image)
-        if k == hi or self._a["cls_image"][k] != image:
+        k = self.classes.row(self._rank_of(category_id), image)
+        if k is None:
             return np.zeros((0, 2), np.int32)
-        anchors: np.ndarray = self._a["cls_anchors"][k]
+        anchors: np.ndarray = self.classes.anchors[k]
         return anchors
 
     def instances_of(self, category_id: int, image: int | None = None) -> Instances:
         """Instance rows of a thing class, optionally only those in ``image`` (crowd included:
         filter on ``iscrowd``)."""
         r = self._rank_of(category_id)
-        lo, hi = int(self._a["inst_class_offsets"][r]), int(self._a["inst_class_offsets"][r + 1])
+        inst = self.instances
+        assert inst.class_offsets is not None  # the whole table has them
+        lo, hi = int(inst.class_offsets[r]), int(inst.class_offsets[r + 1])
         if image is not None:
-            imgs = self._a["inst_image"][lo:hi]
+            imgs = inst.image[lo:hi]
             lo, hi = lo + int(np.searchsorted(imgs, image)), lo + int(np.searchsorted(imgs, image, side="right"))
-        return self.instances[lo:hi]
+        return inst[lo:hi]
 
     def open_dataset(self, root: str | Path | None = None, verify: bool = True) -> PanopticDataset:
         """Reopen the dataset this index was built from (same reader, split and options) at
         ``root``, else the root given to :meth:`load`, else the recorded one; with ``verify``,
         check it against the index (:meth:`verify_dataset`, a sample of images)."""
-        from isus.datasets.base import open_dataset
-
-        args = {k: v for k, v in self.meta["dataset"].items()
-                if k not in ("name", "root", "source", "has_instances", "num_images")}
-        root = root if root is not None else self.root if self.root is not None else self.meta["dataset"]["root"]
-        ds = open_dataset(self.meta["dataset"]["name"], root, **args)
-        if len(ds) != self.meta["dataset"]["num_images"]:
+        d = self.info.dataset
+        root = root if root is not None else self.root if self.root is not None else d.root
+        ds = open_dataset(d.name, root, split=d.split, **d.options)
+        if len(ds) != d.num_images:
             raise IndexMismatchError(f"the dataset at {ds.root} now has {len(ds)} images; the index was built "
-                                     f"from {self.meta['dataset']['num_images']}: rebuild it", self.path,
-                                     field="number of images")
+                                     f"from {d.num_images}: rebuild it", self.path, field="number of images")
         if verify:
             self.verify_dataset(ds)
         return ds
 
     # -- verification against a dataset ---------------------------------------------------------
-    def _mismatch(self, i: int | None, field: str, ours: object, theirs: object, ds: PanopticDataset) -> IndexMismatchError:
-        where = "the dataset" if i is None else f"image {i} ({self._names_of('file_name')[i - self.image_range[0]]})"
-        return IndexMismatchError(
-            f"{where}: {field} differs from what the index was built from (index: {ours}, dataset at {ds.root}: "
-            f"{theirs}). The index belongs to another dataset, or the files changed since the build: rebuild "
-            "the index, or open the dataset it was built from", self.path, image=i, field=field)
-
-    def _names_of(self, key: str) -> list[str]:
+    def image_strings(self, column: str) -> list[str]:
+        """A per-image string column (``"image_id"``, ``"file_name"`` or ``"ann_name"``), in
+        image order; unpacked on first use and kept."""
         if self._names is None:
             self._names = image_strings(self._a)
-        return self._names[key]
+        return self._names[column]
 
     def verify_dataset(self, ds: PanopticDataset, images: str | Iterable[int] = "sample") -> None:
         """Check that ``ds`` is the dataset this index was built from.
@@ -368,84 +290,26 @@ class Index:
         IndexMismatchError
             Naming the first image (and the field) that differs.
         """
-        from isus.index.fingerprint import OPEN_SAMPLE, file_names
-
-        if "fp_image_size" not in self._a:
-            raise IndexFileError("this index records no dataset fingerprint (a simulated index?); it cannot "
-                                 "be used with a dataset", self.path)
-        d = self.meta["dataset"]
-        for field, ours, theirs in (("dataset format", d["name"], ds.name), ("split", d.get("split"), ds.split),
-                                    ("annotation source", d["source"], ds.source),
-                                    ("number of images", d["num_images"], len(ds))):
-            if ours != theirs:
-                raise self._mismatch(None, field, ours, theirs, ds)
-        our_cats = [(c.id, c.name, c.isthing) for c in self.categories]
-        their_cats = [(c.id, c.name, c.isthing) for c in ds.categories]
-        if our_cats != their_cats:
-            diff = next((k for k, (a, b) in enumerate(zip(our_cats, their_cats)) if a != b),
-                        min(len(our_cats), len(their_cats)))
-            raise self._mismatch(None, "categories", our_cats[diff:diff + 1] or "none",
-                                 their_cats[diff:diff + 1] or "none", ds)
-        start, stop = self.image_range
-        names, anns = self._names_of("file_name"), self._names_of("ann_name")
-        for k, i in enumerate(range(start, stop)):
-            img, ann = file_names(ds, i)
-            if img != names[k]:
-                raise self._mismatch(i, "image file name", names[k], img, ds)
-            if ann != anns[k]:
-                raise self._mismatch(i, "annotation file name", anns[k], ann, ds)
-        if isinstance(images, str):
-            if images == "all":
-                todo: Iterable[int] = range(start, stop)
-            elif images == "sample":
-                n = min(OPEN_SAMPLE, stop - start)
-                todo = sorted(set(np.linspace(start, stop - 1, n).round().astype(int).tolist())) if n else []
-            else:
-                raise ValueError(f"verify_dataset(images=) expects 'sample', 'all' or image indices; got {images!r}")
-        else:
-            todo = images
-        for i in todo:
-            self.verify_image(ds, int(i), names=False)
+        fingerprint.verify_dataset(self, ds, images)
 
     def verify_image(self, ds: PanopticDataset, i: int, names: bool = True) -> None:
         """Check image ``i``'s files in ``ds`` against the index's fingerprint (two small reads
         per file); raises :class:`IndexMismatchError` naming the image and the field."""
-        from isus.index.fingerprint import FIELDS, file_names, image_fingerprint
-
-        start, stop = self.image_range
-        if not start <= i < stop:
-            raise IndexError(f"image {i} is not in this index (images {start}..{stop - 1})")
-        k = i - start
-        if names:
-            img, ann = file_names(ds, i)
-            for field, ours, theirs in (("image file name", self._names_of("file_name")[k], img),
-                                        ("annotation file name", self._names_of("ann_name")[k], ann)):
-                if ours != theirs:
-                    raise self._mismatch(i, field, ours, theirs, ds)
-        fp = image_fingerprint(ds, i)
-        for array, key, field in FIELDS:
-            recorded = int(self._a[array][k])
-            if recorded != fp[key]:
-                if key.endswith("size") and fp[key] == -1:
-                    raise self._mismatch(i, field, recorded, "file missing", ds)
-                show = (lambda v: v) if key.endswith("size") else (lambda v: f"{v:016x}")
-                raise self._mismatch(i, field, show(recorded), show(fp[key]), ds)
+        fingerprint.verify_image(self, ds, i, names)
 
     # -- annotation cache -------------------------------------------------------------------------
     @property
     def cache_dir(self) -> Path | None:
         """Directory of the annotation cache, if the index was built with one (recorded relative
         to the index file)."""
-        d = self.meta["params"].get("cache_dir")
-        if d is None:
+        recorded = self.info.params.cache_dir
+        if recorded is None:
             return None
-        d = Path(d)
+        d = Path(recorded)
         return d if d.is_absolute() or self.path is None else self.path.parent / d
 
     def cache_path(self, i: int) -> Path:
         """The annotation cache entry of image ``i`` (named by its content digest)."""
-        from isus.index.cache import entry_name
-
         if self.cache_dir is None:
             raise IndexFileError("this index was built without an annotation cache "
                                  "(build with cache_annotations=True / --cache-annotations)", self.path)
@@ -478,8 +342,6 @@ class Index:
 
     def image_cache_path(self, i: int) -> Path:
         """The image cache entry of image ``i`` (named by its content digest)."""
-        from isus.index.image_cache import image_entry_name
-
         if self.image_cache is None or self.cache_dir is None:
             raise IndexFileError("this index was built without an image cache (build with image_cache=True / "
                                  "--cache-images)", self.path)
@@ -494,8 +356,6 @@ class Index:
         """Delete the cache entries in :attr:`cache_dir` this index does not refer to (left by
         the build it replaced, or by an interrupted one). Call it once this index is committed;
         returns how many files were removed. Never call it while another index shares the directory."""
-        from isus.index.cache import prune_cache
-
         if self.cache_dir is None:
             return 0
         return prune_cache(self.cache_dir, {p.name for i in range(*self.image_range) for p in self.cache_paths(i)})
@@ -504,17 +364,15 @@ class Index:
         """Read every cache entry this index refers to in full and check it: digests, every band's
         and tile's CRC-32, each header against the index. Returns the number of entries checked;
         raises :class:`IndexFileError` naming the first bad one."""
-        from isus.index import cache, image_cache
-
         n = 0
         total = self.num_images
         for k, i in enumerate(range(*self.image_range)):
             info = self.image_info(i)
             if self.cache_dir is not None:
-                cache.verify_entry(self.cache_path(i), info, self._a["cache_digest"][i - self.image_range[0]].tobytes().hex())
+                verify_annotation_entry(self.cache_path(i), info, self._a["cache_digest"][i - self.image_range[0]].tobytes().hex())
                 n += 1
             if self.image_cache is not None:
-                image_cache.verify_entry(self.image_cache_path(i), info, self.image_digest(i))
+                verify_image_entry(self.image_cache_path(i), info, self.image_digest(i))
                 n += 1
             if progress is not None:
                 progress(k + 1, total)
@@ -523,16 +381,12 @@ class Index:
     def image_window_tiles(self, i: int, reduce: int, window: tuple[int, int, int, int]) -> Any:
         """The encoded, CRC-checked tiles of :meth:`load_image_window`, not decoded (a
         :class:`~isus.index.image_cache.TileWindow`): for decoders other than OpenCV's, e.g. nvjpeg."""
-        from isus.index.image_cache import window_tiles
-
         return window_tiles(self.image_cache_path(i), self.image_info(i), reduce, *window, digest=self.image_digest(i))
 
     def load_image_window(self, i: int, reduce: int, window: tuple[int, int, int, int]) -> tuple[np.ndarray, int, int]:
         """BGR pixels of image ``i`` at level ``1/reduce`` (1, 2, 4, 8) from the image cache: the
         whole tiles covering ``window`` ``(x0, y0, x1, y1)`` in that level's pixels (clipped to
         the image), and the origin ``(ox, oy)`` of the returned buffer."""
-        from isus.index.image_cache import read_window
-
         return read_window(self.image_cache_path(i), self.image_info(i), reduce, *window,
                            digest=self.image_digest(i))
 
@@ -540,8 +394,6 @@ class Index:
         """Panoptic annotation of image ``i`` from the annotation cache, optionally only the
         ``window`` ``(x0, y0, x1, y1)`` (decoding only the bands it covers; parts outside the
         image are void)."""
-        from isus.index.cache import read_cached
-
         path = self.cache_path(i)
         return read_cached(path, window, self.image_info(i), self._a["cache_digest"][i - self.image_range[0]].tobytes().hex())
 
@@ -549,25 +401,22 @@ class Index:
         """Nearest-neighbour sample of image ``i``'s cached segment map at rows ``ys`` and columns
         ``xs`` (non-decreasing original pixels; outside the image is void): ``(dense, segments)``
         with ``dense`` the position + 1 in ``segments`` (0 void). Decodes only the sampled rows."""
-        from isus.index.cache import read_cached_sampled
-
         return read_cached_sampled(self.cache_path(i), ys, xs, flip, self.image_info(i),
                                    self._a["cache_digest"][i - self.image_range[0]].tobytes().hex())
 
     def describe(self) -> str:
         """Multi-line report: counts, instances per class, size histogram, build parameters."""
-        from isus.summary import format_bytes, histogram_lines, scale_histogram
-
-        ds, p = self.meta["dataset"], self.meta["params"]
+        info = self.info
+        ds, p = info.dataset, info.params
         inst = self.instances
         things = ~inst.iscrowd
         per_class = np.bincount(self.category_ranks(inst.category_id[things]), minlength=len(self.categories))
         start, stop = self.image_range
         lines = [
-            f"dataset      {ds['name']} split={ds.get('split')!r} ({ds['source']} annotations) at {ds['root']}"
+            f"dataset      {ds.name} split={ds.split!r} ({ds.source} annotations) at {ds.root}"
             + (f" (re-pointed to {self.root})" if self.root is not None else ""),
-            f"images       {self.num_images}" + ("" if (start, stop) == (0, ds["num_images"])
-                                                  else f" (shard: images {start}..{stop - 1} of {ds['num_images']})"),
+            f"images       {self.num_images}" + ("" if (start, stop) == (0, ds.num_images)
+                                                  else f" (shard: images {start}..{stop - 1} of {ds.num_images})"),
             f"classes      {len(self.categories)} ({sum(c.isthing for c in self.categories)} thing), "
             f"{len(self.present_categories())} present",
             f"instances    {int(things.sum())} (+{int(inst.iscrowd.sum())} crowd)",
@@ -576,18 +425,18 @@ class Index:
             lines.append("per class    " + ", ".join(f"{c.name} {n}" for c, n in zip(self.categories, per_class) if n))
             lines.append("instance size, sqrt(area) in px:")
             lines += histogram_lines(scale_histogram(inst.scale[things]))
-        cache = f"{self.cache_dir} ({format_bytes(self.meta.get('cache_bytes', 0))})" if p["cache_dir"] else "none"
-        ic = p.get("image_cache")
+        cache = f"{self.cache_dir} ({format_bytes(info.cache_bytes)})" if p.cache_dir else "none"
+        ic = p.image_cache
         images = (f"{ic['codec']} tiles of {ic['tile']} px" + (f", quality {ic['quality']}" if ic["codec"] == "jpeg" else "")
-                  + f" ({format_bytes(self.meta.get('image_cache_bytes', 0))})") if ic else "none"
-        lines.append(f"build        grid {p['grid']}x{p['grid']}, {p['anchors']} anchors per instance, "
+                  + f" ({format_bytes(info.image_cache_bytes)})") if ic else "none"
+        lines.append(f"build        grid {p.grid}x{p.grid}, {p.anchors} anchors per instance, "
                      f"annotation cache: {cache}, image cache: {images}")
-        lines.append(f"file         {self.path} (schema {self.meta['schema']}, {self.checksum})")
+        lines.append(f"file         {self.path} (schema {info.schema}, {self.checksum})")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        ds = self.meta["dataset"]
-        return (f"Index({ds['name']} {ds.get('split')!r}: images={self.num_images}, categories={len(self.categories)}, "
+        ds = self.info.dataset
+        return (f"Index({ds.name} {ds.split!r}: images={self.num_images}, categories={len(self.categories)}, "
                 f"instances={len(self.instances)}, path={str(self.path) if self.path else None!r})")
 
 

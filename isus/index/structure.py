@@ -14,24 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from isus.index.schema import CACHE_DIGEST_COLUMNS, DIGEST_BYTES, DTYPES, FINGERPRINT_COLUMNS, OPTIONAL
 from isus.index.store import IndexFileError
 
 __all__ = ["check_index"]
 
-#: dtype of every array an index may hold (None: the array is optional).
-_DTYPES = {
-    "image_height": "i4", "image_width": "i4",
-    "image_id_blob": "u1", "image_id_offsets": "i8", "file_name_blob": "u1", "file_name_offsets": "i8",
-    "ann_name_blob": "u1", "ann_name_offsets": "i8",
-    "inst_image": "i4", "inst_segment": "i4", "inst_category": "i4", "inst_crowd": "b1", "inst_area": "i8",
-    "inst_box": "i4", "inst_centroid": "f4", "inst_anchors": "i4", "inst_class_offsets": "i8",
-    "cls_image": "i4", "cls_category": "i4", "cls_pixels": "i8", "cls_ncells": "i4", "cls_anchors": "i4",
-    "cls_class_offsets": "i8", "cell_index": "u2", "cell_pixels": "u4", "cell_offsets": "i8",
-    "fp_image_size": "i8", "fp_image_sample": "u8", "fp_ann_size": "i8", "fp_ann_sample": "u8",
-    "cache_digest": "u1", "image_cache_digest": "u1",
-}
-_OPTIONAL = {"ann_name_blob", "ann_name_offsets", "fp_image_size", "fp_image_sample", "fp_ann_size", "fp_ann_sample",
-             "cache_digest", "image_cache_digest"}
 _MAX_INT32 = 2**31 - 1
 MAX_CATEGORY_ID = 65535
 
@@ -128,9 +115,9 @@ def _strings(a: dict[str, np.ndarray], key: str, n: int) -> None:
 def _check(meta: dict[str, Any], a: dict[str, np.ndarray]) -> None:
     if not isinstance(meta, dict):
         raise _fail("header 'meta' is not an object")
-    for name, dt in _DTYPES.items():
+    for name, dt in DTYPES.items():
         if name not in a:
-            if name in _OPTIONAL:
+            if name in OPTIONAL:
                 continue
             raise _fail(f"array {name!r} is missing")
         if a[name].dtype.newbyteorder("<") != np.dtype(dt).newbyteorder("<"):
@@ -154,12 +141,12 @@ def _check(meta: dict[str, Any], a: dict[str, np.ndarray]) -> None:
     _in(w, 1, _MAX_INT32, "image_width", "a positive width")
     for key in ("image_id", "file_name") + (("ann_name",) if "ann_name_blob" in a or "ann_name_offsets" in a else ()):
         _strings(a, key, n)
-    for name in ("fp_image_size", "fp_image_sample", "fp_ann_size", "fp_ann_sample"):
+    for name, _, _ in FINGERPRINT_COLUMNS:
         if name in a:
             _shape(a, name, (n,))
-    for name in ("cache_digest", "image_cache_digest"):
+    for name in CACHE_DIGEST_COLUMNS:
         if name in a:
-            _shape(a, name, (n, 16))
+            _shape(a, name, (n, DIGEST_BYTES))
 
     # instances: (category, image)-sorted rows, each inside its image
     m = len(a["inst_image"])

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from isus.errors import InstancesUnavailableError, IsusError
-from isus.index.index import Index
+from isus.index import Index
 from isus.sampling.config import SamplerConfig
 from isus.types import CropSpec
 
@@ -78,16 +78,15 @@ class SamplingPolicy:
 
     def __init__(self, index: Index, config: SamplerConfig) -> None:
         self.index, self.config = index, config
-        dataset = index.meta["dataset"]
-        if config.mode == "isus" and not dataset.get("has_instances", True):
+        dataset = index.info.dataset
+        if config.mode == "isus" and not dataset.has_instances:
             # ISUS draws instances; without any it would be CUS under another name
             raise InstancesUnavailableError(
                 f"ISUS samples object instances and needs instance annotations, but this index was built from "
-                f"a semantic-only dataset ({dataset['name']}, source={dataset.get('source')!r}) and has none: use "
+                f"a semantic-only dataset ({dataset.name}, source={dataset.source!r}) and has none: use "
                 "mode='cus' (on the command line: --mode cus) for class-uniform crops, or build the index from the "
                 "instance or panoptic annotations", index.path)
-        a = index.arrays()
-        self._a = a
+        table = self._table = index.classes
         present = {c.id for c in index.present_categories()}
         if config.classes is not None:
             missing = sorted(set(config.classes) - present)
@@ -100,13 +99,13 @@ class SamplingPolicy:
             raise IsusError("the index has no category to sample from (is it empty?)")
         self.classes = np.array(wanted, dtype=np.int64)
         ranks = index.category_ranks(np.array(wanted, dtype=np.int64))
-        self._cls_lo = a["cls_class_offsets"][ranks]
+        self._cls_lo = table.class_offsets[ranks]
         #: Number of images containing each class in :attr:`classes`.
-        self.images_per_class = (a["cls_class_offsets"][ranks + 1] - self._cls_lo).astype(np.float64)
+        self.images_per_class = (table.class_offsets[ranks + 1] - self._cls_lo).astype(np.float64)
         isthing = np.array([index.category(c).isthing for c in wanted])
 
         # Non-crowd instances, grouped by (class, image): the ISUS thing tables.
-        inst = index.instances
+        inst = self._inst = index.instances
         keep = np.flatnonzero(~inst.iscrowd)
         cat_rank = index.category_ranks(inst.category_id[keep])
         key = cat_rank * (index.image_range[1] + 1) + inst.image[keep]
@@ -119,8 +118,8 @@ class SamplingPolicy:
         self._pair_n = np.searchsorted(pair_rank, ranks, side="right") - self._pair_lo
         self.instance_sampled = (config.mode == "isus") & isthing & (self._pair_n > 0)
 
-        self._cell_cum = np.r_[0, np.cumsum(a["cell_pixels"], dtype=np.int64)]
-        self._grid = int(index.meta["params"]["grid"])
+        self._cell_cum = np.r_[0, np.cumsum(table.cell_pixels, dtype=np.int64)]
+        self._grid = int(index.info.params.grid)
         h, w = index.heights.astype(np.float64), index.widths.astype(np.float64)
         self._h, self._w = h, w
         self._base = (config.shortest_side / np.minimum(h, w)) if config.shortest_side else np.ones_like(h)
@@ -139,7 +138,7 @@ class SamplingPolicy:
                             f"got {rng!r:.60}")
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"{type(self).__name__}.draw(n=) expects an integer >= 0; got {n!r:.60}")
-        cfg, a = self.config, self._a
+        cfg, table, inst = self.config, self._table, self._inst
         weights = np.asarray(self.class_weights(), dtype=np.float64)
         if weights.shape != (len(self.classes),) or not (weights >= 0).all() or weights.sum() <= 0:
             raise ValueError(f"{type(self).__name__}.class_weights() must return {len(self.classes)} non-negative "
@@ -153,7 +152,7 @@ class SamplingPolicy:
         row = self._cls_lo[cidx] + np.floor(u[:, 1] * self.images_per_class[cidx]).astype(np.int64)
         pair = self._pair_lo[cidx] + np.floor(u[:, 1] * self._pair_n[cidx]).astype(np.int64)
         pair = np.where(by_inst, pair, 0)
-        image = np.where(by_inst, self._pair_image[pair] if len(self._pair_image) else 0, a["cls_image"][row])
+        image = np.where(by_inst, self._pair_image[pair] if len(self._pair_image) else 0, table.image[row])
         k = image - self._start
         base = self._base[k]
 
@@ -167,7 +166,7 @@ class SamplingPolicy:
             lo_i, hi_i = self._pair_inst_off[pair], self._pair_inst_off[pair + 1]
             inst_row = self._th_rows[np.minimum(lo_i + np.floor(u[:, 3] * (hi_i - lo_i)).astype(np.int64), len(self._th_rows) - 1)]
             lidx = np.minimum(np.floor(u[:, 4] * len(self._levels)).astype(np.int64), len(self._levels) - 1)
-            box = a["inst_box"][inst_row].astype(np.float64)
+            box = inst.box[inst_row].astype(np.float64)
             size = np.sqrt((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])) * base
             lo, hi = self._intervals[lidx, 0] / size, self._intervals[lidx, 1] / size
             s_inst = lo * (hi / lo) ** u[:, 5]  # log-uniform within the level's interval
@@ -183,10 +182,10 @@ class SamplingPolicy:
         ww, wh = cfg.crop_size[0] / scale, cfg.crop_size[1] / scale
         H, W = self._h[k], self._w[k]
         # a grid cell holding the class, drawn by its pixel count
-        c0, c1 = a["cell_offsets"][row], a["cell_offsets"][row + 1]
+        c0, c1 = table.cell_offsets[row], table.cell_offsets[row + 1]
         target = self._cell_cum[c0] + np.floor(u[:, 6] * (self._cell_cum[c1] - self._cell_cum[c0]))
         cell_pos = np.clip(np.searchsorted(self._cell_cum, target, side="right") - 1, c0, np.maximum(c1 - 1, c0))
-        cell = a["cell_index"][np.minimum(cell_pos, len(a["cell_index"]) - 1)].astype(np.int64)
+        cell = table.cell_index[np.minimum(cell_pos, len(table.cell_index) - 1)].astype(np.int64)
         g = self._grid
         gy, gx = cell // g, cell % g
         # cell column gx holds the pixels x with x * g // W == gx, i.e. x in [ceil(gx W / g), ceil((gx+1) W / g))
@@ -194,11 +193,11 @@ class SamplingPolicy:
         ay0, ay1 = np.ceil(gy * H / g), np.ceil((gy + 1) * H / g)
         fits = (ww >= ax1 - ax0) & (wh >= ay1 - ay0)
         # otherwise (and for ISUS things) an anchor pixel: of the instance, or of the class
-        n_anchors = a["cls_anchors"].shape[1]
+        n_anchors = table.anchors.shape[1]
         j = np.minimum(np.floor(u[:, 7] * n_anchors).astype(np.int64), n_anchors - 1)
-        anchor = a["cls_anchors"][row, j].astype(np.float64)
+        anchor = table.anchors[row, j].astype(np.float64)
         if by_inst.any():
-            anchor = np.where(by_inst[:, None], a["inst_anchors"][np.maximum(instance, 0), j], anchor)
+            anchor = np.where(by_inst[:, None], inst.anchors[np.maximum(instance, 0), j], anchor)
         use_point = by_inst | ~fits
         px, py = anchor[:, 0], anchor[:, 1]
         ax0, ax1 = np.where(use_point, px, ax0), np.where(use_point, px + 1.0, ax1)

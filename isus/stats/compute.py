@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from isus.errors import InstancesUnavailableError
-from isus.index.index import Index
+from isus.index import Index
 from isus.sampling.config import SamplerConfig
 from isus.sampling.levels import LevelRule
 from isus.sampling.policy import CropBatch, SamplingPolicy
@@ -31,9 +31,9 @@ def require_instances(index: Index) -> None:
     every statistic here is about instances, and would be empty."""
     if (~index.instances.iscrowd).any():
         return
-    dataset = index.meta["dataset"]
-    if not dataset.get("has_instances", True):
-        why = (f"it was built from a semantic-only dataset ({dataset['name']}, source={dataset.get('source')!r}); "
+    dataset = index.info.dataset
+    if not dataset.has_instances:
+        why = (f"it was built from a semantic-only dataset ({dataset.name}, source={dataset.source!r}); "
                "build it from the instance or panoptic annotations")
     else:
         why = "its dataset has no thing segments, or only crowd ones"
@@ -132,6 +132,7 @@ def compute_stats(
     (e.g. it was built from a semantic-only dataset): every number here would be empty.
     """
     require_instances(index)
+    dataset = index.info.dataset
     inst = index.instances
     things = ~inst.iscrowd
     start = index.image_range[0]
@@ -149,7 +150,7 @@ def compute_stats(
         return counts
 
     out: dict[str, Any] = {
-        "dataset": {k: index.meta["dataset"].get(k) for k in ("name", "split", "root", "num_images")},
+        "dataset": {"name": dataset.name, "split": dataset.split, "root": dataset.root, "num_images": dataset.num_images},
         "settings": {"crop_size": list(config.crop_size), "shortest_side": config.shortest_side,
                      "stuff_scale_range": list(config.stuff_scale_range),
                      "thing_scale_range": list(config.thing_scale_range), "samples": samples, "seed": seed,

@@ -1,12 +1,11 @@
 """An index with MVD-like statistics, made without images (for benchmarks of sampling and statistics)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:
-    from isus.index.index import Index
+from isus.index import Index
+from isus.index.schema import assemble, pack_strings
+from isus.index.store import SCHEMA_VERSION
 
 __all__ = ["simulated_index"]
 
@@ -20,9 +19,6 @@ def simulated_index(num_images: int = 18000, *, num_stuff: int = 28, num_things:
     anchors inside boxes, cell counts summing to the class pixels), which is all sampling and
     statistics read.
     """
-    from isus.index.index import Index, _pack_strings, assemble
-    from isus.index.store import SCHEMA_VERSION
-
     rng = np.random.default_rng(seed)
     sizes = np.array([(4032, 3024), (3264, 2448), (1920, 1080), (5376, 3024), (2448, 2448), (4608, 2592)])
     wh = sizes[rng.integers(0, len(sizes), num_images)]
@@ -73,8 +69,8 @@ def simulated_index(num_images: int = 18000, *, num_stuff: int = 28, num_things:
         "cls_anchors": cls_anchors.astype(np.int32), "cell_index": cell_index, "cell_pixels": cell_pixels,
     }
     images = {"image_height": wh[:, 1].astype(np.int32), "image_width": wh[:, 0].astype(np.int32)}
-    images["image_id_blob"], images["image_id_offsets"] = _pack_strings([f"sim{i:06d}" for i in range(num_images)])
-    images["file_name_blob"], images["file_name_offsets"] = _pack_strings([f"sim{i:06d}.jpg" for i in range(num_images)])
+    images["image_id_blob"], images["image_id_offsets"] = pack_strings([f"sim{i:06d}" for i in range(num_images)])
+    images["file_name_blob"], images["file_name_offsets"] = pack_strings([f"sim{i:06d}.jpg" for i in range(num_images)])
     meta = {"kind": "index", "schema": SCHEMA_VERSION, "isus_version": "simulated",
             "dataset": {"name": "simulated", "root": "", "split": "training", "source": "simulated",
                         "has_instances": True, "num_images": num_images},

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from typing import Any, Iterator
 
 import numpy as np
@@ -11,7 +9,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from isus.errors import IsusError
-from isus.index.index import Index
+from isus.index import Index
 from isus.sampling.config import SamplerConfig
 from isus.sampling.policy import CropBatch, SamplingPolicy
 from isus.types import CropSpec
@@ -46,17 +44,11 @@ def config_description(config: SamplerConfig, policy: SamplingPolicy) -> dict[st
 
 
 def index_fingerprint(index: Index) -> dict[str, Any]:
-    """A content digest of the index (its arrays, categories and image range; not where it or
-    its dataset are stored, so a copied or moved index matches) and, for messages, its size."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps([index.meta.get("categories"), index.meta.get("image_range")], sort_keys=True).encode())
-    arrays = index.arrays()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
-        h.update(a.reshape(-1).view(np.uint8).data)
-    ds = index.meta.get("dataset", {})
-    return {"digest": "blake2b:" + h.hexdigest(), "dataset": ds.get("name"), "num_images": ds.get("num_images")}
+    """A content digest of the index (:meth:`Index.content_digest <isus.Index.content_digest>`:
+    its arrays, categories and image range; not where it or its dataset are stored, so a copied
+    or moved index matches) and, for messages, its size."""
+    ds = index.info.dataset
+    return {"digest": index.content_digest(), "dataset": ds.name, "num_images": ds.num_images}
 
 
 class CropSampler(Sampler[CropSpec]):
