@@ -40,8 +40,8 @@ import numpy as np
 import isus
 from _common import synthetic_mvd
 from isus import kernels
-from isus.crop import CropEngine
-from isus.crop.engine import CropConfig, crop_size
+from isus.crop import CropConfig, CropEngine
+from isus.crop.functional import crop_size
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "mapillary_vistas"
 

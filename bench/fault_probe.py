@@ -610,10 +610,11 @@ def define_cases() -> None:  # noqa: C901 (a flat list of cases)
     cli(g, "annotation cache entry replaced by another index's entry", "IndexFileError naming the entry", verify,
         setup=cache_case(lambda p: shutil.copy(cache_entries(B / "coco.isusidx", ".ann")[0],
                                                cache_entries(p, ".ann")[0])), names=[".ann"])
-    api(g, "Index.load_annotation(99) on a 3-image index", "IndexError-free refusal naming the image index",
-        "idx = isus.Index.load(B / 'mvd.isusidx'); idx.load_annotation(99)", names=["99"])
-    api(g, "Index.load_annotation(-1)", "refusal (or the last image, as a sequence would)",
-        "idx = isus.Index.load(B / 'mvd.isusidx'); idx.load_annotation(-1)", want="either", names=["-1"])
+    ann = "from isus.index.cache import CachedAnnotationSource\nidx = isus.Index.load(B / 'mvd.isusidx')\n"
+    api(g, "CachedAnnotationSource(idx).load(99) on a 3-image index", "IndexError-free refusal naming the image index",
+        ann + "CachedAnnotationSource(idx).load(99)", names=["99"])
+    api(g, "CachedAnnotationSource(idx).load(-1)", "refusal (or the last image, as a sequence would)",
+        ann + "CachedAnnotationSource(idx).load(-1)", want="either", names=["-1"])
 
     # --- D. evaluation inputs ---
     g = "eval"

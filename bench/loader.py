@@ -19,7 +19,7 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 
 import isus
-from isus.crop.engine import CropConfig
+from isus.crop import CropConfig
 from isus.torch import CropSampler, PanopticCropDataset, collate_crops
 
 

@@ -3,7 +3,7 @@ GPU, one batched call per batch of crops) against the crop engine's CPU path (Op
 
 Per sample, median over ISUS crops (MVD preset, 1024x1024) of an index built with
 ``--cache-images``: (a) ``CropEngine`` image step on the CPU: the window's tiles decoded by
-OpenCV, resampled by the separable bilinear kernel; (b) the same tiles (``Index.image_window_tiles``:
+OpenCV, resampled by the separable bilinear kernel; (b) the same tiles (``CachedImageSource.tiles``:
 located and CRC-checked on the CPU) decoded by ``torchvision.io.decode_jpeg(device=DEVICE)`` for a
 whole batch at once, pasted and resampled with the same taps on DEVICE; the time includes the
 tile lookup, the transfer of the encoded bytes and a synchronisation. Prints the ratio CPU / DEVICE
@@ -30,23 +30,24 @@ import isus
 from _common import parse_size, synthetic_mvd
 from isus import kernels
 from isus.crop import CropEngine
-from isus.crop.engine import choose_reduce, crop_size, warp_plan
+from isus.crop.functional import choose_reduce, crop_size, warp_plan
+from isus.index.image_cache import CachedImageSource
 
 
 def plan(spec, cw: int, ch: int):
-    """The crop engine's level, window and taps for ``spec`` (``isus.crop.engine.warp_plan``)."""
+    """The crop engine's level, window and taps for ``spec`` (``isus.crop.functional.warp_plan``)."""
     r = choose_reduce(spec.scale)
     m, win = warp_plan(spec, cw, ch, r)
     return r, win, (m[0, 0], m[0, 2]), (m[1, 1], m[1, 2])
 
 
-def device_batch(torch, decode_jpeg, index, specs, device: str, pad: int) -> list:
+def device_batch(torch, decode_jpeg, source: CachedImageSource, specs, device: str, pad: int) -> list:
     """RGB crops (3, H, W) uint8 on ``device`` for ``specs``, decoded and resampled there."""
     wins, blobs = [], []
     for spec in specs:
         cw, ch = crop_size(spec)
         r, win, tx, ty = plan(spec, cw, ch)
-        tw = index.image_window_tiles(spec.image, r, win)
+        tw = source.tiles(spec.image, r, win)
         wins.append((cw, ch, win, tx, ty, tw, len(blobs)))
         blobs += [torch.from_numpy(np.array(b)) for b in tw.blobs]
     images = decode_jpeg(blobs, device=device) if blobs else []
@@ -111,7 +112,8 @@ def main() -> None:
     engine = CropEngine(ds, index)
     pad = engine.config.pad_value
     engine._image(specs[0], crop_size(specs[0]))  # warm-up: JIT, entry parsing
-    device_batch(torch, decode_jpeg, index, specs[:2], args.device, pad)
+    source = CachedImageSource(index)
+    device_batch(torch, decode_jpeg, source, specs[:2], args.device, pad)
 
     def sync() -> None:
         if args.device.startswith("cuda"):
@@ -125,7 +127,7 @@ def main() -> None:
         cpu_t.append((time.perf_counter() - t) / len(batch))
         sync()
         t = time.perf_counter()
-        got = device_batch(torch, decode_jpeg, index, batch, args.device, pad)
+        got = device_batch(torch, decode_jpeg, source, batch, args.device, pad)
         sync()
         dev_t.append((time.perf_counter() - t) / len(batch))
         quality += [psnr(g.permute(1, 2, 0).cpu().numpy(), r) for g, r in zip(got, ref)]

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 import isus
 from isus.crop import CropConfig, CropEngine
-from isus.crop.engine import choose_reduce, crop_size
+from isus.crop.functional import choose_reduce, crop_size
 from isus.torch import CropSampler, PanopticCropDataset, collate_crops, to_detectron2, to_tv_tensors
 from isus.types import CropSpec
 from tests.conftest import realdata

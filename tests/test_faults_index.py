@@ -22,6 +22,7 @@ import pytest
 import isus
 from isus.crop import CropEngine
 from isus.index import Index, IndexFileError, build_index
+from isus.index.cache import CachedAnnotationSource
 from isus.torch import PanopticCropDataset
 from isus.types import CropSpec
 
@@ -111,7 +112,7 @@ def test_moved_dataset_and_index_keep_working(two_datasets, index_a, tmp_path):
     index.verify_dataset(ds, images="all")
     for i in range(len(ds)):
         pan = ds.load_panoptic(i)
-        got = index.load_annotation(i)
+        got = CachedAnnotationSource(index).load(i)
         np.testing.assert_array_equal(got.ids, pan.ids)
         np.testing.assert_array_equal(got.segments, pan.segments)
     CropEngine(ds, index)(_spec(1, (10, 10, 90, 90)))
@@ -168,7 +169,7 @@ def test_killed_rebuild_leaves_the_old_index_and_cache_intact(tmp_path, kill_at)
     old = Index.load(out)
     ds_a = isus.open_dataset("mvd", a)
     for i in range(len(ds_a)):
-        pan, got = ds_a.load_panoptic(i), old.load_annotation(i)
+        pan, got = ds_a.load_panoptic(i), CachedAnnotationSource(old).load(i)
         np.testing.assert_array_equal(got.ids, pan.ids)
         np.testing.assert_array_equal(got.segments, pan.segments)
 
@@ -182,7 +183,7 @@ def test_killed_rebuild_leaves_the_old_index_and_cache_intact(tmp_path, kill_at)
     new = Index.load(out)
     ds_b = isus.open_dataset("mvd", b)
     for i in range(len(ds_b)):
-        pan, got = ds_b.load_panoptic(i), new.load_annotation(i)
+        pan, got = ds_b.load_panoptic(i), CachedAnnotationSource(new).load(i)
         np.testing.assert_array_equal(got.ids, pan.ids)
         np.testing.assert_array_equal(got.segments, pan.segments)
     # the superseded entries were removed after the commit
@@ -202,10 +203,10 @@ def test_cache_entry_with_permuted_categories_is_rejected(index_a):
     write_entry(path.with_name("tampered"), entry._replace(segments=seg))  # a well-formed entry
     os.replace(path.with_name("tampered"), path)
     with pytest.raises(IndexFileError, match="checksum") as e:
-        index.load_annotation(2)
+        CachedAnnotationSource(index).load(2)
     assert str(path) in str(e.value)
     assert _sha(index_a) == before
-    index.load_annotation(3)  # the other entries still read
+    CachedAnnotationSource(index).load(3)  # the other entries still read
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "zip"])
@@ -223,7 +224,7 @@ def test_corrupt_cache_entry_names_the_file(index_a, damage):
         data = bytearray(b"PK\x03\x04" + b"\0" * 40)
     path.write_bytes(bytes(data))
     with pytest.raises(IndexFileError) as e:
-        index.load_annotation(4, (0, 0, 192, 144))
+        CachedAnnotationSource(index).load(4, (0, 0, 192, 144))
     assert str(path) in str(e.value)
 
 

@@ -177,7 +177,7 @@ def built(roots, tmp_path_factory):
     index.save(out / "mvd.isusidx")
     index = isus.Index.load(out / "mvd.isusidx")
     for i in range(len(ds)):
-        index.load_annotation(i)
+        cache_mod.CachedAnnotationSource(index).load(i)
     return out / "mvd.isusidx", index
 
 
@@ -248,9 +248,10 @@ def test_cache_entry(built, ops, window):
     bad = mutate(entry.read_bytes(), ops)
     if window is not None:
         window = (window[0], window[1], window[0] + window[2], window[1] + window[3])
-    expected = index.load_annotation(0, window)
+    source = cache_mod.CachedAnnotationSource(index)
+    expected = source.load(0, window)
     with replaced(entry, bad):
-        got = outcome(lambda: index.load_annotation(0, window), "load_annotation")
+        got = outcome(lambda: source.load(0, window), "CachedAnnotationSource.load")
         if not isinstance(got, isus.IsusError):  # only a change the digest does not cover: none
             assert np.array_equal(got.ids, expected.ids) and np.array_equal(got.segments, expected.segments)
         else:

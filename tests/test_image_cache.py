@@ -11,7 +11,7 @@ import pytest
 import isus
 from isus.crop import CropEngine
 from isus.crop.engine import CropConfig
-from isus.index.image_cache import LEVELS, ImageCacheParams, _OPEN
+from isus.index.image_cache import LEVELS, CachedImageSource, ImageCacheParams, _OPEN
 from isus.index.store import IndexFileError
 from tests.conftest import realdata
 
@@ -68,7 +68,7 @@ def test_png_cache_gives_bit_identical_crops(data, interpolation):
     index = isus.Index.load(paths["png"])
     cfg = CropConfig(interpolation=interpolation)
     cached, plain = CropEngine(ds, index, cfg), CropEngine(ds, index, CropConfig(use_cache=False, interpolation=interpolation))
-    assert cached._use_image_cache and not plain._use_image_cache
+    assert isinstance(cached.image_source, CachedImageSource) and not isinstance(plain.image_source, CachedImageSource)
     for spec in specs_for(index):
         a, b = cached(spec), plain(spec)
         np.testing.assert_array_equal(a.image, b.image, err_msg=str(spec))
@@ -90,13 +90,14 @@ def test_jpeg_cache_psnr_and_identical_targets(data):
 def test_cache_levels_hold_the_reduced_decodes(data):
     ds, paths = data
     index = isus.Index.load(paths["png"])
+    source = CachedImageSource(index)
     for r in LEVELS:
         full = ds.load_image(1, r, bgr=True)
-        buf, ox, oy = index.load_image_window(1, r, (-5, -5, 10 ** 6, 10 ** 6))
+        buf, ox, oy = source.window(1, r, (-5, -5, 10 ** 6, 10 ** 6))
         assert (ox, oy) == (0, 0)
         np.testing.assert_array_equal(buf, full)
         # a small window gives only the tiles it covers
-        buf, ox, oy = index.load_image_window(1, r, (3, 4, 5, 6))
+        buf, ox, oy = source.window(1, r, (3, 4, 5, 6))
         np.testing.assert_array_equal(buf, full[:buf.shape[0], :buf.shape[1]])
         assert buf.shape[0] <= 256 and buf.shape[1] <= 256
 

@@ -15,15 +15,20 @@ instance targets.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Callable
 
 import cv2
 import numpy as np
 
 from isus import kernels
+from isus.crop import functional as F
+from isus.crop.functional import choose_reduce, crop_size, source_pixels, warp_plan
+from isus.crop.sources import AnnotationSource, DecodedAnnotationSource, DecodedImageSource, ImageSource
 from isus.datasets.base import PanopticDataset
+from isus.index.cache import CachedAnnotationSource
+from isus.index.image_cache import CachedImageSource
 from isus.index.index import Index
-from isus.types import CropSpec, Panoptic, category_segments
+from isus.types import CropSpec
 
 __all__ = ["CropConfig", "CropSample", "crop_sample", "CropEngine"]
 
@@ -113,51 +118,12 @@ class CropSample:
     flip: bool = False
 
 
-def crop_size(spec: CropSpec) -> tuple[int, int]:
-    """``(width, height)`` in crop pixels of ``spec``'s window at its scale."""
-    x0, y0, x1, y1 = spec.window
-    return max(1, int(round((x1 - x0) * spec.scale))), max(1, int(round((y1 - y0) * spec.scale)))
-
-
-def choose_reduce(scale: float, allowed: Sequence[int] = (8, 4, 2, 1)) -> int:
-    """Coarsest decode reduction whose resolution still covers the crop's (``r * scale <= 1``)."""
-    for r in allowed:
-        if r * scale <= 1.0 + 1e-9:
-            return r
-    return 1
-
-
-def source_pixels(start: float, scale: float, n: int) -> np.ndarray:
-    """Original pixel under the centre of each of ``n`` crop pixels (nearest neighbour)."""
-    px: np.ndarray = np.floor(start + (np.arange(n) + 0.5) / scale).astype(np.int64)
-    return px
-
-
-def warp_plan(spec: CropSpec, cw: int, ch: int, r: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """The inverse map (2x3, crop pixel -> pixel of the level 1/``r``) of ``spec``'s image, and the
-    level pixels ``(x0, y0, x1, y1)`` it reads (2 beyond the extremes: bicubic's support).
-
-    Crop pixel centre u + 0.5 sits at original x0 + (u + 0.5) / s, i.e. at level pixel index
-    (x0 + (u + 0.5) / s) / r - 0.5 (pixel centres at integers). A flip reads u from the right.
-    The resampling gets exactly the window's pixels, clipped to the image, whether they come from
-    cache tiles or a whole decode, so a lossless cache gives bit-identical crops.
-    """
-    s = spec.scale
-    x0, y0 = spec.window[:2]
-    if spec.flip:
-        mx = [-1 / (s * r), 0, (x0 + (cw - 0.5) / s) / r - 0.5]
-    else:
-        mx = [1 / (s * r), 0, (x0 + 0.5 / s) / r - 0.5]
-    m = np.array([mx, [0, 1 / (s * r), (y0 + 0.5 / s) / r - 0.5]], dtype=np.float64)
-    xs = (m[0, 2], m[0, 0] * (cw - 1) + m[0, 2])
-    ys = (m[1, 2], m[1, 1] * (ch - 1) + m[1, 2])
-    win = (int(np.floor(min(xs))) - 2, int(np.floor(min(ys))) - 2,
-           int(np.ceil(max(xs))) + 3, int(np.ceil(max(ys))) + 3)
-    return m, win
-
-
 class CropEngine:
-    """Applies crop specs to one dataset, using its index for original boxes and the cache.
+    """Applies crop specs to one dataset, using its index for original boxes and the caches.
+
+    The sources of pixels and segment maps are chosen once, here: the index's caches when
+    ``config.use_cache`` and the index has them (:attr:`image_source`, :attr:`annotation_source`),
+    else the dataset's files.
 
     Parameters
     ----------
@@ -183,8 +149,10 @@ class CropEngine:
         self._verify = verify and index is not None
         # Semantic-only: each category is one segment (as in the index), and none is an instance.
         self._semantic_only = not ds.has_instances
-        self._category_segments = category_segments(self._train_id)
         self._verified: set[int] = set()
+        self._decoded = DecodedAnnotationSource(ds)
+        # original boxes: the index's, else scanned from the whole annotation
+        self._boxes: Callable[[int, np.ndarray, np.ndarray], np.ndarray] = self._decoded_boxes
         if index is not None:
             if verify:
                 index.verify_dataset(ds)
@@ -194,21 +162,23 @@ class CropEngine:
             self._by_image = np.argsort(inst.image, kind="stable")
             self._image_offsets = np.searchsorted(inst.image[self._by_image],
                                                   np.arange(index.image_range[0], index.image_range[1] + 1))
-        self._use_cache = index is not None and config.use_cache and index.cache_dir is not None
-        self._use_image_cache = self._use_cache and index is not None and index.image_cache is not None
+            self._boxes = self._index_boxes
+        #: where the pixels come from (:mod:`isus.crop.sources`)
+        self.image_source: ImageSource = DecodedImageSource(ds)
+        #: where the segment maps come from
+        self.annotation_source: AnnotationSource = self._decoded
+        if index is not None and config.use_cache and index.cache_dir is not None:
+            self.annotation_source = CachedAnnotationSource(index)
+            if index.image_cache is not None:
+                self.image_source = CachedImageSource(index)
 
     # -- pieces -----------------------------------------------------------------------------------
     def _image(self, spec: CropSpec, size: tuple[int, int]) -> np.ndarray:
         cw, ch = size
-        s = spec.scale
-        r = choose_reduce(s) if self.config.reduced_decode else 1
+        r = choose_reduce(spec.scale) if self.config.reduced_decode else 1
         m, win = warp_plan(spec, cw, ch, r)
-        pad = (self.config.pad_value,) * 3
-        if self._use_image_cache:
-            assert self.index is not None  # the caches imply an index
-            img, ox, oy = self.index.load_image_window(spec.image, r, win)
-        else:
-            img, ox, oy = self.ds.load_image(spec.image, r, bgr=True), 0, 0
+        img, ox, oy = self.image_source.window(spec.image, r, win)
+        # the resampling reads exactly the window clipped to the image, wherever the buffer starts
         xa, ya = max(win[0], ox), max(win[1], oy)
         xb, yb = min(win[2], ox + img.shape[1]), min(win[3], oy + img.shape[0])
         if xb <= xa or yb <= ya:
@@ -222,6 +192,7 @@ class CropEngine:
             yi, yw = kernels.bilinear_taps(m[1, 2], m[1, 1], ch)
             return kernels.resample_bilinear(img, xi, xw, yi, yw, self.config.pad_value, True,
                                              np.empty((ch, cw, 3), np.uint8))
+        pad = (self.config.pad_value,) * 3
         out = cv2.warpAffine(img, m, (cw, ch), flags=_INTERPOLATION[self.config.interpolation] | cv2.WARP_INVERSE_MAP,
                              borderMode=cv2.BORDER_CONSTANT, borderValue=pad)
         return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
@@ -232,34 +203,29 @@ class CropEngine:
         cw, ch = size
         xs = source_pixels(spec.window[0], spec.scale, cw)
         ys = source_pixels(spec.window[1], spec.scale, ch)
-        if self._use_cache:
-            assert self.index is not None  # the caches imply an index
-            info = self.index.image_info(spec.image)
-            dense, segments = self.index.sample_annotation(spec.image, ys, xs, spec.flip)
-            return dense, segments, (info.height, info.width)
-        if spec.flip:
-            xs = xs[::-1]
-        if self._semantic_only:  # void is -1 here: 0 is a category
-            ids, segments, void = self.ds.load_semantic(spec.image), self._category_segments, -1
-        else:
-            pan: Panoptic = self.ds.load_panoptic(spec.image)
-            ids, segments, void = pan.ids, pan.segments, 0
-        h, w = ids.shape
-        inside_x, inside_y = (xs >= 0) & (xs < w), (ys >= 0) & (ys < h)
-        out = ids[np.ix_(np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1))]
-        out[~inside_y, :] = void
-        out[:, ~inside_x] = void
-        return kernels.dense_segments(out, segments["id"].astype(np.int32)), segments, (h, w)
+        return self.annotation_source.sample(spec.image, ys, xs, spec.flip)
 
-    def _original_boxes(self, spec: CropSpec, seg_ids: np.ndarray, ids_full_shape: tuple[int, int]) -> np.ndarray:
-        """Full-extent boxes (original pixels) of ``seg_ids`` from the index."""
-        assert self.index is not None  # called only with an index
-        k = spec.image - self.index.image_range[0]
+    def _index_boxes(self, i: int, seg_ids: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """Full-extent boxes (original pixels, float64) of segments ``seg_ids[keep]`` of image
+        ``i``, from the index."""
+        assert self.index is not None  # chosen only with an index
+        if not len(keep):
+            return np.zeros((0, 4), np.float64)
+        k = i - self.index.image_range[0]
         rows = self._by_image[self._image_offsets[k]:self._image_offsets[k + 1]]
         inst = self.index.instances
         order = np.argsort(inst.segment_id[rows])
-        pos = np.searchsorted(inst.segment_id[rows][order], seg_ids)
-        return inst.box[rows[order[np.minimum(pos, len(order) - 1)]]].astype(np.float64)
+        pos = np.searchsorted(inst.segment_id[rows][order], seg_ids[keep])
+        boxes: np.ndarray = inst.box[rows[order[np.minimum(pos, len(order) - 1)]]].astype(np.float64)
+        return boxes
+
+    def _decoded_boxes(self, i: int, seg_ids: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """Without an index: full-extent boxes of segments ``seg_ids[keep]`` (``seg_ids``: all of
+        image ``i``'s) from its whole annotation."""
+        if not len(keep):
+            return np.zeros((0, 4), np.float64)
+        boxes: np.ndarray = self._decoded.boxes(i, seg_ids)[keep]
+        return boxes
 
     # -- the sample -------------------------------------------------------------------------------
     def __call__(self, spec: CropSpec) -> CropSample:
@@ -270,60 +236,30 @@ class CropEngine:
             self.index.verify_image(self.ds, spec.image, names=False)
             self._verified.add(spec.image)
         size = crop_size(spec)
-        cw, ch = size
         image = self._image(spec, size)
-        dense, segments, (h, w) = self._panoptic(spec, size)
-        seg_ids = segments["id"]
-        cats = segments["category_id"]
+        dense, segments, image_size = self._panoptic(spec, size)
+        seg_ids, cats = segments["id"], segments["category_id"]
         crowd_flag = segments["iscrowd"].astype(bool)
         train = np.array([self._train_id[int(c)] for c in cats], dtype=np.int64)
         isthing = np.array([self._isthing[int(c)] for c in cats], dtype=bool)
-        lut_sem = np.concatenate([[cfg.ignore_label], np.where(crowd_flag & cfg.crowd_as_ignore, cfg.ignore_label, train)])
         lut_ids = np.concatenate([[0], seg_ids]).astype(np.int32)
         if self._semantic_only:  # a category segment is a class, not an instance, and has no id
             isthing[:] = False
             lut_ids[:] = 0
         ids, semantic, crowd, area, vbox = kernels.crop_maps(
-            dense, lut_ids, lut_sem.astype(np.int64), np.concatenate([[False], crowd_flag]))
-
-        present = area > 0
-        cand = np.flatnonzero(present & isthing & ~crowd_flag)
-        keep = cand[area[cand] >= cfg.min_instance_area]
-        dropped = len(cand) - len(keep)
+            dense, lut_ids, F.semantic_lut(train, crowd_flag, cfg.ignore_label, cfg.crowd_as_ignore),
+            np.concatenate([[False], crowd_flag]))
+        keep, dropped = F.select_instances(area, isthing, crowd_flag, cfg.min_instance_area)
         boxes = vbox[keep].astype(np.float32)
-        if not len(keep):
-            obox = np.zeros((0, 4), np.float64)
-        elif self.index is not None:
-            obox = self._original_boxes(spec, seg_ids[keep], (h, w))
-        else:
-            full = self.ds.load_panoptic(spec.image).ids
-            fd = kernels.dense_segments(full, seg_ids.astype(np.int32))
-            obox = kernels.scan_dense(fd, len(seg_ids), 1)[1][keep].astype(np.float64)
-        x0, y0 = spec.window[:2]
-        s = spec.scale
-        ob = np.empty((len(keep), 4), np.float64)
-        if spec.flip:
-            ob[:, 0], ob[:, 2] = cw - (obox[:, 2] - x0) * s, cw - (obox[:, 0] - x0) * s
-            at_border_x0, at_border_x1 = obox[:, 2] >= w, obox[:, 0] <= 0
-        else:
-            ob[:, 0], ob[:, 2] = (obox[:, 0] - x0) * s, (obox[:, 2] - x0) * s
-            at_border_x0, at_border_x1 = obox[:, 0] <= 0, obox[:, 2] >= w
-        ob[:, [1, 3]] = (obox[:, [1, 3]] - y0) * s
-        # A side is truncated when the visible box touches the crop border there and the object
-        # really continues past it. An object ending at the image border does not continue.
-        eps = 1e-6
-        truncated = np.stack([
-            (boxes[:, 0] <= 0) & (ob[:, 0] < -eps) & ~at_border_x0,
-            (boxes[:, 1] <= 0) & (ob[:, 1] < -eps) & (obox[:, 1] > 0),
-            (boxes[:, 2] >= cw) & (ob[:, 2] > cw + eps) & ~at_border_x1,
-            (boxes[:, 3] >= ch) & (ob[:, 3] > ch + eps) & (obox[:, 3] < h),
-        ], axis=1) if len(keep) else np.zeros((0, 4), bool)
+        full = self._boxes(spec.image, seg_ids, keep)
+        original = F.map_boxes(full, spec.window, spec.scale, spec.flip, size[0])
+        truncated = F.truncated_sides(boxes, original, F.image_border_sides(full, image_size, spec.flip), size)
         # Compare only inside each visible box: most instances are small next to the crop.
         masks = kernels.instance_masks(dense, keep.astype(np.int64), vbox[keep])
         return CropSample(
             image=image, panoptic=ids, semantic=semantic, masks=masks,
             labels=train[keep], category_ids=cats[keep].astype(np.int64), segment_ids=seg_ids[keep].astype(np.int64),
-            boxes=boxes.astype(np.float32), original_boxes=ob.astype(np.float32), truncated=truncated,
+            boxes=boxes, original_boxes=original.astype(np.float32), truncated=truncated,
             crowd=crowd, dropped=int(dropped), spec=spec, window=spec.window,
             scale=spec.scale, flip=spec.flip)
 

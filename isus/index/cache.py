@@ -33,7 +33,7 @@ import re
 import struct
 import zlib
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -43,6 +43,9 @@ from isus.index.image_cache import ENTRY_RE as IMAGE_ENTRY_RE
 from isus.index.image_cache import OPEN_ENTRIES, OpenEntries, check_image, header_length, read_entry_bytes
 from isus.index.store import IndexFileError
 from isus.types import SEGMENT_DTYPE, ImageInfo, Panoptic, make_segments
+
+if TYPE_CHECKING:
+    from isus.index.index import Index
 
 BAND_ROWS = 64
 ZLIB_LEVEL = 1
@@ -272,6 +275,30 @@ def read_cached_sampled(path: Path, ys: np.ndarray, xs: np.ndarray, flip: bool, 
         raise IndexFileError(f"annotation cache entry is corrupt: segment index {int(out.max())} beyond its "
                              f"{len(e.segments)} segments", path)
     return out, e.segments
+
+
+class CachedAnnotationSource:
+    """The crop engine's annotation source (:class:`~isus.crop.sources.AnnotationSource`)
+    reading ``index``'s annotation cache: only the bands and rows a crop samples are decoded."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+
+    def sample(self, i: int, ys: np.ndarray, xs: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        """Nearest-neighbour sample of image ``i``'s cached segment map at rows ``ys`` and columns
+        ``xs`` (non-decreasing original pixels; outside the image is void; ``flip`` reverses the
+        columns): ``(dense, segments, (H, W))``, ``dense`` the position + 1 in ``segments`` (0 void)."""
+        ix = self.index
+        info = ix.image_info(i)
+        dense, segments = read_cached_sampled(ix.cache_path(i), ys, xs, flip, info, ix.annotation_digest(i))
+        return dense, segments, (info.height, info.width)
+
+    def load(self, i: int, window: tuple[int, int, int, int] | None = None) -> Panoptic:
+        """Panoptic annotation of image ``i``, optionally only the ``window`` ``(x0, y0, x1, y1)``
+        (decoding only the bands it covers; parts outside the image are void)."""
+        ix = self.index
+        path = ix.cache_path(i)
+        return read_cached(path, window, ix.image_info(i), ix.annotation_digest(i))
 
 
 def prune_cache(cache_dir: str | Path, keep: set[str]) -> int:

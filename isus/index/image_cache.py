@@ -41,7 +41,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import cv2
 import numpy as np
@@ -50,8 +50,11 @@ from isus._fsio import atomic_file, open_regular
 from isus.index.store import IndexFileError
 from isus.types import ImageInfo
 
+if TYPE_CHECKING:
+    from isus.index.index import Index
+
 __all__ = ["ImageCacheParams", "write_image_entry", "read_window", "window_tiles", "TileWindow", "image_entry_name",
-           "LEVELS", "CODECS"]
+           "CachedImageSource", "LEVELS", "CODECS"]
 
 ENTRY_VERSION = 1
 DIGEST_BYTES = 16
@@ -395,3 +398,24 @@ def read_window(path: Path, info: ImageInfo, reduce: int, x0: int, y0: int, x1: 
                                  f"level 1/{reduce}", path)
         out[ty:ty + th, tx:tx + tw] = tile
     return out, win.ox, win.oy
+
+
+class CachedImageSource:
+    """The crop engine's image source (:class:`~isus.crop.sources.ImageSource`) reading
+    ``index``'s image cache: only the tiles a window covers are read and decoded."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+
+    def window(self, i: int, reduce: int, window: tuple[int, int, int, int]) -> tuple[np.ndarray, int, int]:
+        """BGR pixels of image ``i`` at level ``1/reduce`` (1, 2, 4, 8): the whole tiles covering
+        ``window`` ``(x0, y0, x1, y1)`` in that level's pixels (clipped to the image), and the
+        origin ``(ox, oy)`` of the returned buffer."""
+        ix = self.index
+        return read_window(ix.image_cache_path(i), ix.image_info(i), reduce, *window, digest=ix.image_digest(i))
+
+    def tiles(self, i: int, reduce: int, window: tuple[int, int, int, int]) -> TileWindow:
+        """The encoded, CRC-checked tiles of :meth:`window`, not decoded: for decoders other than
+        OpenCV's, e.g. nvjpeg (``bench/tile_decode_gpu.py``)."""
+        ix = self.index
+        return window_tiles(ix.image_cache_path(i), ix.image_info(i), reduce, *window, digest=ix.image_digest(i))
