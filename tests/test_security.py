@@ -128,7 +128,7 @@ def test_fifos_and_directories_are_refused_not_waited_on(coco, tmp_path):
     r = _run(f"""
         import json, pathlib
         import isus
-        from isus.datasets._io import image_size, read_json
+        from isus.datasets.io import image_size, read_json
         from isus.index.fingerprint import file_sample
         ds = isus.open_dataset("coco", {str(coco)!r})
         out = {{}}
@@ -146,7 +146,8 @@ def test_fifos_and_directories_are_refused_not_waited_on(coco, tmp_path):
         probe("read_json", lambda: read_json(pathlib.Path({str(tmp_path / "dir.json")!r}), "JSON"))
         probe("device", lambda: isus.Index.load("/dev/zero"))
         ix = isus.Index.load({str(index_path)!r})
-        probe("cache", lambda: ix.load_annotation(0))
+        from isus.index.cache import CachedAnnotationSource
+        probe("cache", lambda: CachedAnnotationSource(ix).load(0))
         print(json.dumps(out))
     """)
     assert r.returncode == 0, r.stderr
@@ -180,11 +181,13 @@ def test_cache_truncated_under_a_live_reader_is_an_error_not_a_signal(cached_ind
         import numpy as np
         import isus
         from isus.index import image_cache
+        from isus.index.cache import CachedAnnotationSource
         from isus.index.store import IndexFileError
         ix = isus.Index.load({str(cached_index)!r})
+        images, annotations = image_cache.CachedImageSource(ix), CachedAnnotationSource(ix)
         h, w = ix.image_info(0).height, ix.image_info(0).width
-        ix.load_image_window(0, 1, (0, 0, w, h))
-        ix.sample_annotation(0, np.arange(h), np.arange(w))
+        images.window(0, 1, (0, 0, w, h))
+        annotations.sample(0, np.arange(h), np.arange(w), False)
         orig = image_cache.OpenEntries.get
         def get(self, path, digest):
             e = orig(self, path, digest)
@@ -192,10 +195,10 @@ def test_cache_truncated_under_a_live_reader_is_an_error_not_a_signal(cached_ind
             return e
         image_cache.OpenEntries.get = get
         image_cache._OPEN.clear()
-        for name, read in [("image", lambda: ix.load_image_window(0, 1, (0, 0, w, h))),
-                           ("annotation", lambda: ix.sample_annotation(1, np.arange(h), np.arange(w))),
-                           ("annotation again", lambda: ix.sample_annotation(1, np.arange(h), np.arange(w))),
-                           ("window", lambda: ix.load_annotation(1, (0, 0, 10, 10)))]:
+        for name, read in [("image", lambda: images.window(0, 1, (0, 0, w, h))),
+                           ("annotation", lambda: annotations.sample(1, np.arange(h), np.arange(w), False)),
+                           ("annotation again", lambda: annotations.sample(1, np.arange(h), np.arange(w), False)),
+                           ("window", lambda: annotations.load(1, (0, 0, 10, 10)))]:
             try:
                 read()
                 print(name, "no error")
@@ -293,7 +296,7 @@ def test_pixel_budget_is_checked_from_the_header_before_decoding(coco):
     img = sorted((coco / "train2017").iterdir())[0]
     img.write_bytes(_claim_size(img.read_bytes(), 9000, 9000))  # 81 Mpx: under PIL's limit, over the budget
     ds = isus.open_dataset("coco", coco)
-    for fn in (lambda: ds.load_image(0), lambda: isus.datasets._io.image_size(img)):
+    for fn in (lambda: ds.load_image(0), lambda: isus.datasets.io.image_size(img)):
         with pytest.raises(isus.DatasetError) as e:
             fn()
         msg = str(e.value)
@@ -343,7 +346,7 @@ def test_valid_jpegs_pass_the_data_check():
     import cv2
     from PIL import Image
 
-    from isus.datasets._io import jpeg_data_shortfall
+    from isus.datasets.io import jpeg_data_shortfall
 
     rng = np.random.default_rng(0)
     for shape in [(144, 192, 3), (1001, 1501, 3), (50, 61)]:
