@@ -156,7 +156,7 @@ class CropEngine:
         if index is not None:
             if verify:
                 index.verify_dataset(ds)
-            elif [c.id for c in index.categories] != [c.id for c in ds.categories] or index.meta["dataset"]["num_images"] != len(ds):
+            elif [c.id for c in index.categories] != [c.id for c in ds.categories] or index.info.dataset.num_images != len(ds):
                 raise ValueError("CropEngine(index=) was not built from this dataset (categories or image count differ)")
             inst = index.instances
             self._by_image = np.argsort(inst.image, kind="stable")
