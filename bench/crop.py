@@ -266,8 +266,8 @@ def build_with_caches(ds, cache_dir: Path):
     jpeg = sum(ds.image_path(i).stat().st_size for i in range(len(ds)))
     print(f"  cache build: index + caches {t_cached:.1f} s, index + annotation cache {t_plain:.1f} s, one decode pass "
           f"{t_decode:.1f} s -> image cache costs {(t_cached - t_plain) / t_decode:.1f} decode passes; image cache "
-          f"{index.meta['image_cache_bytes'] / jpeg:.2f}x the JPEGs' bytes, annotation cache "
-          f"{index.meta['cache_bytes'] / len(ds) / 1e3:.0f} kB per image")
+          f"{index.info.image_cache_bytes / jpeg:.2f}x the JPEGs' bytes, annotation cache "
+          f"{index.info.cache_bytes / len(ds) / 1e3:.0f} kB per image")
     return index
 
 

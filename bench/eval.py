@@ -49,7 +49,7 @@ from PIL import Image
 
 import isus
 from isus import kernels
-from isus.datasets._io import id_to_rgb
+from isus.datasets.io import id_to_rgb
 from isus.eval import PanopticEvaluator
 from isus.eval.io import PanopticPredictions
 from isus.eval.run import load_pair

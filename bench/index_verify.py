@@ -27,7 +27,7 @@ import isus
 from _common import parse_size, synthetic_mvd
 from isus.crop import CropEngine
 from isus.index import Index, build_index
-from isus.index.cache import read_entry
+from isus.index.cache import CachedAnnotationSource, read_entry
 from isus.index.fingerprint import OPEN_SAMPLE
 from isus.types import CropSpec
 
@@ -102,12 +102,12 @@ def main() -> None:
     bands = [e.payload[e.band_offsets[b]:e.band_offsets[b + 1]] for b in range(len(e.band_runs))]
     t_crc = best(lambda: [zlib.crc32(b) for b in bands], 20)
     t_dec = best(lambda: [zlib.decompress(b) for b in bands], 20)
-    t_win = best(lambda: index.load_annotation(k, (100, 100, 612, 612)), 20)
-    t_full = best(lambda: index.load_annotation(k), 5)
+    t_win = best(lambda: CachedAnnotationSource(index).load(k, (100, 100, 612, 612)), 20)
+    t_full = best(lambda: CachedAnnotationSource(index).load(k), 5)
     print(f"(d) cache entry ({p.stat().st_size / 1024:.0f} KiB): read {1e3 * t_bytes:.3f} ms, read + parse + table digest "
           f"{1e3 * t_entry:.3f} ms (+{1e3 * (t_entry - t_bytes):.3f} ms)")
     print(f"    CRC-32 of every band {1e3 * t_crc:.3f} ms vs decompressing them {1e3 * t_dec:.3f} ms "
-          f"({t_crc / t_dec:.1%}); load_annotation 512x512 window {1e3 * t_win:.2f} ms, whole image {1e3 * t_full:.2f} ms")
+          f"({t_crc / t_dec:.1%}); CachedAnnotationSource.load of a 512x512 window {1e3 * t_win:.2f} ms, whole image {1e3 * t_full:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from isus._fsio import atomic_savefig
+from isus.fsio import atomic_savefig
 from isus.crop.engine import CropEngine
 from isus.index import Index
 from isus.sampling.config import SamplerConfig

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from isus._progress import Progress
+from isus.progress import Progress
 
 
 def progress(label: str, unit: str = "images") -> Callable[[Iterable[int]], Iterable[int]]:
     """A wrapper for the library's ``progress=`` arguments (an iterable of steps) that reports on
-    stderr through :class:`isus._progress.Progress`: click's bar with a rate and ETA when stderr is
+    stderr through :class:`isus.progress.Progress`: click's bar with a rate and ETA when stderr is
     a terminal, otherwise a line every 5 % and at the end (how clusters log)."""
 
     def wrap(items: Iterable[int]) -> Iterable[int]:

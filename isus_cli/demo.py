@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 import isus
-from isus._fsio import naming
+from isus.fsio import naming
 from isus_cli._progress import progress
 from isus_cli.index import save_index
 from isus_cli.stats import level_table, run_stats

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 import isus
-from isus._fsio import naming
+from isus.fsio import naming
 from isus_cli._options import (DatasetArgs, check_overwrite, dataset_options, out_dir_option, overwrite_option,
                                predictions_option, workers_option)
 

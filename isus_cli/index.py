@@ -10,8 +10,8 @@ import click
 
 from isus.index import Index, build_index, merge_indexes, remove_checkpoint
 from isus.index.image_cache import ImageCacheParams
-from isus._progress import Progress
-from isus._fsio import naming, remove_stale_temps
+from isus.progress import Progress
+from isus.fsio import naming, remove_stale_temps
 from isus.summary import format_bytes
 from isus_cli._options import DatasetArgs, dataset_options, index_root_option, overwrite_option, workers_option
 
@@ -135,8 +135,8 @@ def build(dataset: DatasetArgs, out, workers, resume, shard, cache_annotations, 
         index_.prune_cache()  # entries of the replaced index (shards share the cache: merged later)
     click.echo(f"indexed {index_.num_images} images in {dt:.1f} s ({index_.num_images / dt:.1f} img/s); "
                f"index {format_bytes(out.stat().st_size)}"
-               + (f", annotation cache {format_bytes(index_.meta['cache_bytes'])}" if cache_dir else "")
-               + (f", image cache {format_bytes(index_.meta['image_cache_bytes'])}" if image_cache else "")
+               + (f", annotation cache {format_bytes(index_.info.cache_bytes)}" if cache_dir else "")
+               + (f", image cache {format_bytes(index_.info.image_cache_bytes)}" if image_cache else "")
                + (f" in {cache_dir}" if cache_dir else ""))
     click.echo(index_.describe())
 

@@ -105,7 +105,7 @@ def predict(checkpoint: Path, dataset: DatasetArgs | None, image_folder: Path | 
                f"whole images at {s0}, {batch_size} per batch")
     if overwrite and (out / "panoptic").is_dir():
         shutil.rmtree(out / "panoptic")  # an earlier run's PNGs of other images would stay beside the new JSON
-    from isus._progress import Progress
+    from isus.progress import Progress
 
     bar = Progress(len(items), "predicting")
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 import isus
-from isus._fsio import naming
+from isus.fsio import naming
 from isus.preview import render_preview
 from isus_cli._options import (check_overwrite, index_root_option, out_dir_option, overwrite_option, sampler_options,
                                samples_option, seed_option)

@@ -114,7 +114,7 @@ def show(dataset: DatasetArgs, predictions: Path | None, worst: int | None, imag
     out.mkdir(parents=True, exist_ok=True)
     if overwrite:
         _remove_earlier(out)
-    from isus._progress import Progress
+    from isus.progress import Progress
 
     bar = Progress(len(chosen), "drawing")
     records = []

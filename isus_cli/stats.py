@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 import isus
-from isus._fsio import atomic_write_bytes, naming
+from isus.fsio import atomic_write_bytes, naming
 from isus.stats import compute_stats, require_instances, write_plots
 from isus_cli._options import (check_overwrite, index_root_option, out_dir_option, overwrite_option,
                                sampler_options, samples_option, seed_option)

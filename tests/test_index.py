@@ -188,17 +188,20 @@ def test_queries(mvd_index):
 
 def test_annotation_cache_matches_the_dataset(mvd_index):
     ds, index = mvd_index
+    from isus.index.cache import CachedAnnotationSource
+
+    source = CachedAnnotationSource(index)
     rng = np.random.default_rng(0)
     for i in range(len(ds)):
         pan = ds.load_panoptic(i)
-        full = index.load_annotation(i)
+        full = source.load(i)
         np.testing.assert_array_equal(full.ids, pan.ids)
         np.testing.assert_array_equal(full.segments, pan.segments)
         h, w = pan.ids.shape
         for _ in range(5):
             x0, y0 = rng.integers(-50, w), rng.integers(-50, h)
             x1, y1 = x0 + rng.integers(1, 300), y0 + rng.integers(1, 300)
-            win = index.load_annotation(i, (x0, y0, x1, y1))
+            win = source.load(i, (x0, y0, x1, y1))
             padded = np.zeros((h + 700, w + 700), np.int32)
             padded[350:350 + h, 350:350 + w] = pan.ids
             np.testing.assert_array_equal(win.ids, padded[350 + y0:350 + y1, 350 + x0:350 + x1])

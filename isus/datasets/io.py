@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from isus._fsio import open_regular, read_regular
+from isus.fsio import open_regular, read_regular
 from isus.errors import DatasetError
 
 __all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "max_image_pixels", "set_max_image_pixels", "check_pixels",

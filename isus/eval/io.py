@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from isus import kernels
-from isus._fsio import atomic_file, remove_stale_temps
+from isus.fsio import atomic_file, remove_stale_temps
 from isus.datasets.io import id_to_rgb, read_panoptic_png
 from isus.errors import IsusError
 from isus.eval.coco import Detections

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from isus._fsio import atomic_savefig
+from isus.fsio import atomic_savefig
 from isus.errors import IsusError
 from isus.eval.evaluator import EvalResult
 

@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from isus._parallel import run_parallel
-from isus._progress import Progress
+from isus.progress import Progress
 from isus.datasets import PanopticDataset
 from isus.eval.coco import DEFAULT_PERCENTILES, Detections
 from isus.eval.compare import dataset_identity

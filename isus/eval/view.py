@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from isus._fsio import atomic_savefig
+from isus.fsio import atomic_savefig
 from isus.eval.evaluator import EvalResult
 from isus.segments import segment_geometry
 from isus.types import Category, Panoptic

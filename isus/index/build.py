@@ -18,9 +18,9 @@ from isus.datasets.base import PanopticDataset
 from isus.errors import IsusError
 from isus import kernels
 from isus.version import __version__
-from isus._fsio import atomic_file, open_regular, remove_stale_temps
+from isus.fsio import atomic_file, open_regular, remove_stale_temps
 from isus._parallel import run_parallel, usable_cores
-from isus._progress import Progress
+from isus.progress import Progress
 from isus.index.cache import write_cached
 from isus.index.image_cache import LEVELS, ImageCacheParams, write_image_entry
 from isus.index.fingerprint import SAMPLE_BYTES, file_names, image_fingerprint

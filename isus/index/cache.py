@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from isus import kernels
-from isus._fsio import atomic_file
+from isus.fsio import atomic_file
 from isus.index.image_cache import ENTRY_RE as IMAGE_ENTRY_RE
 from isus.index.image_cache import OPEN_ENTRIES, OpenEntries, check_image, header_length, read_entry_bytes
 from isus.index.store import IndexFileError
@@ -188,7 +188,7 @@ def read_cached(path: Path, window: tuple[int, int, int, int] | None, info: Imag
     check_image("annotation cache entry", e.image_id, e.height, e.width, info, path)
     x0, y0, x1, y1 = (0, 0, w, h) if window is None else (int(v) for v in window)
     if x1 <= x0 or y1 <= y0:
-        raise ValueError(f"load_annotation(window=) expects x0 < x1 and y0 < y1; got {window}")
+        raise ValueError(f"CachedAnnotationSource.load(window=) expects x0 < x1 and y0 < y1; got {window}")
     out = np.zeros((y1 - y0, x1 - x0), dtype=np.uint16)
     cx0, cx1 = max(x0, 0), min(x1, w)
     if cx0 < cx1:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from isus._fsio import open_regular
+from isus.fsio import open_regular
 from isus.errors import DatasetError
 from isus.index.schema import FINGERPRINT_COLUMNS
 from isus.index.store import IndexFileError, IndexMismatchError

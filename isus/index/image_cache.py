@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 import cv2
 import numpy as np
 
-from isus._fsio import atomic_file, open_regular
+from isus.fsio import atomic_file, open_regular
 from isus.index.store import IndexFileError
 from isus.types import ImageInfo
 

@@ -12,15 +12,15 @@ import numpy as np
 
 from isus.datasets.base import open_dataset
 from isus.index import fingerprint
-from isus.index.cache import entry_name, prune_cache, read_cached, read_cached_sampled
+from isus.index.cache import entry_name, prune_cache
 from isus.index.cache import verify_entry as verify_annotation_entry
-from isus.index.image_cache import image_entry_name, read_window, window_tiles
+from isus.index.image_cache import image_entry_name
 from isus.index.image_cache import verify_entry as verify_image_entry
 from isus.index.schema import ClassTable, IndexMeta, Instances, image_strings, unpack_string
 from isus.index.store import IndexFileError, IndexMismatchError, read_arrays, read_header, write_arrays
 from isus.index.structure import check_index
 from isus.summary import format_bytes, histogram_lines, scale_histogram
-from isus.types import Category, ImageInfo, Panoptic
+from isus.types import Category, ImageInfo
 
 if TYPE_CHECKING:
     from isus.datasets.base import PanopticDataset
@@ -377,32 +377,6 @@ class Index:
             if progress is not None:
                 progress(k + 1, total)
         return n
-
-    def image_window_tiles(self, i: int, reduce: int, window: tuple[int, int, int, int]) -> Any:
-        """The encoded, CRC-checked tiles of :meth:`load_image_window`, not decoded (a
-        :class:`~isus.index.image_cache.TileWindow`): for decoders other than OpenCV's, e.g. nvjpeg."""
-        return window_tiles(self.image_cache_path(i), self.image_info(i), reduce, *window, digest=self.image_digest(i))
-
-    def load_image_window(self, i: int, reduce: int, window: tuple[int, int, int, int]) -> tuple[np.ndarray, int, int]:
-        """BGR pixels of image ``i`` at level ``1/reduce`` (1, 2, 4, 8) from the image cache: the
-        whole tiles covering ``window`` ``(x0, y0, x1, y1)`` in that level's pixels (clipped to
-        the image), and the origin ``(ox, oy)`` of the returned buffer."""
-        return read_window(self.image_cache_path(i), self.image_info(i), reduce, *window,
-                           digest=self.image_digest(i))
-
-    def load_annotation(self, i: int, window: tuple[int, int, int, int] | None = None) -> Panoptic:
-        """Panoptic annotation of image ``i`` from the annotation cache, optionally only the
-        ``window`` ``(x0, y0, x1, y1)`` (decoding only the bands it covers; parts outside the
-        image are void)."""
-        path = self.cache_path(i)
-        return read_cached(path, window, self.image_info(i), self._a["cache_digest"][i - self.image_range[0]].tobytes().hex())
-
-    def sample_annotation(self, i: int, ys: np.ndarray, xs: np.ndarray, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest-neighbour sample of image ``i``'s cached segment map at rows ``ys`` and columns
-        ``xs`` (non-decreasing original pixels; outside the image is void): ``(dense, segments)``
-        with ``dense`` the position + 1 in ``segments`` (0 void). Decodes only the sampled rows."""
-        return read_cached_sampled(self.cache_path(i), ys, xs, flip, self.image_info(i),
-                                   self._a["cache_digest"][i - self.image_range[0]].tobytes().hex())
 
     def describe(self) -> str:
         """Multi-line report: counts, instances per class, size histogram, build parameters."""

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from isus._fsio import atomic_file, open_regular
+from isus.fsio import atomic_file, open_regular
 from isus.errors import IsusError
 
 __all__ = ["SCHEMA_VERSION", "IndexFileError", "IndexMismatchError", "write_arrays", "read_arrays", "read_header"]

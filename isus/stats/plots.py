@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from isus._fsio import atomic_savefig
+from isus.fsio import atomic_savefig
 from isus.errors import InstancesUnavailableError
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from isus._fsio import atomic_file, naming
+from isus.fsio import atomic_file, naming
 from isus.datasets.io import id_to_rgb
 from isus.segments import segment_geometry
 from isus.datasets.labels import CITYSCAPES_LABELS, IDD_LABELS, IDD_LEVEL3_CATEGORIES
