@@ -13,7 +13,8 @@ from isus.crop import CropConfig, CropEngine, CropSample, crop_sample
 from isus.errors import DatasetError, InstancesUnavailableError, IsusError
 from isus.index import (ClassTable, Index, IndexFileError, IndexMeta, IndexMismatchError, Instances, build_index,
                         merge_indexes)
-from isus.sampling import CropBatch, FPNLevels, LevelRule, SamplerConfig, SamplingPolicy
+from isus.sampling import (CropBatch, FPNLevels, LevelRule, RepeatFactorConfig, RepeatFactorPolicy, SamplerConfig,
+                           SamplingPolicy)
 from isus.summary import DatasetSummary, summarize
 from isus.types import SEGMENT_DTYPE, Category, CropSpec, ImageInfo, Panoptic
 from isus.version import __version__
@@ -47,9 +48,11 @@ __all__ = [
     "CropSpec",
     "CropBatch",
     "SamplerConfig",
+    "RepeatFactorConfig",
     "FPNLevels",
     "LevelRule",
     "SamplingPolicy",
+    "RepeatFactorPolicy",
     "CropConfig",
     "CropEngine",
     "CropSample",

@@ -1,4 +1,4 @@
-"""CUS/ISUS samplers against their target distributions, and the Sampler's determinism."""
+"""CUS/ISUS samplers against their target distributions, and the Sampler's determinism (RFS: test_rfs.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -119,8 +119,10 @@ def _visible_pixels(ds, index, spec: CropSpec) -> int:
 
 
 @pytest.mark.parametrize("cfg", [dict(mode="isus"), dict(mode="cus"),
-                                 dict(mode="cus", crop_size=(64, 48), stuff_scale_range=(3.0, 4.0))],
-                         ids=["isus", "cus", "cus-windows-smaller-than-cells"])
+                                 dict(mode="cus", crop_size=(64, 48), stuff_scale_range=(3.0, 4.0)),
+                                 dict(mode="rfs", rfs_threshold=0.5),
+                                 dict(mode="rfs", crop_size=(64, 48), stuff_scale_range=(3.0, 4.0))],
+                         ids=["isus", "cus", "cus-windows-smaller-than-cells", "rfs", "rfs-windows-smaller-than-cells"])
 def test_chosen_instance_or_class_is_visible_in_every_window(world, cfg):
     ds, index = world
     policy, b = draw(index, n=400, seed=6, **cfg)
@@ -205,6 +207,11 @@ def test_presets():
         SamplerConfig.preset("kitti")
     with pytest.raises(ValueError, match="mode"):
         SamplerConfig(mode="random")
+    rfs = SamplerConfig.preset("idd", mode="rfs", rfs_threshold=0.01, rfs_sqrt=False)
+    assert isinstance(rfs, isus.RepeatFactorConfig) and rfs.shortest_side == 1080 and rfs.crop_size == (512, 512)
+    assert (rfs.rfs_threshold, rfs.rfs_sqrt, rfs.rfs_crop) == (0.01, False, "class")
+    with pytest.raises(ValueError, match="rfs_threshold"):
+        SamplerConfig.preset("idd", rfs_threshold=0.01)  # an rfs setting without mode="rfs"
     with pytest.raises(ValueError, match="thing_scale_range"):
         SamplerConfig(thing_scale_range=(4, 0.25))
 

@@ -1,21 +1,24 @@
-"""CUS and ISUS as vectorised draws over the index arrays.
+"""CUS, ISUS and repeat-factor sampling (RFS) as vectorised draws over the index arrays.
 
-class -> image -> (ISUS things: instance -> level -> clamped σ) -> crop window, for a whole
-batch of samples at once with numpy; nothing is decoded.
+CUS/ISUS: class -> image -> (ISUS things: instance -> level -> clamped σ) -> crop window; RFS:
+image by its repeat factor -> (a class of the image -> σ -> crop window, or the whole image);
+for a whole batch of samples at once with numpy; nothing is decoded.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from isus.errors import InstancesUnavailableError, IsusError
 from isus.index import Index
-from isus.sampling.config import SamplerConfig
-from isus.types import CropSpec
+from isus.index.schema import csr_gather
+from isus.sampling.config import RepeatFactorConfig, SamplerConfig
+from isus.sampling.repeat import RepeatFactors, repeat_factors
+from isus.types import MAX_CROP_PIXELS, MAX_CROP_SIDE, CropSpec
 
-__all__ = ["CropBatch", "SamplingPolicy"]
+__all__ = ["CropBatch", "SamplingPolicy", "RepeatFactorPolicy"]
 
 
 @dataclass(frozen=True)
@@ -74,9 +77,22 @@ class SamplingPolicy:
         class FrequencyWeighted(SamplingPolicy):
             def class_weights(self):
                 return self.images_per_class ** 0.5
+
+    ``SamplingPolicy(index, config)`` with ``config.mode == "rfs"`` makes a
+    :class:`RepeatFactorPolicy` (so :class:`isus.torch.CropSampler` and ``isus preview`` draw RFS
+    from the configuration alone).
     """
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> "SamplingPolicy":
+        config = args[1] if len(args) > 1 else kwargs.get("config")
+        if cls is SamplingPolicy and getattr(config, "mode", None) == "rfs":
+            cls = RepeatFactorPolicy
+        return object.__new__(cls)
+
     def __init__(self, index: Index, config: SamplerConfig) -> None:
+        if config.mode == "rfs" and not isinstance(self, RepeatFactorPolicy):
+            raise ValueError(f"{type(self).__name__}: mode='rfs' is drawn by isus.RepeatFactorPolicy; subclass it "
+                             "(not SamplingPolicy) to change repeat-factor sampling")
         self.index, self.config = index, config
         dataset = index.info.dataset
         if config.mode == "isus" and not dataset.has_instances:
@@ -126,6 +142,22 @@ class SamplingPolicy:
         self._levels = np.array(config.levels.levels, dtype=np.int64)
         self._intervals = config.levels.intervals()
         self._start = index.image_range[0]
+
+    def _class_cell(self, row: np.ndarray, u: np.ndarray, W: np.ndarray, H: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Pixel extent ``(x0, x1, y0, y1)`` of a grid cell holding the class of each class-table
+        ``row``, drawn by its pixel count with the uniforms ``u``."""
+        table = self._table
+        c0, c1 = table.cell_offsets[row], table.cell_offsets[row + 1]
+        target = self._cell_cum[c0] + np.floor(u * (self._cell_cum[c1] - self._cell_cum[c0]))
+        cell_pos = np.clip(np.searchsorted(self._cell_cum, target, side="right") - 1, c0, np.maximum(c1 - 1, c0))
+        cell = table.cell_index[np.minimum(cell_pos, len(table.cell_index) - 1)].astype(np.int64)
+        g = self._grid
+        gy, gx = cell // g, cell % g
+        # cell column gx holds the pixels x with x * g // W == gx, i.e. x in [ceil(gx W / g), ceil((gx+1) W / g))
+        ax0, ax1 = np.ceil(gx * W / g), np.ceil((gx + 1) * W / g)
+        ay0, ay1 = np.ceil(gy * H / g), np.ceil((gy + 1) * H / g)
+        return ax0, ax1, ay0, ay1
 
     def class_weights(self) -> np.ndarray:
         """Relative probability of each class in :attr:`classes` (uniform: the CUS/ISUS step 1)."""
@@ -181,16 +213,7 @@ class SamplingPolicy:
         # (4) the window, in original pixels, around a visible part of the class or instance.
         ww, wh = cfg.crop_size[0] / scale, cfg.crop_size[1] / scale
         H, W = self._h[k], self._w[k]
-        # a grid cell holding the class, drawn by its pixel count
-        c0, c1 = table.cell_offsets[row], table.cell_offsets[row + 1]
-        target = self._cell_cum[c0] + np.floor(u[:, 6] * (self._cell_cum[c1] - self._cell_cum[c0]))
-        cell_pos = np.clip(np.searchsorted(self._cell_cum, target, side="right") - 1, c0, np.maximum(c1 - 1, c0))
-        cell = table.cell_index[np.minimum(cell_pos, len(table.cell_index) - 1)].astype(np.int64)
-        g = self._grid
-        gy, gx = cell // g, cell % g
-        # cell column gx holds the pixels x with x * g // W == gx, i.e. x in [ceil(gx W / g), ceil((gx+1) W / g))
-        ax0, ax1 = np.ceil(gx * W / g), np.ceil((gx + 1) * W / g)
-        ay0, ay1 = np.ceil(gy * H / g), np.ceil((gy + 1) * H / g)
+        ax0, ax1, ay0, ay1 = self._class_cell(row, u[:, 6], W, H)
         fits = (ww >= ax1 - ax0) & (wh >= ay1 - ay0)
         # otherwise (and for ISUS things) an anchor pixel: of the instance, or of the class
         n_anchors = table.anchors.shape[1]
@@ -207,3 +230,115 @@ class SamplingPolicy:
         window = np.stack([x0, y0, x0 + ww, y0 + wh], axis=1)
         flip = (rng.random(n) < 0.5) if cfg.flip else np.zeros(n, bool)
         return CropBatch(image.astype(np.int64), category, instance, level, scale, window, flip, sigma, clamped)
+
+
+class RepeatFactorPolicy(SamplingPolicy):
+    """Repeat-factor sampling (RFS, from LVIS) under a :class:`~isus.RepeatFactorConfig`
+    (``docs/sampling.md``).
+
+    (1) An image ``i`` with probability ``r_i / sum_j r_j`` (:meth:`image_weights`: the LVIS
+    repeat factors of :func:`isus.sampling.repeat.repeat_factors` over :attr:`classes`; images
+    containing none of them are not drawn). Then, with ``rfs_crop="class"``: (2) a class of
+    :attr:`classes` present in the image, uniformly; (3) σ uniform in ``r_st``; (4) a window of
+    the crop size containing a grid cell of the class drawn by its pixel count (or a class anchor
+    pixel when the window is smaller than a cell), as CUS places it. With ``rfs_crop="image"``:
+    the whole image at the ``s0`` rescale (σ = 1), its ``category`` the image's rarest class (the
+    one that sets ``r_i``). ``instance`` and ``level`` are -1.
+
+    Drawing with replacement by ``r_i`` gives every image the share of the stream that
+    detectron2's epochs of ``r_i`` (stochastically rounded) repeats give it, in expectation.
+
+    Subclass and override :meth:`image_weights` to weight images otherwise.
+    """
+
+    config: RepeatFactorConfig
+
+    def __init__(self, index: Index, config: SamplerConfig) -> None:
+        if not isinstance(config, RepeatFactorConfig):
+            raise ValueError(f"{type(self).__name__} expects a configuration with mode='rfs' (a RepeatFactorConfig); "
+                             f"got mode={config.mode!r}")
+        super().__init__(index, config)
+        #: The LVIS repeat factors of :attr:`classes` over the index's images.
+        self.repeat: RepeatFactors = repeat_factors(index, self.classes, threshold=config.rfs_threshold,
+                                                    sqrt=config.rfs_sqrt)
+        table = self._table
+        ranks = index.category_ranks(self.classes)
+        rows = csr_gather(table.class_offsets, ranks)
+        which = np.repeat(np.arange(len(ranks)), (table.class_offsets[ranks + 1] - table.class_offsets[ranks]))
+        local = table.image[rows].astype(np.int64) - self._start
+        # the class rows of each image (sampled classes only), rarest class first
+        order = np.lexsort((which, self.images_per_class[which], local))
+        self._img_rows = rows[order]
+        self._img_off = np.searchsorted(local[order], np.arange(len(self._h) + 1)).astype(np.int64)
+        self._rarest = np.full(len(self._h), -1, np.int64)
+        has = np.diff(self._img_off) > 0
+        self._rarest[has] = table.category_id[self._img_rows[self._img_off[:-1][has]]]
+        if config.rfs_crop == "image":  # whole images become crops: each must be a valid crop size
+            w, h = self._whole_size(np.flatnonzero(self.repeat.image_factor > 0))
+            big = np.flatnonzero((w > MAX_CROP_SIDE) | (h > MAX_CROP_SIDE) | (w * h > MAX_CROP_PIXELS))
+            if len(big):
+                raise IsusError(f"rfs_crop='image' makes whole images at the s0 rescale into crops, but {len(big)} "
+                                f"images of this index are larger there than a crop may be ({int(w[big[0]])}x"
+                                f"{int(h[big[0]])}; at most {MAX_CROP_SIDE} a side and {MAX_CROP_PIXELS} pixels): set "
+                                "shortest_side (s0) to rescale them, or use rfs_crop='class'")
+
+    def image_weights(self) -> np.ndarray:
+        """Relative probability of each image of the index (position ``i - image_range[0]``): its
+        repeat factor ``r_i``, 0 for images without any of :attr:`classes`."""
+        return self.repeat.image_factor
+
+    def _whole_size(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Whole images ``k`` at the ``s0`` rescale: crop width and height, rounded."""
+        scale = self._base[k]
+        return np.round(self._w[k] * scale), np.round(self._h[k] * scale)
+
+    def draw(self, rng: np.random.Generator, n: int) -> CropBatch:
+        """Draw ``n`` crops. The generator is consumed in a fixed pattern for a given ``n``."""
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"{type(self).__name__}.draw(rng=) expects a numpy Generator (np.random.default_rng(seed)); "
+                            f"got {rng!r:.60}")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"{type(self).__name__}.draw(n=) expects an integer >= 0; got {n!r:.60}")
+        cfg, table = self.config, self._table
+        weights = np.asarray(self.image_weights(), dtype=np.float64)
+        if weights.shape != (len(self._h),) or not (weights >= 0).all() or weights.sum() <= 0:
+            raise ValueError(f"{type(self).__name__}.image_weights() must return {len(self._h)} non-negative "
+                             "weights, not all zero")
+        u = rng.random((n, 5))  # every draw of a sample comes from its own row: fixed consumption
+        # (1) image, by its repeat factor; the clip lands on the last image that can be drawn
+        cum = np.cumsum(weights)
+        last = int(np.flatnonzero(weights > 0)[-1])
+        k = np.minimum(np.searchsorted(cum, u[:, 0] * cum[-1], side="right"), last)
+        image = (k + self._start).astype(np.int64)
+        base = self._base[k]
+        minus = np.full(n, -1, np.int64)
+        if cfg.rfs_crop == "image":
+            cw, ch = self._whole_size(k)
+            window = np.stack([np.zeros(n), np.zeros(n), cw / base, ch / base], axis=1)
+            flip = (rng.random(n) < 0.5) if cfg.flip else np.zeros(n, bool)
+            return CropBatch(image, self._rarest[k], minus, minus.copy(), base, window, flip, np.ones(n),
+                             np.zeros(n, bool))
+        # (2) a sampled class of the image, uniformly
+        lo, hi = self._img_off[k], self._img_off[k + 1]
+        row = self._img_rows[np.minimum(lo + np.floor(u[:, 1] * (hi - lo)).astype(np.int64), hi - 1)]
+        category = table.category_id[row].astype(np.int64)
+        # (3) σ as CUS
+        r_st = cfg.stuff_scale_range
+        sigma = r_st[0] + u[:, 2] * (r_st[1] - r_st[0])
+        scale = base * sigma
+        # (4) the window around a grid cell of the class (an anchor pixel when the window is smaller)
+        ww, wh = cfg.crop_size[0] / scale, cfg.crop_size[1] / scale
+        H, W = self._h[k], self._w[k]
+        ax0, ax1, ay0, ay1 = self._class_cell(row, u[:, 3], W, H)
+        fits = (ww >= ax1 - ax0) & (wh >= ay1 - ay0)
+        n_anchors = table.anchors.shape[1]
+        j = np.minimum(np.floor(u[:, 4] * n_anchors).astype(np.int64), n_anchors - 1)
+        anchor = table.anchors[row, j].astype(np.float64)
+        px, py = anchor[:, 0], anchor[:, 1]
+        ax0, ax1 = np.where(fits, ax0, px), np.where(fits, ax1, px + 1.0)
+        ay0, ay1 = np.where(fits, ay0, py), np.where(fits, ay1, py + 1.0)
+        x0 = _place(rng, ax0, ax1, ww, W)
+        y0 = _place(rng, ay0, ay1, wh, H)
+        window = np.stack([x0, y0, x0 + ww, y0 + wh], axis=1)
+        flip = (rng.random(n) < 0.5) if cfg.flip else np.zeros(n, bool)
+        return CropBatch(image, category, minus, minus.copy(), scale, window, flip, sigma, np.zeros(n, bool))
