@@ -195,8 +195,21 @@ def collect(out: Path) -> tuple[dict, list[str]]:
                 notes.append(f"{path}: not a finished run's eval.json, counted as unfinished")
                 continue
             runs.setdefault(arm, {})[int(path.parent.name[4:])] = ev
+            starts = resumed_at(path.parent)
+            if starts:
+                notes.append(f"{arm} seed {path.parent.name[4:]} was resumed from step "
+                             + ", ".join(map(str, starts)) + " (not bit-identical to an uninterrupted run)")
     check_same_study(out, runs)
     return runs, notes
+
+
+def resumed_at(run: Path) -> list[int]:
+    """Steps a run's trainer resumed from (its train.log says "from step N to M" at each start)."""
+    try:
+        text = (run / "train.log").read_text(errors="replace")
+    except OSError:
+        return []
+    return [int(n) for n in re.findall(r" from step (\d+) to \d+$", text, flags=re.M) if int(n) > 0]
 
 
 def warm_digest(run: Path) -> str | None:

@@ -184,12 +184,25 @@ def test_report_computes_the_preregistered_verdicts(tmp_path):
     md = (tmp_path / "report" / "table.md").read_text()
     assert "| E1 | CROP+CABB - CROP, box AP on objects larger than the crop | 5 (5) | +6.0 ± 0.0 |" in md
     assert "seed9" in md and "unfinished" in md
+    assert "resumed" not in md
     for name in ("endpoints.png", "ap_by_size.png", "extent.png", "results.json"):
         assert (tmp_path / "report" / name).stat().st_size > 0
     # the same runs give the same files, byte for byte
     first = {p.name: p.read_bytes() for p in (tmp_path / "report").iterdir()}
     report(tmp_path, tmp_path / "report")
     assert {p.name: p.read_bytes() for p in (tmp_path / "report").iterdir()} == first
+
+
+def test_report_names_resumed_runs(tmp_path):
+    from examples.study2_report import report
+
+    _constructed(tmp_path)
+    log = tmp_path / "CROP" / "seed1" / "train.log"
+    log.write_text(log.read_text() + "training resnet18 Panoptic FPN (...) from step 0 to 400\n"
+                   "training resnet18 Panoptic FPN (...) from step 100 to 400\n")
+    report(tmp_path, tmp_path / "r")
+    assert "CROP seed 1 was resumed from step 100" in (tmp_path / "r" / "table.md").read_text()
+    assert "CROP seed 0 was resumed" not in (tmp_path / "r" / "table.md").read_text()
 
 
 def test_report_verdicts_on_too_few_seeds_are_provisional(tmp_path):
