@@ -25,6 +25,26 @@ def parse_percentiles(ctx, param, value: str) -> tuple[float, ...]:
     return vals
 
 
+def parse_size_edges(ctx, param, value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        vals = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated areas in pixels such as 0,1024,9216,1e10; got {value!r}") \
+            from None
+    if len(vals) < 2 or not all(math.isfinite(v) and v >= 0 for v in vals) or any(b <= a for a, b in zip(vals, vals[1:])):
+        raise click.BadParameter(f"expected at least two increasing finite areas >= 0 (pixels); got {value!r}")
+    return vals
+
+
+#: ``--size-edges``: size buckets with fixed edges in pixels (instead of percentiles of the evaluated set).
+size_edges_option = click.option(
+    "--size-edges", "size_edges", callback=parse_size_edges, default=None, metavar="A0,A1,...",
+    help="Size-bucket edges as areas in pixels, e.g. 0,1024,9216,1e10 (COCO's small/medium/large), instead "
+         "of percentiles (e.g. the validation set's edges when evaluating a subset).")
+
+
 def parse_ranges(ctx, param, values: tuple[str, ...]) -> dict[str, tuple[float, float]]:
     """``NAME=LO:HI`` (repeatable; HI may be ``inf``) -> ``{name: (lo, hi)}``."""
     out: dict[str, tuple[float, float]] = {}
@@ -60,6 +80,7 @@ def parse_ranges(ctx, param, values: tuple[str, ...]) -> dict[str, tuple[float, 
 @workers_option
 @click.option("--percentiles", callback=parse_percentiles, default="0,25,50,75,95,100", show_default=True,
               help="Size-bucket edges as percentiles of the GT instance areas.")
+@size_edges_option
 @click.option("--max-dets", type=click.IntRange(min=1), default=100, show_default=True,
               help="Detections per image that AP considers.")
 @click.option("--range", "ranges", multiple=True, callback=parse_ranges, metavar="NAME=LO:HI",
@@ -73,14 +94,15 @@ def parse_ranges(ctx, param, values: tuple[str, ...]) -> dict[str, tuple[float, 
               help="With --compare: tabulate runs whose dataset, split, evaluated images or bucket edges differ "
                    "(listed as notes; never runs with other categories).")
 @overwrite_option
-def eval_(runs, dataset: DatasetArgs | None, predictions, instances, out, workers, percentiles, max_dets,
-          ranges, only_predicted, compare, labels, allow_mismatch, overwrite) -> None:
-    """Evaluate panoptic predictions at all scales: PQ, SQ, RQ, PQ†, PC, mIoU, box/mask AP by size.
+def eval_(runs, dataset: DatasetArgs | None, predictions, instances, out, workers, percentiles, size_edges,
+          max_dets, ranges, only_predicted, compare, labels, allow_mismatch, overwrite) -> None:
+    """Evaluate panoptic predictions at all scales: PQ, SQ, RQ, PQ†, PC, mIoU, PQ and box/mask AP by size.
 
     Predictions are COCO panoptic (JSON + RGB PNGs, as panopticapi and detectron2 write them);
-    --instances is a COCO results JSON. Prints the Table-1 row and AP per size bucket (percent),
-    and per --range its AP and the median width ratio and IoU of the matched boxes; writes
-    eval.json (fractions) and eval_by_size.png (the paper's Fig. 5).
+    --instances is a COCO results JSON. Prints the Table-1 row, PQ/SQ/RQ/PC and AP per size bucket
+    (percent; buckets from --percentiles of the GT instance areas, or --size-edges in pixels), and
+    per --range its AP and the median width ratio and IoU of the matched boxes; writes eval.json
+    (fractions) and eval_by_size.png (the paper's Fig. 5, with a PQ panel).
 
     Example:
 
@@ -91,9 +113,11 @@ def eval_(runs, dataset: DatasetArgs | None, predictions, instances, out, worker
     \b
         isus eval --dataset mvd --root /data/mvd --split validation --predictions preds/ --instances dets.json --out ev
         isus eval --dataset mvd --root /data/mvd --split validation --predictions preds/ --instances dets.json --range large=16384:inf --out ev
+        isus eval --dataset mvd --root /data/mvd --split validation --predictions preds/ --size-edges 0,1024,9216,1e10 --out ev
         isus eval --compare crop/eval.json crop_cabb_isus/eval.json --out cmp
     """
-    from isus.eval.plots import format_buckets, format_compare, format_ranges, format_row, plot_by_size
+    from isus.eval.plots import (format_buckets, format_by_size, format_compare, format_ranges, format_row,
+                                 plot_by_size)
 
     names_out = ("compare.json", "compare_by_size.png") if compare else ("eval.json", "eval_by_size.png")
     check_overwrite([out / n for n in names_out], overwrite)
@@ -103,6 +127,7 @@ def eval_(runs, dataset: DatasetArgs | None, predictions, instances, out, worker
             raise click.UsageError("--compare needs one or more eval.json files")
         given = [flag for flag, value in (("--dataset", dataset), ("--predictions", predictions),
                                           ("--instances", instances), ("--range", ranges),
+                                          ("--size-edges", size_edges),
                                           ("--only-predicted", only_predicted or None)) if value]
         if given:
             raise click.UsageError(f"{', '.join(given)} cannot go with --compare (it compares finished eval.json "
@@ -124,8 +149,10 @@ def eval_(runs, dataset: DatasetArgs | None, predictions, instances, out, worker
         written = [out / "compare.json"]
         _write_json(written[0], {lab: r.to_dict() for lab, r in zip(names, results)})
         if not cmp.same_buckets:
-            click.echo("(no AP by size table or plot: the runs' size-bucket edges differ)")
-        elif all(r.buckets for r in results):
+            click.echo("(no AP by size or PQ by size table or plot: the runs' size-bucket edges differ)")
+        elif all(r.buckets for r in results) or all(r.by_size for r in results):
+            if not all(r.buckets for r in results):
+                click.echo("(no AP by size panels: some runs were evaluated without --instances)")
             with naming(out / "compare_by_size.png"):
                 written.append(plot_by_size(results, names, out / "compare_by_size.png"))
         else:
@@ -137,15 +164,20 @@ def eval_(runs, dataset: DatasetArgs | None, predictions, instances, out, worker
     for flag, value in (("--dataset", dataset), ("--predictions", predictions)):
         if value is None:
             raise click.UsageError(f"{flag} is required (or use --compare)")
+    if size_edges is not None and click.get_current_context().get_parameter_source("percentiles") \
+            is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--percentiles and --size-edges both give the size buckets; pass one")
     ds = dataset.open()
     from isus.eval.run import evaluate_dataset
 
     res = evaluate_dataset(ds, predictions, instances, workers=workers or os.cpu_count() or 1,
-                           percentiles=percentiles, max_dets=max_dets, ranges=ranges, only_predicted=only_predicted,
-                           progress=True)
+                           percentiles=percentiles, edges=size_edges, max_dets=max_dets, ranges=ranges,
+                           only_predicted=only_predicted, progress=True)
     part = f" (of {len(ds)}, --only-predicted)" if res.images < len(ds) else ""
     click.echo(f"{ds.name} {ds.split}: {res.images} images{part}, {len(ds.categories)} categories (percent)")
     click.echo(format_row(res, "this run"))
+    click.echo("")
+    click.echo(format_by_size(res))
     click.echo("")
     click.echo(format_buckets(res))
     if res.ranges:
@@ -153,7 +185,7 @@ def eval_(runs, dataset: DatasetArgs | None, predictions, instances, out, worker
         click.echo(format_ranges(res))
     written = [out / "eval.json"]
     _write_json(written[0], res.to_dict())
-    if res.buckets:
+    if res.buckets or res.by_size:
         with naming(out / "eval_by_size.png"):
             written.append(plot_by_size([res], [predictions.name], out / "eval_by_size.png"))
     click.echo(f"wrote {', '.join(str(p) for p in written)}")

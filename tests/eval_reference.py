@@ -75,13 +75,29 @@ def segments_of(ids: np.ndarray, segments) -> list[Seg]:
     return [Seg(int(s[0]), int(s[1]), bool(s[2]), np.asarray(ids) == int(s[0])) for s in segments]
 
 
-def pq_image(gt_ids, gt_segments, pred_ids, pred_segments) -> dict[int, list]:
+def size_bucket(area: float, edges) -> int:
+    """The PQ/PC size bucket of an area (docs/evaluation.md): k with ``edges[k] <= area <
+    edges[k + 1]``, the first bucket also holding smaller areas and the last larger ones."""
+    k = 0
+    while k < len(edges) - 2 and area >= edges[k + 1]:
+        k += 1
+    return k
+
+
+def pq_image(gt_ids, gt_segments, pred_ids, pred_segments, edges=None) -> dict:
     """``{category: [tp, fp, fn, iou_sum]}`` of one image, panopticapi's rules, except that an
     unmatched prediction is ignored when more than half of it lies on void or on crowd ground
-    truth of its category, ALL crowd segments of that category counted."""
+    truth of its category, ALL crowd segments of that category counted.
+
+    With ``edges``, keyed ``(size bucket, category)`` instead: a TP and an FN in the bucket of the
+    ground-truth segment's area, an FP in that of the predicted segment's own area."""
     void = np.asarray(gt_ids) == 0
     gts, preds = segments_of(gt_ids, gt_segments), segments_of(pred_ids, pred_segments)
-    out: dict[int, list] = defaultdict(lambda: [0, 0, 0, 0.0])
+    out: dict = defaultdict(lambda: [0, 0, 0, 0.0])
+
+    def key(s: Seg):
+        return s.category if edges is None else (size_bucket(s.area, edges), s.category)
+
     g_matched, p_matched = set(), set()
     for g in gts:
         if g.crowd:
@@ -95,13 +111,13 @@ def pq_image(gt_ids, gt_segments, pred_ids, pred_segments) -> dict[int, list]:
             union = g.area + p.area - inter - int((p.mask & void).sum())
             iou = inter / union
             if iou > 0.5:
-                out[g.category][0] += 1
-                out[g.category][3] += iou
+                out[key(g)][0] += 1
+                out[key(g)][3] += iou
                 g_matched.add(g.id)
                 p_matched.add(p.id)
     for g in gts:
         if not g.crowd and g.id not in g_matched and g.area > 0:
-            out[g.category][2] += 1
+            out[key(g)][2] += 1
     for p in preds:
         if p.id in p_matched or p.area == 0:
             continue
@@ -111,7 +127,7 @@ def pq_image(gt_ids, gt_segments, pred_ids, pred_segments) -> dict[int, list]:
                 ignore |= g.mask
         if int((p.mask & ignore).sum()) / p.area > 0.5:
             continue
-        out[p.category][1] += 1
+        out[key(p)][1] += 1
     return dict(out)
 
 
@@ -134,9 +150,10 @@ def semantic_image(gt_ids, gt_segments, pred_ids, pred_segments) -> dict[int, li
     return out
 
 
-def covering_image(gt_ids, gt_segments, pred_ids, pred_segments) -> dict[int, list]:
+def covering_image(gt_ids, gt_segments, pred_ids, pred_segments, edges=None) -> dict:
     """``{category: [sum |R| max IoU(R, R'), sum |R|]}`` over non-crowd ground-truth segments R;
-    every predicted region R' is taken without the void and crowd ground-truth pixels."""
+    every predicted region R' is taken without the void and crowd ground-truth pixels. With
+    ``edges``, keyed ``(size bucket of |R|, category)``."""
     gts, preds = segments_of(gt_ids, gt_segments), segments_of(pred_ids, pred_segments)
     keep = np.asarray(gt_ids) != 0
     for g in gts:
@@ -154,8 +171,9 @@ def covering_image(gt_ids, gt_segments, pred_ids, pred_segments) -> dict[int, li
             inter = int((g.mask & region).sum())
             if inter:
                 best = max(best, inter / int((g.mask | region).sum()))
-        out[g.category][0] += g.area * best
-        out[g.category][1] += g.area
+        k = g.category if edges is None else (size_bucket(g.area, edges), g.category)
+        out[k][0] += g.area * best
+        out[k][1] += g.area
     return dict(out)
 
 
@@ -214,3 +232,20 @@ class RefEvaluator:
             res["pc" + suffix] = _mean([v["pc"] for v in sel if not np.isnan(v["pc"])])
         res["miou"] = _mean([v["iou"] for v in pc.values() if not np.isnan(v["iou"])])
         return res
+
+
+class RefSizeEvaluator:
+    """PQ, SQ, RQ and PC per size bucket: one :class:`RefEvaluator` per bucket, fed the by-size
+    keyed references (its PQ† and mIoU mean nothing here)."""
+
+    def __init__(self, categories, edges):
+        self.edges = [float(e) for e in edges]
+        self.buckets = [RefEvaluator(categories) for _ in range(len(self.edges) - 1)]
+
+    def add(self, gt_ids, gt_segments, pred_ids, pred_segments) -> None:
+        for (b, c), v in pq_image(gt_ids, gt_segments, pred_ids, pred_segments, self.edges).items():
+            r = self.buckets[b]
+            r.pq[c] = [x + y for x, y in zip(r.pq[c], v)]
+        for (b, c), v in covering_image(gt_ids, gt_segments, pred_ids, pred_segments, self.edges).items():
+            r = self.buckets[b]
+            r.cov[c] = [x + y for x, y in zip(r.cov[c], v)]

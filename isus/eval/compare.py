@@ -37,8 +37,8 @@ class Comparison:
     notes
         What could not be checked (an identity an older eval.json does not record).
     same_buckets
-        Whether the runs that have size buckets share their edges (the AP-by-size table and
-        plot need it).
+        Whether the runs that have size buckets share their edges (the AP-by-size and PQ-by-size
+        tables and plot need it).
     """
 
     mismatches: tuple[str, ...]
@@ -55,11 +55,13 @@ def _identity(data: Mapping[str, Any]) -> dict[str, Any]:
     split = ds.get("split", data.get("eval_split"))  # examples/train_panoptic.py records eval_split
     per_class = _obj(data.get("per_class"))
     buckets = _obj(data.get("buckets"))
+    by_size = _obj(data.get("by_size"))
     return {"dataset": ds.get("name"), "split": split, "image ids": ds.get("image_ids_sha256"),
             "images": data.get("images"),
             "categories": {(v.get("id"), name, bool(v.get("isthing"))) for name, v in per_class.items()
                            if isinstance(v, dict)},
-            "edges": buckets.get("edges") or None, "percentiles": buckets.get("percentiles")}
+            "edges": buckets.get("edges") or None, "percentiles": buckets.get("percentiles"),
+            "pq edges": by_size.get("edges") or None, "pq percentiles": by_size.get("percentiles")}
 
 
 def _same_edges(a: Sequence[float | None], b: Sequence[float | None]) -> bool:
@@ -69,9 +71,9 @@ def _same_edges(a: Sequence[float | None], b: Sequence[float | None]) -> bool:
     return bool(np.allclose(x, y, rtol=1e-9, atol=0.0, equal_nan=True))
 
 
-def _edges_text(ident: dict[str, Any]) -> str:
-    edges = ", ".join("-" if e is None else f"{e:.6g}" for e in ident["edges"])
-    pcts = ident["percentiles"]
+def _edges_text(ident: dict[str, Any], key: str = "edges") -> str:
+    edges = ", ".join("-" if e is None else f"{e:.6g}" for e in ident[key])
+    pcts = ident[key.replace("edges", "percentiles")]
     return f"[{edges}] px" + (f" (percentiles {','.join(f'{p:g}' for p in pcts)})" if pcts else "")
 
 
@@ -82,7 +84,7 @@ def check_comparable(runs: Sequence[tuple[str, Mapping[str, Any]]], allow_mismat
     Raises :class:`RunMismatchError` listing every difference when the categories differ (never
     overridden: per-class rows and category means would mean different things), or, unless
     ``allow_mismatch``, when the dataset, split, evaluated image ids, image count or bucket edges
-    differ. A dataset identity that a file does not record (an eval.json written before isus
+    (``buckets.edges`` of AP, ``by_size.edges`` of PQ/PC by size) differ. A dataset identity that a file does not record (an eval.json written before isus
     recorded it, or by examples/train_panoptic.py) counts as unknown: allowed, with a note.
     """
     if not runs:
@@ -108,18 +110,24 @@ def check_comparable(runs: Sequence[tuple[str, Mapping[str, Any]]], allow_mismat
     if unknown:
         notes.append(f"the dataset identity of {', '.join(unknown)} is unknown (an eval.json of an older isus or "
                      "of examples/train_panoptic.py); compared as if it matched")
-    with_b = [(name, b) for name, b in ids if b["edges"]]
-    same = all(_same_edges(with_b[0][1]["edges"], b["edges"]) for _, b in with_b[1:]) if with_b else True
-    if not same:
-        n0, b0 = with_b[0]
+    # the AP buckets (buckets.edges) and the PQ/PC ones (by_size.edges; the same edges where both
+    # are recorded), each against the first run that has them; a pair is named once
+    same = True
+    named: set[str] = set()
+    for key, what in (("edges", "bucket edges"), ("pq edges", "bucket edges (PQ by size)")):
+        with_b = [(name, b) for name, b in ids if b[key]]
         for name, b in with_b[1:]:
-            if not _same_edges(b0["edges"], b["edges"]):
-                mismatches.append(f"bucket edges: {_edges_text(b0)} in {n0}, {_edges_text(b)} in {name} (other "
-                                  "ground truth or other --percentiles)")
+            n0, b0 = with_b[0]
+            if not _same_edges(b0[key], b[key]):
+                same = False
+                if name not in named:
+                    named.add(name)
+                    mismatches.append(f"{what}: {_edges_text(b0, key)} in {n0}, {_edges_text(b, key)} in {name} "
+                                      "(other ground truth, other --percentiles or other --size-edges)")
     if hard or (mismatches and not allow_mismatch):
         lines = hard + mismatches
         hint = ("" if hard else "; pass --allow-mismatch (isus eval --compare) to tabulate them anyway, without "
-                "the AP-by-size table when the bucket edges differ")
+                "the AP-by-size and PQ-by-size tables when the bucket edges differ")
         raise RunMismatchError("the runs cannot be compared:\n  - " + "\n  - ".join(lines) + "\n" +
                                ("categories must match" if hard else hint.lstrip("; ")))
     return Comparison(tuple(mismatches), tuple(notes), same)

@@ -1,4 +1,5 @@
-"""``PanopticEvaluator``: PQ/SQ/RQ, PQ†, PC, mIoU and box/mask AP by size, in one streaming pass."""
+"""``PanopticEvaluator``: PQ/SQ/RQ, PQ†, PC, mIoU, PQ/SQ/RQ/PC by size and box/mask AP by size, in one
+streaming pass."""
 from __future__ import annotations
 
 import copy
@@ -12,7 +13,7 @@ from isus.errors import IsusError
 from isus.eval.coco import DEFAULT_PERCENTILES, Detections, bucket_edges, coco_ap
 from isus.eval.extent import box_extent, bucket_index, check_ranges, extent_summary
 from isus.eval.categories import CategoryTable
-from isus.eval.stats import ImageStats, image_stats
+from isus.eval.stats import GT_SEGMENT, ImageStats, SizeSums, image_stats, size_sums
 from isus.types import Category, Panoptic
 
 __all__ = ["PanopticEvaluator", "EvalResult", "EvalResultError"]
@@ -59,6 +60,15 @@ class EvalResult:
         registry name, its split, and the SHA-256 of the evaluated image ids, sorted, one per
         line); :func:`~isus.eval.evaluate_dataset` fills it, an empty dict means unknown.
         ``isus eval --compare`` refuses runs whose identities differ.
+    by_size
+        PQ, SQ, RQ and PC per size bucket (docs/evaluation.md, "PQ, SQ, RQ and PC by size"):
+        ``{"percentiles", "edges"`` (as in ``buckets``; equal to them when both are present)``,
+        "segments", "segments_th"`` (non-crowd ground-truth segments, all / things)``, "tp", "fp",
+        "fn", "tp_th", "fp_th", "fn_th"`` (summed over the categories)``, "pq", "sq", "rq", "pq_th",
+        "sq_th", "rq_th", "pq_st", "sq_st", "rq_st", "pc", "pc_th", "pc_st"}``, one value per
+        bucket. A TP and an FN count in the bucket of the ground-truth segment's area, an FP in
+        that of its own area; the outer buckets are open, so the counts add up to the overall
+        ones. Empty when there are no edges (no ground-truth thing instance and no ``edges=``).
     """
 
     pq: float
@@ -85,6 +95,7 @@ class EvalResult:
     images: int = 0
     ranges: dict[str, Any] = field(default_factory=dict)
     dataset: dict[str, Any] = field(default_factory=dict)
+    by_size: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (NaN becomes None)."""
@@ -133,6 +144,10 @@ class EvalResult:
                     r[k] = {kk: nan(vv) for kk, vv in r[k].items()}
             if isinstance(r.get("extent"), dict):
                 r["extent"] = _extent_nan(r["extent"])
+        by_size = kw.get("by_size") or {}
+        for k in _BY_SIZE_FRACTIONS:
+            if by_size.get(k) is not None:
+                by_size[k] = [nan(v) for v in by_size[k]]
         for v in (kw.get("per_class") or {}).values():
             for k in ("pq", "sq", "rq", "iou", "pc"):
                 if k in v:
@@ -155,6 +170,10 @@ class EvalResultError(IsusError):
 
 _FRACTIONS = ("pq", "sq", "rq", "pq_th", "sq_th", "rq_th", "pq_st", "sq_st", "rq_st", "pq_dagger", "pq_dagger_th",
               "pq_dagger_st", "pc", "pc_th", "pc_st", "miou", "ap_box", "ap_mask")
+
+
+_BY_SIZE_FRACTIONS = ("pq", "sq", "rq", "pq_th", "sq_th", "rq_th", "pq_st", "sq_st", "rq_st", "pc", "pc_th", "pc_st")
+_BY_SIZE_COUNTS = ("segments", "segments_th", "tp", "fp", "fn", "tp_th", "fp_th", "fn_th")
 
 
 def _is_num(v: Any) -> bool:
@@ -223,6 +242,7 @@ class _Check:
             for k, v in d.get("ap", {}).items():
                 self.fracs(f"ap.{k}", v, null=True)
         self.buckets(d.get("buckets") or {})
+        self.by_size(d.get("by_size") or {})
         if self.obj("per_class", d.get("per_class", {}), null=True):
             for name, v in (d.get("per_class") or {}).items():
                 at = f"per_class[{name!r}]"
@@ -246,26 +266,40 @@ class _Check:
                 if ident.get(k) is not None and not isinstance(ident[k], str):
                     self.fail(f"dataset.{k}", ident[k], "a string")
 
+    def edges(self, name: str, b: Any, null: bool) -> int:
+        """Check ``b``'s ``edges`` (all null allowed when ``null``) and ``percentiles``; the number
+        of buckets."""
+        edges = b.get("edges")
+        if not isinstance(edges, list) or len(edges) < 2:
+            self.fail(f"{name}.edges", edges, "a list of at least two areas")
+        if not null or any(e is not None for e in edges):  # all null: no ground-truth instance to take percentiles of
+            def area(at: str, x: Any) -> None:
+                if not (_is_num(x) and math.isfinite(x) and x >= 0):
+                    self.fail(at, x, "a finite area >= 0 (pixels)")
+
+            self.values(f"{name}.edges", edges, None, area)
+            step = [k for k in range(1, len(edges)) if edges[k] < edges[k - 1]]
+            if step:
+                self.fail(f"{name}.edges[{step[0]}]", edges[step[0]], "non-decreasing areas (pixels)")
+        pcts = b.get("percentiles")
+        if pcts is not None:
+            self.values(f"{name}.percentiles", pcts, len(edges),
+                        lambda n, x: None if _is_num(x) and 0 <= x <= 100 else self.fail(n, x, "a percentile in [0, 100]"))
+        return len(edges) - 1
+
+    def by_size(self, b: Any) -> None:
+        if not self.obj("by_size", b) or not b:
+            return
+        nb = self.edges("by_size", b, null=False)
+        for k in _BY_SIZE_COUNTS:
+            self.values(f"by_size.{k}", b.get(k), nb, self.count)
+        for k in _BY_SIZE_FRACTIONS:
+            self.values(f"by_size.{k}", b.get(k), nb, self.frac)
+
     def buckets(self, b: Any) -> None:
         if not self.obj("buckets", b) or not b:
             return
-        edges = b.get("edges")
-        if not isinstance(edges, list) or len(edges) < 2:
-            self.fail("buckets.edges", edges, "a list of at least two areas")
-        if any(e is not None for e in edges):  # all null: no ground-truth instance to take percentiles of
-            def area(name: str, x: Any) -> None:
-                if not (_is_num(x) and math.isfinite(x) and x >= 0):
-                    self.fail(name, x, "a finite area >= 0 (pixels)")
-
-            self.values("buckets.edges", edges, None, area)
-            step = [k for k in range(1, len(edges)) if edges[k] < edges[k - 1]]
-            if step:
-                self.fail(f"buckets.edges[{step[0]}]", edges[step[0]], "non-decreasing areas (pixels)")
-        nb = len(edges) - 1
-        pcts = b.get("percentiles")
-        if pcts is not None:
-            self.values("buckets.percentiles", pcts, len(edges),
-                        lambda n, x: None if _is_num(x) and 0 <= x <= 100 else self.fail(n, x, "a percentile in [0, 100]"))
+        nb = self.edges("buckets", b, null=True)
         self.values("buckets.instances", b.get("instances"), nb, self.count)
         self.values("buckets.box", b.get("box"), nb, self.frac)
         self.values("buckets.mask", b.get("mask"), nb, self.frac, null=True)
@@ -294,6 +328,26 @@ def _mean(values: np.ndarray, keep: np.ndarray) -> float:
     return float(values[keep].mean()) if keep.any() else float("nan")
 
 
+def _pq_per_class(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray,
+                  iou: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """PQ, SQ, RQ per category (0 where not counted) and whether each is counted (TP + FP + FN > 0);
+    any shape, elementwise."""
+    counted = (tp + fp + fn) > 0
+    denom = tp + 0.5 * fp + 0.5 * fn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pq_c = np.where(counted, iou / np.where(denom > 0, denom, 1), 0.0)
+        sq_c = np.where(tp > 0, iou / np.maximum(tp, 1), 0.0)
+        rq_c = np.where(counted, tp / np.where(denom > 0, denom, 1), 0.0)
+    return pq_c, sq_c, rq_c, counted
+
+
+def _pc_per_class(num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Parsing covering per category (NaN without ground truth) and whether it has ground truth."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pc_c = np.where(den > 0, num / np.maximum(den, 1), np.nan)
+    return pc_c, den > 0
+
+
 class PanopticEvaluator:
     """Accumulates per-image statistics and turns them into :class:`EvalResult`.
 
@@ -303,11 +357,12 @@ class PanopticEvaluator:
         The evaluated categories (``isthing`` decides things and stuff); segments with other
         category ids are an error.
     percentiles
-        Size-bucket edges as percentiles of the evaluated set's ground-truth thing-instance areas
-        (non-crowd); default the paper's Fig. 5 split 0/25/50/75/95/100.
+        Size-bucket edges (of AP by size and of PQ/SQ/RQ/PC by size, :attr:`EvalResult.by_size`)
+        as percentiles of the evaluated set's ground-truth thing-instance areas (non-crowd);
+        default the paper's Fig. 5 split 0/25/50/75/95/100.
     edges
         Fixed bucket edges in pixels instead of percentiles (e.g. the validation set's, when
-        evaluating a subset).
+        evaluating a subset, or COCO's ``[0, 32**2, 96**2, 1e10]``).
     max_dets
         Detections per image that COCOeval considers (COCO's 100).
     ranges
@@ -374,20 +429,16 @@ class PanopticEvaluator:
         if s.images == 0:
             raise IsusError("PanopticEvaluator.result(): no image was added")
         thing = t.isthing
-        counted = (s.tp + s.fp + s.fn) > 0
-        denom = s.tp + 0.5 * s.fp + 0.5 * s.fn
+        pq_c, sq_c, rq_c, counted = _pq_per_class(s.tp, s.fp, s.fn, s.iou)
+        pc_c, has_gt = _pc_per_class(s.pc_num, s.pc_den)
         with np.errstate(divide="ignore", invalid="ignore"):
-            pq_c = np.where(counted, s.iou / np.where(denom > 0, denom, 1), 0.0)
-            sq_c = np.where(s.tp > 0, s.iou / np.maximum(s.tp, 1), 0.0)
-            rq_c = np.where(counted, s.tp / np.where(denom > 0, denom, 1), 0.0)
             union = s.sem_gt + s.sem_pred - s.sem_tp
             iou_c = np.where(union > 0, s.sem_tp / np.maximum(union, 1), np.nan)
-            pc_c = np.where(s.pc_den > 0, s.pc_num / np.maximum(s.pc_den, 1), np.nan)
         has_union = union > 0
         dag_c = np.where(thing, pq_c, iou_c)
         dag_keep = np.where(thing, counted, has_union)
-        has_gt = s.pc_den > 0
-        ap = self._ap()
+        edges = self._edges()
+        ap = self._ap(edges)
         res = EvalResult(
             pq=_mean(pq_c, counted), sq=_mean(sq_c, counted), rq=_mean(rq_c, counted),
             pq_th=_mean(pq_c, counted & thing), sq_th=_mean(sq_c, counted & thing), rq_th=_mean(rq_c, counted & thing),
@@ -398,6 +449,7 @@ class PanopticEvaluator:
             pc=_mean(pc_c, has_gt), pc_th=_mean(pc_c, has_gt & thing), pc_st=_mean(pc_c, has_gt & ~thing),
             miou=_mean(iou_c, has_union), images=s.images,
         )
+        res.by_size = self._by_size(edges)
         per_ap: dict[str, dict[int, float | None]] = {"box": {}, "mask": {}}
         if ap is not None:
             res.ap_box = ap["box"]["ap"]
@@ -424,7 +476,44 @@ class PanopticEvaluator:
             }
         return res
 
-    def _ap(self) -> dict[str, Any] | None:
+    def _edges(self) -> np.ndarray:
+        """The size-bucket edges in pixels: ``edges=``, or the percentiles of the non-crowd
+        ground-truth thing-segment areas (all NaN when there is none)."""
+        if self.edges is not None:
+            return np.asarray(self.edges, dtype=np.float64)
+        recs = self.stats.gt_segments
+        g = np.concatenate(recs) if recs else np.zeros(0, GT_SEGMENT)
+        areas = g["area"][self.table.isthing[g["cat"]]].astype(np.float64)
+        return bucket_edges(areas, self.percentiles)
+
+    def size_sums(self) -> SizeSums | None:
+        """PQ and PC sums per size bucket and category (:class:`~isus.eval.stats.SizeSums`, buckets
+        as in :attr:`EvalResult.by_size`); None when there are no edges."""
+        edges = self._edges()
+        return size_sums(self.stats, edges) if np.isfinite(edges).all() else None
+
+    def _by_size(self, edges: np.ndarray) -> dict[str, Any]:
+        if not np.isfinite(edges).all():
+            return {}
+        z = size_sums(self.stats, edges)
+        thing = self.table.isthing
+        pq_c, sq_c, rq_c, counted = _pq_per_class(z.tp, z.fp, z.fn, z.iou)
+        pc_c, has_gt = _pc_per_class(z.pc_num, z.pc_den)
+        out: dict[str, Any] = {"percentiles": None if self.edges is not None else list(self.percentiles),
+                               "edges": [float(e) for e in edges],
+                               "segments": z.segments.sum(axis=1).tolist(),
+                               "segments_th": z.segments[:, thing].sum(axis=1).tolist()}
+        for k in ("tp", "fp", "fn"):
+            out[k] = getattr(z, k).sum(axis=1).tolist()
+        for k in ("tp", "fp", "fn"):
+            out[k + "_th"] = getattr(z, k)[:, thing].sum(axis=1).tolist()
+        for name, v, keep in (("pq", pq_c, counted), ("sq", sq_c, counted), ("rq", rq_c, counted),
+                              ("pc", pc_c, has_gt)):
+            for suffix, sel in (("", np.ones_like(thing)), ("_th", thing), ("_st", ~thing)):
+                out[name + suffix] = [_mean(v[b], keep[b] & sel) for b in range(len(edges) - 1)]
+        return out
+
+    def _ap(self, edges: np.ndarray) -> dict[str, Any] | None:
         s = self.stats
         with_dets = [d is not None for d in s.detections]
         if not any(with_dets):
@@ -437,8 +526,6 @@ class PanopticEvaluator:
         gts = cast("list[list[dict[str, Any]]]", s.gt_instances)
         dets = cast("list[list[dict[str, Any]]]", s.detections)
         areas = np.array([a["area"] for g in gts for a in g if not a["iscrowd"]], dtype=np.float64)
-        edges = np.asarray(self.edges, dtype=np.float64) if self.edges is not None else \
-            bucket_edges(areas, self.percentiles)
         thing_ids = [c.id for c in self.table.categories if c.isthing]
         out = coco_ap(gts, dets, s.heights, s.widths, thing_ids, edges, self.max_dets,
                       ranges=list(self.ranges.values()))

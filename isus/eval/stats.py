@@ -1,9 +1,11 @@
 """Per-image statistics: everything the metrics need from one image, from one pass over its pixels.
 
-An :class:`ImageStats` holds per-category sums (PQ, semantic confusion, parsing covering) and, when
-AP is evaluated, the image's ground-truth instances and detections as COCO annotations with RLE
-masks. Stats of several images add up, so images can be evaluated in any order and in any
-process; nothing per-pixel is kept.
+An :class:`ImageStats` holds per-category sums (PQ, semantic confusion, parsing covering), one
+small record per ground-truth segment and per false positive (category, area, match IoU, covering;
+for PQ and PC by size, whose bucket edges are known only once every image is in) and, when AP is
+evaluated, the image's ground-truth instances and detections as COCO annotations with RLE masks.
+Stats of several images add up, so images can be evaluated in any order and in any process;
+nothing per-pixel is kept.
 """
 from __future__ import annotations
 
@@ -17,7 +19,17 @@ from isus.eval.categories import CategoryTable, EvalInputError
 from isus.eval.coco import Detections, detections_to_coco, gt_instances_to_coco
 from isus.types import Panoptic
 
-__all__ = ["ImageStats", "CategoryTable", "image_stats", "EvalInputError"]
+__all__ = ["ImageStats", "CategoryTable", "image_stats", "EvalInputError", "GT_SEGMENT", "FP_SEGMENT", "SizeSums",
+           "size_sums", "size_bucket"]
+
+#: Dtype of :attr:`ImageStats.gt_segments` rows: one per non-crowd ground-truth segment present in
+#: the map (``cat``: position in the category table; ``area``: pixels; ``iou``: IoU of its PQ match,
+#: 0 when unmatched; ``matched``; ``cover``: its best covering IoU, as parsing covering takes it).
+GT_SEGMENT = np.dtype([("cat", np.int32), ("area", np.int64), ("iou", np.float64), ("matched", np.bool_),
+                       ("cover", np.float64)])
+#: Dtype of :attr:`ImageStats.fp_segments` rows: one per PQ false positive (its category position
+#: and its own area in pixels, void pixels included, as panopticapi counts a predicted area).
+FP_SEGMENT = np.dtype([("cat", np.int32), ("area", np.int64)])
 
 #: Above this many (gt, pred) pairs the pair matrix is counted sparsely instead of densely.
 _DENSE_PAIRS_MAX = 1 << 23
@@ -49,6 +61,11 @@ class ImageStats:
     names
         Image names (``image_stats``'s ``image``), the key of each ground-truth instance in the
         box-extent matches.
+    gt_segments, fp_segments
+        Per image, the :data:`GT_SEGMENT` records of its non-crowd ground-truth segments and the
+        :data:`FP_SEGMENT` records of its false positives: PQ and PC by size
+        (:func:`size_sums`). Their per-category sums are ``tp``, ``fn``, ``iou``, ``fp``,
+        ``pc_num`` and ``pc_den``.
     """
 
     images: int
@@ -66,6 +83,8 @@ class ImageStats:
     heights: list[int] = field(default_factory=list)
     widths: list[int] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
+    gt_segments: list[np.ndarray] = field(default_factory=list)  # per image: GT_SEGMENT rows
+    fp_segments: list[np.ndarray] = field(default_factory=list)  # per image: FP_SEGMENT rows
 
     @classmethod
     def empty(cls, num_categories: int) -> "ImageStats":
@@ -85,6 +104,8 @@ class ImageStats:
         self.heights.extend(other.heights)
         self.widths.extend(other.widths)
         self.names.extend(other.names)
+        self.gt_segments.extend(other.gt_segments)
+        self.fp_segments.extend(other.fp_segments)
         return self
 
 
@@ -210,6 +231,17 @@ def image_stats(
     np.add.at(st.pc_num, g_cat[real], g_area[real] * best[real])
     np.add.at(st.pc_den, g_cat[real], g_area[real])
 
+    # -- one record per ground-truth segment and per false positive, for PQ and PC by size --------
+    # (real: the ground-truth segments that can be TP or FN, and that parsing covering counts)
+    gt_rec = np.zeros(int(real.sum()), dtype=GT_SEGMENT)
+    gt_rec["cat"], gt_rec["area"], gt_rec["cover"] = g_cat[real], g_area[real], best[real]
+    gt_rec["matched"] = np.asarray(g_matched)[real]
+    gt_rec["iou"] = (np.where(match, iou, 0.0).max(axis=1) if p_n else np.zeros(g_n))[real]
+    fp_rec = np.zeros(int(fp.sum()), dtype=FP_SEGMENT)
+    fp_rec["cat"], fp_rec["area"] = p_cat[fp], p_area[fp]
+    st.gt_segments.append(gt_rec)
+    st.fp_segments.append(fp_rec)
+
     # -- instances for AP ------------------------------------------------------------------------
     h, w = gt.ids.shape
     st.heights.append(h)
@@ -232,3 +264,50 @@ def _unknown(p: Panoptic) -> list[int]:
     present = np.unique(p.ids)
     ids: list[int] = np.setdiff1d(present[present != 0], p.segments["id"])[:5].tolist()
     return ids
+
+
+def size_bucket(areas: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The PQ/PC size bucket of each area: k where ``edges[k] <= area < edges[k+1]``, with the
+    outer buckets open (areas below ``edges[1]`` in the first, areas at or above ``edges[-2]`` in
+    the last), so that every segment falls in exactly one bucket. Within the edges this is
+    :func:`~isus.eval.bucket_index` (the AP buckets). ``edges`` must be finite."""
+    e = np.asarray(edges, dtype=np.float64)
+    if e.ndim != 1 or len(e) < 2 or not np.isfinite(e).all():
+        raise ValueError(f"size_bucket expects at least two finite edges; got {e.tolist()}")
+    return np.searchsorted(e[1:-1], np.asarray(areas, dtype=np.float64).ravel(), side="right").astype(np.int64)
+
+
+@dataclass(frozen=True)
+class SizeSums:
+    """PQ and PC sums per size bucket and category, each ``(B, C)``: ``tp``, ``fp``, ``fn`` (int64),
+    ``iou`` (sum of the TPs' IoUs), ``pc_num`` and ``pc_den`` (parsing covering's numerator and
+    denominator), and ``segments`` (non-crowd ground-truth segments, int64). A TP, an FN and a
+    ground-truth segment count in the bucket of the ground-truth segment's area, an FP in that of
+    its own area (:func:`size_bucket`)."""
+
+    tp: np.ndarray
+    fp: np.ndarray
+    fn: np.ndarray
+    iou: np.ndarray
+    pc_num: np.ndarray
+    pc_den: np.ndarray
+    segments: np.ndarray
+
+
+def size_sums(stats: ImageStats, edges: np.ndarray) -> SizeSums:
+    """Sum ``stats``' segment records into size buckets with the given edges (pixels; see
+    :func:`size_bucket`). Over the buckets, the counts add up to ``stats.tp``, ``fp``, ``fn``."""
+    n_b, n_c = len(edges) - 1, len(stats.tp)
+    g = np.concatenate(stats.gt_segments) if stats.gt_segments else np.zeros(0, GT_SEGMENT)
+    f = np.concatenate(stats.fp_segments) if stats.fp_segments else np.zeros(0, FP_SEGMENT)
+    gb, fb = size_bucket(g["area"], edges), size_bucket(f["area"], edges)
+    gk = gb * n_c + g["cat"]
+    m = g["matched"]
+
+    def count(keys: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        out: np.ndarray = np.bincount(keys, weights=weights, minlength=n_b * n_c).reshape(n_b, n_c)
+        return out
+
+    return SizeSums(tp=count(gk[m]), fp=count(fb * n_c + f["cat"]), fn=count(gk[~m]),
+                    iou=count(gk[m], g["iou"][m]), pc_num=count(gk, g["area"] * g["cover"]),
+                    pc_den=count(gk, g["area"].astype(np.float64)).astype(np.int64), segments=count(gk))
