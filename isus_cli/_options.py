@@ -213,8 +213,15 @@ def dataset_options(required: bool = True, *, reader: bool = True) -> Callable:
 
 
 # -- crops ---------------------------------------------------------------------------------------
+#: ``--mode`` of the commands that sample crops.
+MODES = ("isus", "cus", "rfs")
+#: The repeat-factor options of ``--mode rfs``, named as the SamplerConfig fields they set.
+RFS_OPTIONS = ("rfs_threshold", "rfs_sqrt", "rfs_crop")
+
+
 def sampler_options(mode: bool = False) -> Callable:
-    """``--preset`` and ``--crop`` (and ``--mode`` when ``mode``); the command receives
+    """``--preset`` and ``--crop`` (and ``--mode`` with the repeat-factor options ``--rfs-threshold``,
+    ``--rfs-sqrt/--no-rfs-sqrt``, ``--rfs-crop`` when ``mode``); the command receives
     ``config: isus.SamplerConfig``: the preset's, with --crop replacing its crop size, or
     DEFAULT_CROP square crops without an s0 rescale."""
 
@@ -223,10 +230,21 @@ def sampler_options(mode: bool = False) -> Callable:
         def wrapper(*args, **kw):
             preset, crop, length_scale = kw.pop("preset"), kw.pop("crop"), kw.pop("length_scale")
             extra = {"mode": kw.pop("mode")} if mode else {}
+            if mode:
+                given = {k: v for k, v in ((k, kw.pop(k)) for k in RFS_OPTIONS) if v is not None}
+                if given and extra["mode"] != "rfs":
+                    flags = ", ".join(_flag(k) if k != "rfs_sqrt" else ("--rfs-sqrt" if given[k] else "--no-rfs-sqrt")
+                                      for k in given)
+                    raise click.UsageError(f"{flags} appl{'y' if len(given) > 1 else 'ies'} to --mode rfs "
+                                           f"(repeat-factor sampling), not --mode {extra['mode']}")
+                extra.update(given)
             if length_scale != 1.0:  # the level rule of a network whose lengths are scaled (a miniature)
                 extra["levels"] = isus.FPNLevels(canonical_size=224.0 * length_scale)
-            config = (isus.SamplerConfig.preset(preset, **extra) if preset
-                      else isus.SamplerConfig(crop_size=(DEFAULT_CROP, DEFAULT_CROP), **extra))
+            try:
+                config = (isus.SamplerConfig.preset(preset, **extra) if preset
+                          else isus.SamplerConfig(crop_size=(DEFAULT_CROP, DEFAULT_CROP), **extra))
+            except ValueError as e:  # e.g. --rfs-threshold nan, which passes click's range check
+                raise click.UsageError(str(e)) from None
             if crop is not None:
                 try:
                     config = replace(config, crop_size=(crop, crop))
@@ -238,8 +256,19 @@ def sampler_options(mode: bool = False) -> Callable:
 
         f = wrapper
         if mode:
-            f = click.option("--mode", type=click.Choice(["isus", "cus"]), default="isus", show_default=True,
-                             help="Sampling mode.")(f)
+            f = click.option("--rfs-crop", "rfs_crop", type=click.Choice(["class", "image"]), default=None,
+                             help="--mode rfs: a crop around a class of the drawn image (class, the default) or the "
+                                  "whole image at the preset's s0 (image).")(f)
+            f = click.option("--rfs-sqrt/--no-rfs-sqrt", "rfs_sqrt", default=None,
+                             help="--mode rfs: repeat factor max(1, sqrt(t / f)) as in LVIS (the default), or "
+                                  "max(1, t / f).")(f)
+            f = click.option("--rfs-threshold", "rfs_threshold", type=click.FloatRange(0, 1), default=None,
+                             metavar="T", help="--mode rfs: frequency threshold t below which a class's images are "
+                                                "repeated (default 0.001, as detectron2's LVIS configs).")(f)
+            f = click.option("--mode", type=click.Choice(MODES), default="isus", show_default=True,
+                             help="Sampling mode: isus, cus, or rfs (repeat-factor sampling as in LVIS; "
+                                  "docs/sampling.md). isus stats always shows CUS and ISUS, and RFS beside them "
+                                  "with rfs.")(f)
         f = crop_option(f)
         f = click.option("--length-scale", type=click.FloatRange(min=0, min_open=True, max=16), default=1.0,
                          show_default=True,
@@ -260,7 +289,7 @@ crop_option = click.option("--crop", type=click.IntRange(min=16), default=None,
 
 samples_option = click.option("--samples", "-n", "samples", type=click.IntRange(min=1), default=None,
                               help="Number of crops to sample (default: preview 16, drawn; stats 20000 per mode, "
-                                   "CUS and ISUS, simulated).")
+                                   "CUS and ISUS (and RFS), simulated).")
 
 
 def size_option(default: str) -> Callable:

@@ -25,14 +25,17 @@ def preview(index_file: Path, out: Path, config: isus.SamplerConfig, samples: in
     """Draw sampled crops with masks, visible boxes, original boxes and truncated sides.
 
     Each tile's title gives the class, σ (the scale relative to the preset's s0 rescale; "clamped"
-    when ISUS clamped it to r_th) and the FPN level aimed at. An index of a semantic-only dataset
-    (no instances) takes --mode cus only; its tiles show the semantic map in the classes' colours.
+    when ISUS clamped it to r_th) and the FPN level aimed at. --mode rfs draws images by their
+    LVIS repeat factors (docs/sampling.md); its tiles' class is the one the crop was placed
+    around (--rfs-crop image: the image's rarest class). An index of a semantic-only dataset
+    (no instances) takes --mode cus or rfs; its tiles show the semantic map in the classes' colours.
 
     Example:
 
     \b
         isus preview mvd-training.isusidx --out previews --samples 16 --preset mvd
         isus preview mvd-training.isusidx --out previews --mode cus --crop 512 --overwrite
+        isus preview mvd-training.isusidx --out previews --mode rfs --rfs-threshold 0.01 --preset mvd
     """
     samples = 16 if samples is None else samples
     if samples > 64:

@@ -16,8 +16,9 @@ from isus_cli._progress import progress
 
 def run_stats(index: isus.Index, out: Path, config: isus.SamplerConfig, samples: int, seed: int,
               per_class: bool) -> tuple[dict, list[Path]]:
+    rfs = f" + {samples} RFS" if config.mode == "rfs" else ""
     stats = compute_stats(index, config, samples, seed, per_class=per_class,
-                          progress=progress(f"sampling {samples} CUS + {samples} ISUS crops", unit="batches"))
+                          progress=progress(f"sampling {samples} CUS + {samples} ISUS{rfs} crops", unit="batches"))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "stats.json", json.dumps(stats, indent=1).encode())
     with naming(out):
@@ -27,15 +28,40 @@ def run_stats(index: isus.Index, out: Path, config: isus.SamplerConfig, samples:
 def level_table(stats: dict) -> str:
     lv = stats["levels"]
     lines = [f"  {'':12s}" + "".join(f"{'P' + str(l):>10s}" for l in lv["levels"]) + "    max/min"]
-    for mode, label in (("full_images", "full images"), ("cus", "CUS"), ("isus", "ISUS")):
+    modes = (("full_images", "full images"), ("cus", "CUS"), ("isus", "ISUS")) + ((("rfs", "RFS"),) if "rfs" in lv
+                                                                                 else ())
+    for mode, label in modes:
         lines.append(f"  {label:12s}" + "".join(f"{c:10d}" for c in lv[mode]) + f"    {lv['imbalance'][mode]:7.1f}")
+    return "\n".join(lines)
+
+
+def class_table(stats: dict, limit: int | None = None) -> str:
+    """RFS runs: each sampled class's images, ``f_c`` and ``r_c``, and under CUS, ISUS and RFS the
+    share of crops drawn from an image holding it and its instances overlapping the crops;
+    rarest first (``limit``: the rarest and the commonest ``limit // 2`` each)."""
+    c = stats["classes"]
+    order = sorted(range(len(c["name"])), key=lambda j: (c["images"][j], c["name"][j]))
+    if limit is not None and len(order) > limit:
+        order = order[:limit // 2] + [-1] + order[-(limit - limit // 2):]
+    modes = ("cus", "isus", "rfs")
+    lines = [f"  {'':20s}{'':8s}{'':7s}{'':7s}  {'crops (%) from its images':>26s}  {'its instances in the crops':>29s}",
+             f"  {'class':20s}{'images':>8s}{'f_c':>7s}{'r_c':>7s}  " + "".join(f"{m.upper():>8s}" for m in modes)
+             + "  " + "".join(f"{m.upper():>10s}" for m in modes)]
+    for j in order:
+        if j < 0:
+            lines.append("  ...")
+            continue
+        name = c["name"][j].split("--")[-1][:20]
+        lines.append(f"  {name:20s}{c['images'][j]:8d}{c['frequency'][j]:7.3f}{c['repeat_factor'][j]:7.2f}  "
+                     + "".join(f"{100 * c['image_share'][m][j]:8.1f}" for m in modes)
+                     + "  " + "".join(f"{c['instances'][m][j]:10d}" for m in modes))
     return "\n".join(lines)
 
 
 @click.command()
 @click.argument("index_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @out_dir_option("Output directory (stats.json and the plots).")
-@sampler_options()
+@sampler_options(mode=True)
 @samples_option
 @seed_option
 @click.option("--per-class", is_flag=True, help="Also per-class scale histograms and level counts.")
@@ -43,19 +69,22 @@ def level_table(stats: dict) -> str:
 @overwrite_option
 def stats(index_file: Path, out: Path, config: isus.SamplerConfig, samples: int | None, seed: int, per_class: bool,
           root: Path | None, overwrite: bool) -> None:
-    """Plot object scales, crop truncation and per-level supervision (FULL / CUS / ISUS).
+    """Plot object scales, crop truncation and per-level supervision (FULL / CUS / ISUS, and RFS).
 
     Computed from the index and simulated crops only: nothing is decoded. Writes
     scale_distribution.png, crop_truncation.png, level_supervision.png (and per_class_levels.png)
     and stats.json with every plotted number; refuses to replace those of an earlier run
     without --overwrite. Every number is about instances: on an index without any (a
-    semantic-only dataset) it says so and writes nothing.
+    semantic-only dataset) it says so and writes nothing. With --mode rfs, repeat-factor
+    sampling's crops are simulated too, and a table compares the classes under CUS, ISUS and
+    RFS (all classes with --per-class, else the rarest and commonest).
 
     Example:
 
     \b
         isus stats mvd-training.isusidx --out stats --preset mvd --samples 20000
         isus stats mvd-training.isusidx --out stats --crop 1024 --per-class --overwrite
+        isus stats mvd-training.isusidx --out stats-rfs --preset mvd --mode rfs --rfs-threshold 0.01
     """
     samples = 20000 if samples is None else samples
     index = isus.Index.load(index_file, root=root)
@@ -64,6 +93,14 @@ def stats(index_file: Path, out: Path, config: isus.SamplerConfig, samples: int 
     result, paths = run_stats(index, out, config, samples, seed, per_class)
     click.echo(f"instances per FPN level ({samples} crops per mode; max/min: the imbalance):")
     click.echo(level_table(result))
+    if "classes" in result:
+        r = result["settings"]["rfs"]
+        c = result["classes"]
+        repeated = sum(f > 1 for f in c["repeat_factor"])
+        click.echo(f"RFS repeat factors (t = {r['threshold']:g}, {'sqrt' if r['sqrt'] else 'no sqrt'}, over "
+                   f"{r['eligible_images']} images): {repeated} of {len(c['name'])} classes repeated, max r_c "
+                   f"{max(c['repeat_factor']):.2f}; per class, rarest first:")
+        click.echo(class_table(result, None if per_class else 10))
     click.echo(f"wrote {out / 'stats.json'} and " + ", ".join(p.name for p in paths) + f" in {out}")
 
 

@@ -1,4 +1,4 @@
-"""isus stats: numbers against independent computations, ISUS flatter than CUS, plots written."""
+"""isus stats: numbers against independent computations, ISUS flatter than CUS, plots written (and RFS beside them)."""
 from __future__ import annotations
 
 import json
@@ -108,3 +108,96 @@ def test_cli_stats(index, tmp_path):
     assert data["settings"]["crop_size"] == [512, 512] and data["settings"]["samples"] == 500
     assert "max/min" in res.output and (tmp_path / "level_supervision.png").exists()
     assert not (tmp_path / "per_class_levels.png").exists()
+
+
+# -- repeat-factor sampling beside CUS and ISUS ---------------------------------------------------
+RFS_CFG = CFG.with_mode("rfs", rfs_threshold=0.9)
+
+
+@pytest.fixture(scope="module")
+def rfs_stats(index):
+    return compute_stats(index, RFS_CFG, samples=3000, seed=4, per_class=True, chunk=1000)
+
+
+def test_rfs_is_added_beside_cus_and_isus(index, stats, rfs_stats):
+    """CUS and ISUS are drawn exactly as without RFS; an ISUS/CUS configuration gets no RFS keys."""
+    for key in ("scale_histogram", "num_instances", "dataset"):
+        assert rfs_stats[key] == stats[key]
+    for mode in ("cus", "isus"):
+        assert rfs_stats["truncation"][mode] == stats["truncation"][mode]
+        assert rfs_stats["levels"][mode] == stats["levels"][mode]
+        assert rfs_stats["levels"]["imbalance"][mode] == stats["levels"]["imbalance"][mode]
+    assert set(rfs_stats["levels"]["per_class"]) == set(stats["levels"]["per_class"])
+    for name, v in stats["levels"]["per_class"].items():
+        assert {m: rfs_stats["levels"]["per_class"][name][m] for m in v} == v
+        assert set(rfs_stats["levels"]["per_class"][name]) == {"full_images", "cus", "isus", "rfs"}
+    assert "rfs" not in stats["levels"] and "rfs" not in stats["truncation"] and "classes" not in stats
+    assert "rfs" not in stats["settings"]
+    assert rfs_stats["settings"]["rfs"] == {"threshold": 0.9, "sqrt": True, "crop": "class", "eligible_images": 16}
+
+
+def test_rfs_numbers_recomputed_from_its_crops(index, rfs_stats):
+    """Redraw the RFS crops (generator PCG64(SeedSequence([seed, 2]))) and recount with loops."""
+    policy = SamplingPolicy(index, RFS_CFG)
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([4, 2])))
+    batches = [policy.draw(rng, 1000) for _ in range(3)]
+    inst = index.instances
+    levels = CFG.levels
+    lv = np.zeros(4, int)
+    per_class_inst: dict[int, int] = {}
+    holds: dict[int, set[int]] = {}
+    for c in policy.classes:
+        for i in index.images_with_class(int(c))[0]:
+            holds.setdefault(int(i), set()).add(int(c))
+    image_crops: dict[int, int] = {}
+    for b in batches:
+        for k in range(len(b)):
+            for c in holds.get(int(b.image[k]), ()):
+                image_crops[c] = image_crops.get(c, 0) + 1
+            x0, y0, x1, y1 = b.window[k]
+            for r in np.flatnonzero((inst.image == b.image[k]) & ~inst.iscrowd):
+                bx0, by0, bx1, by1 = inst.box[r].astype(float)
+                w, h = min(bx1, x1) - max(bx0, x0), min(by1, y1) - max(by0, y0)
+                if w <= 0 or h <= 0:
+                    continue
+                lv[levels.levels.index(int(levels.level_of(np.array([np.sqrt(w * h) * b.scale[k]]))[0]))] += 1
+                c = int(inst.category_id[r])
+                per_class_inst[c] = per_class_inst.get(c, 0) + 1
+    assert rfs_stats["levels"]["rfs"] == lv.tolist()
+    cl = rfs_stats["classes"]
+    r = isus.sampling.repeat_factors(index, threshold=0.9)
+    assert cl["id"] == r.classes.tolist() and cl["images"] == r.images_with_class.tolist()
+    np.testing.assert_allclose(cl["repeat_factor"], r.class_factor)
+    np.testing.assert_allclose(cl["frequency"], r.frequency)
+    assert r.class_factor.max() > 1  # some class is repeated: the comparison is not vacuous
+    np.testing.assert_allclose(cl["image_share"]["rfs"], [image_crops.get(c, 0) / 3000 for c in cl["id"]])
+    assert cl["instances"]["rfs"] == [per_class_inst.get(c, 0) for c in cl["id"]]
+
+
+def test_rfs_plots(rfs_stats, tmp_path):
+    paths = write_plots(rfs_stats, tmp_path)
+    assert [p.name for p in paths][-1] == "per_class_levels.png"
+    with Image.open(paths[2]) as im:
+        assert im.size == (750, 460)
+    with Image.open(paths[3]) as im:
+        assert im.size[0] == 1400  # a fourth panel
+
+
+def test_cli_stats_and_preview_with_rfs(index, tmp_path):
+    res = CliRunner().invoke(cli, ["stats", str(index.path), "--out", str(tmp_path), "--samples", "500", "--crop", "512",
+                                   "--mode", "rfs", "--rfs-threshold", "0.9", "--no-rfs-sqrt", "--per-class"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "stats.json").read_text())
+    assert data["settings"]["rfs"]["threshold"] == 0.9 and data["settings"]["rfs"]["sqrt"] is False
+    lines = res.output.splitlines()
+    assert any(line.split()[:1] == ["RFS"] and len(line.split()) == 6 for line in lines), res.output
+    assert "RFS repeat factors (t = 0.9, no sqrt, over 16 images)" in res.output
+    table = lines[lines.index(next(line for line in lines if line.strip().startswith("class"))) + 1:-1]
+    assert len(table) == len(data["classes"]["name"])  # --per-class: every class
+    # an rfs option without --mode rfs is a usage error naming both
+    res = CliRunner().invoke(cli, ["stats", str(index.path), "--out", str(tmp_path / "x"), "--rfs-threshold", "0.1"])
+    assert res.exit_code == 2 and "--rfs-threshold applies to --mode rfs" in res.output, res.output
+    res = CliRunner().invoke(cli, ["preview", str(index.path), "--out", str(tmp_path / "pv"), "--samples", "4",
+                                   "--crop", "256", "--mode", "rfs", "--rfs-crop", "class"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "pv" / "preview_rfs.png").exists()

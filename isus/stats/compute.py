@@ -1,20 +1,20 @@
 """Statistics computed from an index and sampled crops only (no image is decoded).
 
 The paper's Fig. 2 (object scale distribution; how crops truncate objects by size) and the
-per-level supervision balance under full-image training, CUS and ISUS.
+per-level supervision balance under full-image training, CUS and ISUS (and repeat-factor
+sampling, RFS, when the configuration's mode is ``"rfs"``).
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from isus.errors import InstancesUnavailableError
 from isus.index import Index
-from isus.sampling.config import SamplerConfig
+from isus.sampling.config import RepeatFactorConfig, SamplerConfig
 from isus.sampling.levels import LevelRule
-from isus.sampling.policy import CropBatch, SamplingPolicy
+from isus.sampling.policy import CropBatch, RepeatFactorPolicy, SamplingPolicy
 
 __all__ = ["crop_instance_pairs", "crop_level_counts", "full_image_level_counts", "compute_stats", "scale_edges",
            "require_instances"]
@@ -128,6 +128,14 @@ def compute_stats(
     - ``levels``: instances per pyramid level under full-image training (one pass over the
       dataset at ``s0``), and over ``samples`` CUS and ``samples`` ISUS crops.
 
+    With a repeat-factor configuration (``config.mode == "rfs"``, a
+    :class:`~isus.RepeatFactorConfig`), ``samples`` RFS crops are drawn too and appear beside CUS
+    and ISUS under ``truncation``, ``levels`` (and its ``per_class``); ``settings["rfs"]`` holds
+    the RFS settings, and ``classes`` per sampled class: images holding it, ``f_c``, ``r_c``, and
+    for each mode the share of crops drawn from an image holding the class (``image_share``) and
+    the class's instances overlapping the crops (``instances``). CUS and ISUS use the config's
+    other fields. For any other mode the result is what it always was.
+
     Raises :class:`~isus.InstancesUnavailableError` when the index has no non-crowd instance
     (e.g. it was built from a semantic-only dataset): every number here would be empty.
     """
@@ -179,19 +187,24 @@ def compute_stats(
 
     nbins = len(edges) - 1
     chunks = list(range(0, samples, chunk))
-    todo: Iterable[int] = range(2 * len(chunks))
+    # crops of mode m come from PCG64(SeedSequence([seed, m])): 0 CUS, 1 ISUS, 2 RFS
+    modes = ("cus", "isus", "rfs") if config.mode == "rfs" else ("cus", "isus")
+    rfs = _RepeatFactorTally(index, config, modes) if config.mode == "rfs" else None
+    todo: Iterable[int] = range(len(modes) * len(chunks))
     for step in (progress(todo) if progress is not None else todo):
-        mode = ("cus", "isus")[step // len(chunks)]
+        mode = modes[step // len(chunks)]
         lo = chunks[step % len(chunks)]
         n = min(chunk, samples - lo)
         if step % len(chunks) == 0:
-            policy = SamplingPolicy(index, replace(config, mode=mode))
-            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, ("cus", "isus").index(mode)])))
+            policy = SamplingPolicy(index, config.with_mode(mode))
+            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, modes.index(mode)])))
             iou_sum, iou_cnt = np.zeros(nbins), np.zeros(nbins, np.int64)
             lcount = np.zeros(len(levels.levels), np.int64)
             per_cls_l: dict[int, np.ndarray] = {}
         batch = policy.draw(rng, n)
         crop, row, vis = crop_instance_pairs(index, batch, by_image)
+        if rfs is not None:
+            rfs.add(mode, batch, row)
         box = inst.box[row].astype(np.float64)
         full_area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
         iou = (vis[:, 2] - vis[:, 0]) * (vis[:, 3] - vis[:, 1]) / full_area
@@ -213,11 +226,55 @@ def compute_stats(
             out["levels"][mode] = lcount.tolist()
             for c, v in per_cls_l.items():
                 level_per_class.setdefault(cat_names[c], {})[mode] = v.tolist()
-    for mode in ("full_images", "cus", "isus"):
+    for mode in ("full_images",) + modes:
         counts = np.array(out["levels"][mode])
         out["levels"].setdefault("imbalance", {})[mode] = float(counts.max() / max(counts.min(), 1))
     if per_class:
         zeros = [0] * len(levels.levels)
-        out["levels"]["per_class"] = {name: {m: v.get(m, zeros) for m in ("full_images", "cus", "isus")}
+        out["levels"]["per_class"] = {name: {m: v.get(m, zeros) for m in ("full_images",) + modes}
                                       for name, v in level_per_class.items()}
+    if rfs is not None:
+        out["settings"]["rfs"] = rfs.settings()
+        out["classes"] = rfs.result(samples)
     return out
+
+
+class _RepeatFactorTally:
+    """Per sampled class of an RFS configuration: its repeat factor, and for each mode the crops
+    drawn from images holding it and its instances overlapping the crops."""
+
+    def __init__(self, index: Index, config: SamplerConfig, modes: tuple[str, ...]) -> None:
+        policy = SamplingPolicy(index, config)
+        assert isinstance(policy, RepeatFactorPolicy)
+        self.index, self.config, self.repeat = index, config, policy.repeat
+        classes = self.repeat.classes
+        table = index.classes
+        ranks = index.category_ranks(classes)
+        # which sampled classes each image holds (images x classes)
+        self.holds = np.zeros((index.image_range[1] - index.image_range[0], len(classes)), bool)
+        for j, r in enumerate(ranks):
+            self.holds[table.image[table.class_offsets[r]:table.class_offsets[r + 1]] - index.image_range[0], j] = True
+        self.column = np.full(len(index.categories), -1, np.int64)  # category rank -> column
+        self.column[ranks] = np.arange(len(classes))
+        self.image_crops = {m: np.zeros(len(classes), np.int64) for m in modes}
+        self.instances = {m: np.zeros(len(classes), np.int64) for m in modes}
+
+    def add(self, mode: str, batch: CropBatch, rows: np.ndarray) -> None:
+        self.image_crops[mode] += self.holds[batch.image - self.index.image_range[0]].sum(axis=0)
+        cols = self.column[self.index.category_ranks(self.index.instances.category_id[rows].astype(np.int64))]
+        self.instances[mode] += np.bincount(cols[cols >= 0], minlength=len(self.instances[mode]))
+
+    def settings(self) -> dict[str, Any]:
+        cfg = self.config
+        assert isinstance(cfg, RepeatFactorConfig)
+        return {"threshold": cfg.rfs_threshold, "sqrt": cfg.rfs_sqrt, "crop": cfg.rfs_crop,
+                "eligible_images": self.repeat.num_eligible}
+
+    def result(self, samples: int) -> dict[str, Any]:
+        names = {c.id: c.name for c in self.index.categories}
+        r = self.repeat
+        return {"name": [names[int(c)] for c in r.classes], "id": r.classes.tolist(),
+                "images": r.images_with_class.tolist(), "frequency": r.frequency.tolist(),
+                "repeat_factor": r.class_factor.tolist(),
+                "image_share": {m: (v / max(samples, 1)).tolist() for m, v in self.image_crops.items()},
+                "instances": {m: v.tolist() for m, v in self.instances.items()}}

@@ -15,14 +15,23 @@ if TYPE_CHECKING:
 __all__ = ["write_plots"]
 
 _MODES = (("full_images", "full images", "0.55"), ("cus", "CUS", "tab:orange"), ("isus", "ISUS", "tab:blue"))
+_RFS = ("rfs", "RFS", "tab:green")
+
+
+def _modes(stats: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    """The modes of ``stats``: full images, CUS, ISUS, and RFS when it was drawn."""
+    return _MODES + ((_RFS,) if "rfs" in stats["levels"] else ())
 
 
 def _subtitle(stats: dict[str, Any]) -> str:
     st, ds = stats["settings"], stats["dataset"]
     s0 = f"s0={st['shortest_side']:g}" if st["shortest_side"] else "no s0"
+    rfs = st.get("rfs")
+    rfs_text = (f", RFS t={rfs['threshold']:g}{' (sqrt)' if rfs['sqrt'] else ' (no sqrt)'}"
+                f"{', whole images' if rfs['crop'] == 'image' else ''}") if rfs else ""
     return (f"{ds['name']} {ds.get('split') or ''} ({ds['num_images']} images, {stats['num_instances']} instances)\n"
             f"crop {st['crop_size'][0]}x{st['crop_size'][1]}, {s0}, r_st={st['stuff_scale_range']}, "
-            f"r_th={st['thing_scale_range']}, {st['samples']} crops per mode")
+            f"r_th={st['thing_scale_range']}{rfs_text}, {st['samples']} crops per mode")
 
 
 def _level_bands(ax: Axes, stats: dict[str, Any], span: tuple[float, float]) -> None:
@@ -83,7 +92,7 @@ def write_plots(stats: dict[str, Any], out: str | Path) -> list[Path]:
     # 2. crop truncation (Fig. 2 left)
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     _level_bands(ax, stats, span)
-    for mode, label, color in _MODES[1:]:
+    for mode, label, color in _modes(stats)[1:]:
         t = stats["truncation"][mode]
         mean = np.array([np.nan if v is None else v for v in t["mean_iou"]], dtype=float)
         ok = np.array(t["count"]) >= 5
@@ -105,11 +114,12 @@ def write_plots(stats: dict[str, Any], out: str | Path) -> list[Path]:
     names = [f"P{l}" for l in lv["levels"]]
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    width = 0.27
-    for k, (mode, label, color) in enumerate(_MODES):
+    modes = _modes(stats)
+    width = 0.27 if len(modes) == 3 else 0.8 / len(modes)
+    for k, (mode, label, color) in enumerate(modes):
         counts = np.array(lv[mode], dtype=float)
         share = 100 * counts / max(counts.sum(), 1)
-        bars = ax.bar(x + (k - 1) * width, share, width, color=color,
+        bars = ax.bar(x + (k - (len(modes) - 1) / 2) * width, share, width, color=color,
                       label=f"{label} (max/min {lv['imbalance'][mode]:.1f})")
         for b, c in zip(bars, counts):
             ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"{int(c)}", ha="center", va="bottom", fontsize=7)
@@ -118,7 +128,7 @@ def write_plots(stats: dict[str, Any], out: str | Path) -> list[Path]:
     ax.set_xlabel("FPN level (instance assigned by the size of its visible box in the crop)")
     ax.set_ylabel("share of instances (%, log scale)")
     ax.legend()
-    ax.set_title("Per-level supervision: full images vs CUS vs ISUS (bar labels: instance counts)\n"
+    ax.set_title("Per-level supervision: " + " vs ".join(m[1] for m in modes) + " (bar labels: instance counts)\n"
                  + _subtitle(stats), fontsize=9)
     fig.tight_layout()
     paths.append(out / "level_supervision.png")
@@ -131,9 +141,11 @@ def write_plots(stats: dict[str, Any], out: str | Path) -> list[Path]:
         classes = sorted(per_class)
         from matplotlib.colors import LogNorm
 
-        fig, axes = plt.subplots(1, 3, figsize=(11, 0.35 * len(classes) + 2.6), sharey=True)
+        modes = _modes(stats)
+        fig, axes = plt.subplots(1, len(modes), figsize=(11 + 3 * (len(modes) - 3), 0.35 * len(classes) + 2.6),
+                                 sharey=True)
         fig.subplots_adjust(top=1 - 1.3 / (0.35 * len(classes) + 2.6), bottom=0.15, left=0.15, right=0.85)
-        for ax, (mode, label, _) in zip(axes, _MODES):
+        for ax, (mode, label, _) in zip(axes, modes):
             m = np.array([per_class[c][mode] for c in classes], dtype=float)
             share = 100 * m / np.maximum(m.sum(axis=1, keepdims=True), 1)
             im = ax.imshow(np.maximum(share, 0.1), aspect="auto", cmap="viridis", norm=LogNorm(0.1, 100))
