@@ -325,84 +325,158 @@ def bilinear_taps(start: float, step: float, n: int) -> tuple[NDArray[np.int64],
 
 
 @_jit
-def _hrow(src: np.ndarray, j: int, xi: NDArray[np.int64], xw: NDArray[np.int32], pad: int, inside: bool,
-          buf: NDArray[np.int32]) -> None:
-    """Horizontal pass of source row ``j`` into ``buf`` (3 * len(xi),) int32."""
-    h, w = src.shape[0], src.shape[1]
+def _bilinear_hrow(rows: NDArray[np.uint8], j: int, lo: int, xo: NDArray[np.uint64], xa: NDArray[np.int32],
+                   xb: NDArray[np.int32], pad: int, swap: bool, tmp: NDArray[np.uint8], buf: NDArray[np.int32]) -> None:
+    """Horizontal pass of source row ``j`` of ``rows`` (H, 3W) into ``buf`` (3n,) int32, in output
+    channel order: ``buf[3u + c] = p(xi[u], c) * xb[u] + p(xi[u] + 1, c) * xa[u]``, where ``xo[u] =
+    3 * (xi[u] - lo)`` and pixels outside the image read ``pad``."""
     one = 1 << BILINEAR_BITS
-    n = xi.shape[0]
+    h, w3 = rows.shape
     if not 0 <= j < h:
-        for k in range(3 * n):
-            buf[k] = pad * one
+        buf[:] = pad * one
         return
-    row = src[j]
-    if inside:  # every tap inside the row: no branches in the loop
-        for u in range(n):
-            a = xw[u]
-            b = one - a
-            i = xi[u]
-            buf[3 * u] = np.int32(row[i, 0]) * b + np.int32(row[i + 1, 0]) * a
-            buf[3 * u + 1] = np.int32(row[i, 1]) * b + np.int32(row[i + 1, 1]) * a
-            buf[3 * u + 2] = np.int32(row[i, 2]) * b + np.int32(row[i + 1, 2]) * a
-        return
-    for u in range(n):
-        i = xi[u]
-        a = xw[u]
-        for c in range(3):
-            p0 = np.int32(row[i, c]) if 0 <= i < w else pad
-            p1 = np.int32(row[i + 1, c]) if 0 <= i + 1 < w else pad
-            buf[3 * u + c] = p0 * (one - a) + p1 * a
+    row = rows[j]
+    span3 = tmp.shape[0]
+    s = 3 * lo
+    if s >= 0 and s + span3 <= w3:
+        src = row[s:s + span3]
+    else:  # some taps fall outside the image: a padded copy of the row
+        a = min(max(-s, 0), span3)
+        e = max(min(w3 - s, span3), a)
+        tmp[:a] = pad
+        tmp[a:e] = row[s + a:s + e]
+        tmp[e:] = pad
+        src = tmp
+    # unsigned offsets: no negative-index wrap-around test per load
+    c0, c2 = (np.uint64(2), np.uint64(0)) if swap else (np.uint64(0), np.uint64(2))
+    u1, u3, u4 = np.uint64(1), np.uint64(3), np.uint64(4)
+    for u in range(xo.shape[0]):
+        i = xo[u]
+        wa = xa[u]
+        wb = xb[u]
+        buf[3 * u] = np.int32(src[i + c0]) * wb + np.int32(src[i + u3 + c0]) * wa
+        buf[3 * u + 1] = np.int32(src[i + u1]) * wb + np.int32(src[i + u4]) * wa
+        buf[3 * u + 2] = np.int32(src[i + c2]) * wb + np.int32(src[i + u3 + c2]) * wa
 
 
 @_jit
-def resample_bilinear(src: np.ndarray, xi: NDArray[np.int64], xw: NDArray[np.int32], yi: NDArray[np.int64],
-                      yw: NDArray[np.int32], pad: int, swap: bool, out: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    """Separable bilinear resampling of ``src`` (H, W, 3) uint8 (rows contiguous) into ``out``
-    (len(yi), len(xi), 3) uint8, with the taps of :func:`bilinear_taps`: the horizontal
-    interpolation of rows ``yi`` and ``yi + 1`` at ``xi``, ``xi + 1``, then the vertical one;
-    neighbours outside ``src`` take the value ``pad``. With ``swap`` the channel order is
-    reversed (BGR in, RGB out).
+def _bilinear_vrow(rows: NDArray[np.uint8], j: int, lo: int, b: int, pad: int, padrow: NDArray[np.uint8],
+                   vbuf: NDArray[np.int32]) -> None:
+    """Vertical pass of source rows ``j`` and ``j + 1`` over the columns ``[lo, lo + len(vbuf) / 3)``:
+    ``vbuf[k] = row_j[3 lo + k] * (one - b) + row_j+1[3 lo + k] * b`` (int32), ``pad`` outside."""
+    one = 1 << BILINEAR_BITS
+    h, w3 = rows.shape
+    r0 = rows[j] if 0 <= j < h else padrow
+    r1 = rows[j + 1] if 0 <= j + 1 < h else padrow
+    span3 = vbuf.shape[0]
+    s = 3 * lo
+    a = min(max(-s, 0), span3)
+    e = max(min(w3 - s, span3), a)
+    vbuf[:a] = pad * one
+    vbuf[e:] = pad * one
+    p = r0[s + a:s + e]
+    q = r1[s + a:s + e]
+    d = vbuf[a:e]
+    wp = np.int32(one - b)
+    wq = np.int32(b)
+    for k in range(e - a):  # contiguous: vectorised
+        d[k] = np.int32(p[k]) * wp + np.int32(q[k]) * wq
 
-    Each source row is interpolated horizontally once (upscaling reuses it for several output
-    rows): the cost follows the output, not the source window.
-    """
+
+@_jit
+def _bilinear_hout(vbuf: NDArray[np.int32], xo: NDArray[np.uint64], xa: NDArray[np.int32], xb: NDArray[np.int32],
+                   swap: bool, o: NDArray[np.uint8]) -> None:
+    """Horizontal pass of a vertically interpolated row into output row ``o`` (3n,) uint8."""
+    half = 1 << (2 * BILINEAR_BITS - 1)
+    shift = 2 * BILINEAR_BITS
+    c0, c2 = (np.uint64(2), np.uint64(0)) if swap else (np.uint64(0), np.uint64(2))
+    u1, u3, u4 = np.uint64(1), np.uint64(3), np.uint64(4)
+    for u in range(xo.shape[0]):
+        i = xo[u]
+        wa = xa[u]
+        wb = xb[u]
+        o[3 * u] = (vbuf[i + c0] * wb + vbuf[i + u3 + c0] * wa + half) >> shift
+        o[3 * u + 1] = (vbuf[i + u1] * wb + vbuf[i + u4] * wa + half) >> shift
+        o[3 * u + 2] = (vbuf[i + c2] * wb + vbuf[i + u3 + c2] * wa + half) >> shift
+
+
+@_jit
+def _resample_bilinear(src: NDArray[np.uint8], xi: NDArray[np.int64], xw: NDArray[np.int32], yi: NDArray[np.int64],
+                       yw: NDArray[np.int32], pad: int, swap: bool, out: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """:func:`resample_bilinear` on C-contiguous ``src`` and ``out``."""
     n = xi.shape[0]
-    w = src.shape[1]
-    inside = n == 0 or (xi.min() >= 0 and xi.max() + 1 < w)
+    m = yi.shape[0]
+    h, w = src.shape[0], src.shape[1]
+    if n == 0 or m == 0:
+        return out
+    one = 1 << BILINEAR_BITS
+    lo = xi.min()
+    span = xi.max() + 2 - lo
+    xo = np.empty(n, np.uint64)
+    xa = np.empty(n, np.int32)
+    xb = np.empty(n, np.int32)
+    for u in range(n):
+        xo[u] = np.uint64(3 * (xi[u] - lo))
+        xa[u] = xw[u]
+        xb[u] = one - xw[u]
+    rows = src.reshape(h, 3 * w)
+    flat = out.reshape(m, 3 * n)
+    # The sum is exact in int32 whatever the order of the two passes, so the cheaper order is
+    # taken: rows first when each output row has its own source rows (shrinking, or nearly:
+    # then each output row costs one horizontal pass), else each source row's horizontal pass
+    # once, kept for the output rows that fall between it and the next (enlarging).
+    if 8 * (abs(yi[m - 1] - yi[0]) + 2) >= 7 * m:
+        vbuf = np.empty(3 * span, np.int32)
+        padrow = np.full(3 * w, pad, np.uint8)
+        for v in range(m):
+            _bilinear_vrow(rows, yi[v], lo, yw[v], pad, padrow, vbuf)
+            _bilinear_hout(vbuf, xo, xa, xb, swap, flat[v])
+        return out
+    tmp = np.empty(3 * span, np.uint8)
     r0 = np.empty(3 * n, np.int32)
     r1 = np.empty(3 * n, np.int32)
     have0, have1 = -(1 << 62), -(1 << 62)
-    one = 1 << BILINEAR_BITS
     half = 1 << (2 * BILINEAR_BITS - 1)
     shift = 2 * BILINEAR_BITS
-    for v in range(yi.shape[0]):
+    for v in range(m):
         j = yi[v]
         if have0 != j:
             if have1 == j:
                 r0, r1 = r1, r0
                 have0, have1 = have1, have0
             else:
-                _hrow(src, j, xi, xw, pad, inside, r0)
+                _bilinear_hrow(rows, j, lo, xo, xa, xb, pad, swap, tmp, r0)
                 have0 = j
         if have1 != j + 1:
-            _hrow(src, j + 1, xi, xw, pad, inside, r1)
+            _bilinear_hrow(rows, j + 1, lo, xo, xa, xb, pad, swap, tmp, r1)
             have1 = j + 1
-        b = yw[v]
-        a = one - b
-        o = out[v]
-        # the channel order is fixed per call: two loops without a branch inside
-        if swap:
-            for u in range(n):
-                k = 3 * u
-                o[u, 2] = (r0[k] * a + r1[k] * b + half) >> shift
-                o[u, 1] = (r0[k + 1] * a + r1[k + 1] * b + half) >> shift
-                o[u, 0] = (r0[k + 2] * a + r1[k + 2] * b + half) >> shift
-        else:
-            for u in range(n):
-                k = 3 * u
-                o[u, 0] = (r0[k] * a + r1[k] * b + half) >> shift
-                o[u, 1] = (r0[k + 1] * a + r1[k + 1] * b + half) >> shift
-                o[u, 2] = (r0[k + 2] * a + r1[k + 2] * b + half) >> shift
+        b = np.int32(yw[v])
+        a = np.int32(one) - b
+        o = flat[v]
+        for k in range(3 * n):  # contiguous: vectorised
+            o[k] = (r0[k] * a + r1[k] * b + half) >> shift
+    return out
+
+
+def resample_bilinear(src: np.ndarray, xi: NDArray[np.int64], xw: NDArray[np.int32], yi: NDArray[np.int64],
+                      yw: NDArray[np.int32], pad: int, swap: bool, out: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Separable bilinear resampling of ``src`` (H, W, 3) uint8 into ``out`` (len(yi), len(xi), 3)
+    uint8, with the taps of :func:`bilinear_taps`: output pixel ``(v, u)`` interpolates source
+    rows ``yi[v]``, ``yi[v] + 1`` and columns ``xi[u]``, ``xi[u] + 1`` with the 11-bit weights
+    ``yw[v]``, ``xw[u]`` of the second ones, in exact integer arithmetic rounded once at the end
+    (``tests/reference.py:bilinear_fixed``); neighbours outside ``src`` take the value ``pad``.
+    With ``swap`` the channel order is reversed (BGR in, RGB out).
+
+    The two passes run in whichever order costs less (the exact sum does not depend on it):
+    enlarging, each source row is interpolated horizontally once and reused; shrinking, each
+    output row blends its two source rows first, then one horizontal pass. ``src`` that is not
+    C-contiguous is copied first (pass the whole decoded buffer and shifted taps rather than a
+    view); ``out`` is written in place and returned.
+    """
+    src = np.ascontiguousarray(src)
+    if out.flags.c_contiguous:
+        return _resample_bilinear(src, xi, xw, yi, yw, pad, swap, out)
+    out[...] = _resample_bilinear(src, xi, xw, yi, yw, pad, swap, np.empty(out.shape, np.uint8))
     return out
 
 
@@ -592,3 +666,39 @@ def segment_areas(ids: np.ndarray, seg_ids: np.ndarray) -> tuple[NDArray[np.int6
                     unknown += e - x
             x = e
     return areas, unknown, first_unknown
+
+
+@_jit
+def crop_ids(dense: np.ndarray, id_lut: np.ndarray) -> tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.int64]]:
+    """:func:`crop_maps` without the semantic and crowd maps (compact targets rebuild them from
+    the segment ids): the id map ``id_lut[dense]`` (int32), and per segment ``k`` its pixel count
+    and box ``(x0, y0, x1, y1)`` (exclusive ends; zeros when absent)."""
+    h, w = dense.shape
+    n = id_lut.shape[0] - 1
+    ids = np.empty((h, w), np.int32)
+    area = np.zeros(n, np.int64)
+    box = np.zeros((n, 4), np.int64)
+    box[:, 0] = w
+    box[:, 1] = h
+    for y in range(h):
+        for x in range(w):
+            d = dense[y, x]
+            ids[y, x] = id_lut[d]
+            if d > 0:
+                k = d - 1
+                area[k] += 1
+                if x < box[k, 0]:
+                    box[k, 0] = x
+                if x + 1 > box[k, 2]:
+                    box[k, 2] = x + 1
+                if y < box[k, 1]:
+                    box[k, 1] = y
+                box[k, 3] = y + 1
+    for k in range(n):
+        if area[k] == 0:
+            box[k, 0] = 0
+            box[k, 1] = 0
+    return ids, area, box
+
+
+__all__ += ["crop_ids"]

@@ -126,3 +126,33 @@ def crop_maps(dense, id_lut, sem_lut, crowd_lut):
 
 def instance_masks(dense, segs):
     return np.stack([dense == k + 1 for k in segs]) if len(segs) else np.zeros((0, *dense.shape), bool)
+
+
+def crop_ids(dense, id_lut):
+    _, _, _, area, box = crop_maps(dense, id_lut, np.zeros(len(id_lut), np.int64), np.zeros(len(id_lut), bool))
+    return id_lut[dense], area, box
+
+
+def bilinear_fixed(src, xi, xw, yi, yw, pad, swap, bits=11):
+    """Bilinear sampling in exact integer arithmetic, rounded once: output pixel (v, u) is
+    ``(sum of the four neighbours times their (2**bits)-scaled weights + half) >> 2 * bits``,
+    the neighbours of rows ``yi[v]``, ``yi[v] + 1`` and columns ``xi[u]``, ``xi[u] + 1`` reading
+    ``pad`` outside ``src``; ``xw``, ``yw`` are the weights of the second ones. ``swap`` reverses
+    the channels. What ``isus.kernels.resample_bilinear`` computes, bit for bit."""
+    h, w = src.shape[:2]
+    one = 1 << bits
+
+    def at(ys, xs):
+        inside = ((ys >= 0) & (ys < h))[:, None] & ((xs >= 0) & (xs < w))[None, :]
+        if not (h and w):
+            return np.full((len(ys), len(xs), 3), pad, np.int64)
+        v = src[np.clip(ys, 0, h - 1)][:, np.clip(xs, 0, w - 1)].astype(np.int64)
+        return np.where(inside[..., None], v, pad)
+
+    xi, yi = np.asarray(xi, np.int64), np.asarray(yi, np.int64)
+    ax = np.asarray(xw, np.int64)[None, :, None]
+    ay = np.asarray(yw, np.int64)[:, None, None]
+    top = at(yi, xi) * (one - ax) + at(yi, xi + 1) * ax
+    bottom = at(yi + 1, xi) * (one - ax) + at(yi + 1, xi + 1) * ax
+    out = ((top * (one - ay) + bottom * ay + (1 << (2 * bits - 1))) >> (2 * bits)).astype(np.uint8)
+    return out[..., ::-1] if swap else out

@@ -75,6 +75,38 @@ def test_png_cache_gives_bit_identical_crops(data, interpolation):
         same_targets(a, b)
 
 
+@pytest.mark.parametrize("codec", ["png", "jpeg"])
+def test_linear_image_step_is_the_exact_sum_over_the_clipped_window(data, codec):
+    """The engine's bilinear image step, with and without the cache, equals the exact fixed-point
+    sum (tests/reference.py) over the level image clipped to warp_plan's window, with the taps
+    computed from that window's origin, as the engine did before it passed the whole decoded
+    buffer to the kernel and asked the source for the taps' pixels only (same crops, bit for bit)."""
+    from isus.crop.functional import choose_reduce, crop_size, warp_plan
+    from isus.crop.sources import DecodedImageSource
+    from isus import kernels
+    from tests.reference import bilinear_fixed
+
+    ds, paths = data
+    index = isus.Index.load(paths[codec])
+    for cfg in (CropConfig(), CropConfig(use_cache=False), CropConfig(pad_value=9), CropConfig(reduced_decode=False)):
+        engine = CropEngine(ds, index, cfg)
+        for spec in specs_for(index, n=25, seed=4):
+            cw, ch = crop_size(spec)
+            r = choose_reduce(spec.scale) if cfg.reduced_decode else 1
+            m, win = warp_plan(spec, cw, ch, r)
+            src = engine.image_source if cfg.use_cache else DecodedImageSource(ds)
+            img, ox, oy = src.window(spec.image, r, win)
+            xa, ya = max(win[0], ox), max(win[1], oy)
+            xb, yb = min(win[2], ox + img.shape[1]), min(win[3], oy + img.shape[0])
+            if xb <= xa or yb <= ya:
+                want = np.full((ch, cw, 3), cfg.pad_value, np.uint8)
+            else:
+                xi, xw = kernels.bilinear_taps(m[0, 2] - xa, m[0, 0], cw)
+                yi, yw = kernels.bilinear_taps(m[1, 2] - ya, m[1, 1], ch)
+                want = bilinear_fixed(img[ya - oy:yb - oy, xa - ox:xb - ox], xi, xw, yi, yw, cfg.pad_value, True)
+            np.testing.assert_array_equal(engine(spec).image, want, err_msg=f"{cfg} {spec}")
+
+
 def test_jpeg_cache_psnr_and_identical_targets(data):
     ds, paths = data
     index = isus.Index.load(paths["jpeg"])

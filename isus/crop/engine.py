@@ -58,6 +58,14 @@ class CropConfig:
         Image resampling: ``"linear"`` (bilinear) or ``"cubic"``. Downscaling by 2x or more is done
         by the JPEG decoder's DCT scaling (an area average), so the warp itself never shrinks by
         more than 2x.
+    compact_targets
+        Ship the segment map and tables instead of the maps derived from it. The per-instance
+        masks are not built (``masks`` has shape (N, 0, 0)); for a dataset with segment ids the
+        semantic and crowd maps are not built either (shape (0, 0)) and ``segment_table`` maps
+        each segment id in the crop to its semantic value and crowd flag.
+        :func:`isus.torch.expand_targets` rebuilds all three, equal to the default's, on the
+        device the model runs on. Saves the CPU writing them and (N + 9) x H x W bytes per crop
+        copied between processes. A semantic-only dataset keeps its semantic and crowd maps.
     """
 
     ignore_label: int = 255
@@ -67,6 +75,7 @@ class CropConfig:
     use_cache: bool = True
     reduced_decode: bool = True
     interpolation: str = "linear"
+    compact_targets: bool = False
 
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATION:
@@ -88,16 +97,20 @@ class CropSample:
     panoptic : (H, W) int32 segment ids, 0 for void and padding (0 everywhere for a semantic-only
         dataset, which has no segment ids; its instance fields are then empty)
     semantic : (H, W) int64 training ids (position of the category in ``ds.categories``), ``ignore_label``
-        for void, padding and crowd
-    masks : (N, H, W) bool, one per thing instance in the crop (crowd excluded)
+        for void, padding and crowd; (0, 0), not built, with ``compact_targets`` (see ``segment_table``)
+    masks : (N, H, W) bool, one per thing instance in the crop (crowd excluded); (N, 0, 0), not
+        built, with ``CropConfig(compact_targets=True)`` (mask ``j`` is ``panoptic == segment_ids[j]``)
     labels : (N,) int64 training ids; ``category_ids`` (N,) the dataset's ids; ``segment_ids`` (N,)
     boxes : (N, 4) float32 visible boxes xyxy, pixel edges, from the cropped masks
     original_boxes : (N, 4) float32 the instances' full extent, mapped into the crop (may extend beyond it)
     truncated : (N, 4) bool per side (x0, y0, x1, y1): the visible box touches the crop border
         there and the object extends beyond it (never at an image border)
-    crowd : (H, W) bool pixels of crowd segments
+    crowd : (H, W) bool pixels of crowd segments; (0, 0), not built, with ``compact_targets``
     dropped : instances dropped for having fewer than ``min_instance_area`` visible pixels
     spec, window, scale, flip : what was applied
+    segment_table : (S, 3) int64 with ``compact_targets`` (else None): rows ``(segment id,
+        semantic value, crowd flag)`` of void (id 0) and of each segment in the crop, sorted by id,
+        so that ``semantic`` and ``crowd`` are functions of ``panoptic``
     """
 
     image: np.ndarray
@@ -116,6 +129,7 @@ class CropSample:
     window: tuple[float, float, float, float] = field(default=(0, 0, 0, 0))
     scale: float = 1.0
     flip: bool = False
+    segment_table: np.ndarray | None = None
 
 
 class CropEngine:
@@ -177,6 +191,25 @@ class CropEngine:
         cw, ch = size
         r = choose_reduce(spec.scale) if self.config.reduced_decode else 1
         m, win = warp_plan(spec, cw, ch, r)
+        if self.config.interpolation == "linear":
+            # Taps relative to the window's first pixel inside the image (the origin they always
+            # had: the same floating-point values, so the same taps), then the source reads only
+            # the pixels they touch, and the kernel reads the whole buffer it returns (no copy).
+            xa, ya = max(win[0], 0), max(win[1], 0)
+            xi, xw = kernels.bilinear_taps(m[0, 2] - xa, m[0, 0], cw)
+            yi, yw = kernels.bilinear_taps(m[1, 2] - ya, m[1, 1], ch)
+            taps = (xa + int(xi.min()), ya + int(yi.min()), xa + int(xi.max()) + 2, ya + int(yi.max()) + 2)
+            img, ox, oy = self.image_source.window(spec.image, r, taps)
+            if img.size == 0:  # the window lies outside the image
+                return np.full((ch, cw, 3), self.config.pad_value, np.uint8)
+            # separable, in exact integer arithmetic, straight into RGB order; neighbours outside
+            # the buffer are outside the image (it covers the taps' pixels inside it) and read pad
+            if xa != ox:
+                xi += xa - ox
+            if ya != oy:
+                yi += ya - oy
+            return kernels.resample_bilinear(img, xi, xw, yi, yw, self.config.pad_value, True,
+                                             np.empty((ch, cw, 3), np.uint8))
         img, ox, oy = self.image_source.window(spec.image, r, win)
         # the resampling reads exactly the window clipped to the image, wherever the buffer starts
         xa, ya = max(win[0], ox), max(win[1], oy)
@@ -186,12 +219,6 @@ class CropEngine:
         img = img[ya - oy:yb - oy, xa - ox:xb - ox]
         m[0, 2] -= xa
         m[1, 2] -= ya
-        if self.config.interpolation == "linear":
-            # separable: each source row is interpolated once, straight into RGB order
-            xi, xw = kernels.bilinear_taps(m[0, 2], m[0, 0], cw)
-            yi, yw = kernels.bilinear_taps(m[1, 2], m[1, 1], ch)
-            return kernels.resample_bilinear(img, xi, xw, yi, yw, self.config.pad_value, True,
-                                             np.empty((ch, cw, 3), np.uint8))
         pad = (self.config.pad_value,) * 3
         out = cv2.warpAffine(img, m, (cw, ch), flags=_INTERPOLATION[self.config.interpolation] | cv2.WARP_INVERSE_MAP,
                              borderMode=cv2.BORDER_CONSTANT, borderValue=pad)
@@ -246,22 +273,34 @@ class CropEngine:
         if self._semantic_only:  # a category segment is a class, not an instance, and has no id
             isthing[:] = False
             lut_ids[:] = 0
-        ids, semantic, crowd, area, vbox = kernels.crop_maps(
-            dense, lut_ids, F.semantic_lut(train, crowd_flag, cfg.ignore_label, cfg.crowd_as_ignore),
-            np.concatenate([[False], crowd_flag]))
+        sem_lut = F.semantic_lut(train, crowd_flag, cfg.ignore_label, cfg.crowd_as_ignore)
+        crowd_lut = np.concatenate([[False], crowd_flag])
+        table = None
+        if cfg.compact_targets and not self._semantic_only:
+            # semantic and crowd are functions of the segment id here: ship the table, not the maps
+            ids, area, vbox = kernels.crop_ids(dense, lut_ids)
+            semantic, crowd = np.zeros((0, 0), np.int64), np.zeros((0, 0), bool)
+            rows = np.concatenate([[0], 1 + np.flatnonzero(area > 0)])  # void and the segments present
+            table = np.stack([lut_ids[rows], sem_lut[rows], crowd_lut[rows]], axis=1).astype(np.int64)
+            table = table[np.argsort(table[:, 0], kind="stable")]
+        else:
+            ids, semantic, crowd, area, vbox = kernels.crop_maps(dense, lut_ids, sem_lut, crowd_lut)
         keep, dropped = F.select_instances(area, isthing, crowd_flag, cfg.min_instance_area)
         boxes = vbox[keep].astype(np.float32)
         full = self._boxes(spec.image, seg_ids, keep)
         original = F.map_boxes(full, spec.window, spec.scale, spec.flip, size[0])
         truncated = F.truncated_sides(boxes, original, F.image_border_sides(full, image_size, spec.flip), size)
-        # Compare only inside each visible box: most instances are small next to the crop.
-        masks = kernels.instance_masks(dense, keep.astype(np.int64), vbox[keep])
+        if cfg.compact_targets:
+            masks = np.zeros((len(keep), 0, 0), bool)
+        else:
+            # Compare only inside each visible box: most instances are small next to the crop.
+            masks = kernels.instance_masks(dense, keep.astype(np.int64), vbox[keep])
         return CropSample(
             image=image, panoptic=ids, semantic=semantic, masks=masks,
             labels=train[keep], category_ids=cats[keep].astype(np.int64), segment_ids=seg_ids[keep].astype(np.int64),
             boxes=boxes, original_boxes=original.astype(np.float32), truncated=truncated,
             crowd=crowd, dropped=int(dropped), spec=spec, window=spec.window,
-            scale=spec.scale, flip=spec.flip)
+            scale=spec.scale, flip=spec.flip, segment_table=table)
 
 
 def crop_sample(ds: PanopticDataset, spec: CropSpec, *, index: Index | None = None,
