@@ -1,23 +1,30 @@
 """``PanopticCropDataset``: crop specs in, dicts of tensors out; collate and adapters."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from isus.crop.engine import CropConfig, CropEngine, CropSample
 from isus.datasets.base import PanopticDataset
 from isus.index.index import Index
+from isus.torch.targets import expand_targets
 from isus.types import CropSpec
 
 __all__ = ["PanopticCropDataset", "collate_crops", "sample_to_tensors", "to_tv_tensors", "to_detectron2"]
 
 
 def sample_to_tensors(s: CropSample) -> dict[str, Any]:
-    """A :class:`~isus.crop.CropSample` as a dict of tensors (image channels first)."""
-    return {
+    """A :class:`~isus.crop.CropSample` as a dict of tensors (image channels first).
+
+    Maps a ``CropConfig(compact_targets=True)`` sample does not build (``masks``, and ``semantic``
+    and ``crowd`` when it has a ``segment_table``) are left out, and ``segment_table`` is added:
+    :func:`~isus.torch.expand_targets` rebuilds them where the model runs.
+    """
+    hw = s.panoptic.shape
+    out: dict[str, Any] = {
         "image": torch.from_numpy(np.ascontiguousarray(s.image.transpose(2, 0, 1))),
         "panoptic": torch.from_numpy(s.panoptic),
         "semantic": torch.from_numpy(s.semantic),
@@ -35,6 +42,12 @@ def sample_to_tensors(s: CropSample) -> dict[str, Any]:
         "scale": s.scale,
         "flip": s.flip,
     }
+    for key in ("semantic", "masks", "crowd"):
+        if getattr(s, key).shape[-2:] != hw:  # not built (compact targets)
+            del out[key]
+    if s.segment_table is not None:
+        out["segment_table"] = torch.from_numpy(s.segment_table)
+    return out
 
 
 class PanopticCropDataset(Dataset[dict[str, Any]]):
@@ -44,6 +57,9 @@ class PanopticCropDataset(Dataset[dict[str, Any]]):
     ``panoptic`` (H, W) int32, ``semantic`` (H, W) int64, ``masks`` (N, H, W) bool, ``labels``,
     ``category_ids``, ``segment_ids`` (N,), ``boxes``, ``original_boxes`` (N, 4) float32,
     ``truncated`` (N, 4) bool, ``crowd`` (H, W) bool, ``dropped``, ``spec``, ``window``, ``scale``, ``flip``.
+    With ``CropConfig(compact_targets=True)`` the maps it does not build are absent and
+    ``segment_table`` is added (:func:`sample_to_tensors`); :func:`~isus.torch.expand_targets`
+    rebuilds them on the training device.
 
     Parameters
     ----------
@@ -52,13 +68,16 @@ class PanopticCropDataset(Dataset[dict[str, Any]]):
     verify
         Check here that ``index`` was built from ``ds`` (identity, file names, a sample of the
         files' sizes and content samples; :class:`~isus.IndexMismatchError` otherwise), and in
-        each worker every image's files the first time it is cropped.
+        each worker every image's files the first time it is cropped. (Workers do not repeat the
+        whole-dataset check: their ``ds`` is a copy of the one checked here, and that check reads
+        every file name, which a worker would otherwise pay again each epoch.)
     """
 
     def __init__(self, ds: PanopticDataset, index: Index | None = None, config: CropConfig = CropConfig(),
                  verify: bool = True) -> None:
         self.ds, self.index, self.config, self.verify = ds, index, config, verify
         self._engine: CropEngine | None = None
+        self._verified: set[int] = set()
         if index is not None and verify:
             index.verify_dataset(ds)  # fail in the main process, before any worker starts
 
@@ -74,36 +93,114 @@ class PanopticCropDataset(Dataset[dict[str, Any]]):
         if not isinstance(spec, CropSpec):
             raise TypeError(f"PanopticCropDataset is indexed by CropSpec (use isus.torch.CropSampler); got {type(spec).__name__}")
         if self._engine is None:
-            self._engine = CropEngine(self.ds, self.index, self.config, verify=self.verify)
+            # the dataset-level check was done in __init__; the first use of each image is checked below
+            self._engine = CropEngine(self.ds, self.index, self.config, verify=False)
+        if self.verify and self.index is not None and spec.image not in self._verified:
+            # this image's files must still be those the index was built from (as CropEngine(verify=True))
+            self.index.verify_image(self.ds, spec.image, names=False)
+            self._verified.add(spec.image)
         return sample_to_tensors(self._engine(spec))
 
 
 _STACK = ("image", "panoptic", "semantic", "crowd")
+_ALIGN = 64  # bytes: every packed tensor starts on a cache line (and at a multiple of its item size)
+#: torch's allocator of a storage in shared memory (under the current sharing strategy), which
+#: torch's default_collate uses in workers too
+_new_shared: Callable[[int], torch.UntypedStorage] = torch.UntypedStorage._new_shared
 
 
 def collate_crops(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Batch crop dicts: equally sized maps are stacked (B, ...); per-instance fields, specs and
-    anything of varying size become lists."""
+    anything of varying size become lists.
+
+    In a DataLoader worker every tensor of the batch is written into one block of shared memory
+    (as views of it), so the batch crosses to the main process as one shared-memory segment
+    instead of one per tensor, and the stacked maps are copied once instead of twice. The values
+    are the same either way.
+    """
+    stacks: dict[str, list[torch.Tensor]] = {}
     out: dict[str, Any] = {}
     for key in batch[0]:
         values = [b[key] for b in batch]
         if key in _STACK and len({tuple(v.shape) for v in values}) == 1:
-            out[key] = torch.stack(values)
+            stacks[key] = values
+            out[key] = None  # filled below; keeps the key's place
         elif key in ("scale", "dropped"):
             out[key] = torch.tensor(values)
         elif key == "flip":
             out[key] = torch.tensor(values, dtype=torch.bool)
         else:
             out[key] = values
-    return out
+    if get_worker_info() is None:
+        for key, values in stacks.items():
+            out[key] = _stack(values)
+        return out
+    return _pack(out, stacks)
+
+
+def _stack(values: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(values)``; for CPU tensors copied by numpy, in one thread: torch's parallel
+    copy of these large maps waits for every intra-op thread, and where other processes hold
+    the cores (a loaded machine, DataLoader workers beside it) it took 6x as long (bench/loader.py)."""
+    if all(v.device.type == "cpu" and not v.requires_grad for v in values):
+        return torch.from_numpy(np.stack([v.numpy() for v in values]))
+    return torch.stack(values)
+
+
+def _pack(out: dict[str, Any], stacks: dict[str, list[torch.Tensor]]) -> dict[str, Any]:
+    """``out`` with the ``stacks`` stacked and every CPU tensor (also inside lists) replaced by a
+    view of one new shared-memory block holding them all.
+
+    Sending a batch from a worker moves each tensor's storage to shared memory: a copy, a new
+    segment and a file descriptor passed to the main process per storage (about 40 per batch of
+    4 crops, which the main process receives one by one). Views of one storage travel as one.
+    """
+    def place(t: torch.Tensor) -> bool:
+        return t.device.type == "cpu" and not t.untyped_storage().is_shared()
+
+    sizes: list[tuple[torch.dtype, tuple[int, ...]]] = []
+    for key, value in out.items():
+        if key in stacks:
+            first = stacks[key][0]
+            sizes.append((first.dtype, (len(stacks[key]), *first.shape)))
+        elif isinstance(value, torch.Tensor) and place(value):
+            sizes.append((value.dtype, tuple(value.shape)))
+        elif isinstance(value, list):
+            sizes += [(v.dtype, tuple(v.shape)) for v in value if isinstance(v, torch.Tensor) and place(v)]
+    offsets, total = [], 0
+    for dtype, shape in sizes:
+        offsets.append(total)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        total += -(-nbytes // _ALIGN) * _ALIGN
+    block = torch.empty(0, dtype=torch.uint8).set_(_new_shared(max(total, 1)))
+    views = iter(_view(block, off, dtype, shape) for off, (dtype, shape) in zip(offsets, sizes))
+    packed: dict[str, Any] = {}
+    for key, value in out.items():
+        if key in stacks:
+            packed[key] = torch.stack(stacks[key], out=next(views))
+        elif isinstance(value, torch.Tensor) and place(value):
+            packed[key] = next(views).copy_(value)
+        elif isinstance(value, list):
+            packed[key] = [next(views).copy_(v) if isinstance(v, torch.Tensor) and place(v) else v for v in value]
+        else:
+            packed[key] = value
+    return packed
+
+
+def _view(block: torch.Tensor, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    """A ``dtype`` tensor of ``shape`` over ``block``'s bytes from ``offset``."""
+    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    return block[offset:offset + n].view(dtype).view(shape)
 
 
 def to_tv_tensors(sample: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """``(image, target)`` for torchvision's v2 transforms and detection models: ``tv_tensors.Image``
     and a target dict with ``boxes`` (``BoundingBoxes``, XYXY), ``masks`` (``Mask``), ``labels``,
-    plus ``original_boxes`` and ``truncated`` for CABB. Requires torchvision."""
+    plus ``original_boxes`` and ``truncated`` for CABB (masks of compact crops rebuilt with
+    :func:`~isus.torch.expand_targets`). Requires torchvision."""
     from torchvision import tv_tensors
 
+    sample = expand_targets(sample)
     h, w = sample["image"].shape[-2:]
     target = {
         "boxes": tv_tensors.BoundingBoxes(sample["boxes"], format="XYXY", canvas_size=(h, w)),
@@ -120,8 +217,10 @@ def to_detectron2(sample: dict[str, Any]) -> dict[str, Any]:
 
     ``instances`` is a ``detectron2.structures.Instances`` when detectron2 is installed (with
     ``gt_boxes``, ``gt_classes``, ``gt_masks``, and ``gt_original_boxes``/``gt_truncated`` for
-    CABB), else a plain dict of the same fields.
+    CABB), else a plain dict of the same fields. Masks and maps of compact crops are rebuilt
+    (:func:`~isus.torch.expand_targets`).
     """
+    sample = expand_targets(sample)
     h, w = sample["image"].shape[-2:]
     fields = {"gt_classes": sample["labels"], "gt_masks": sample["masks"],
               "gt_original_boxes": sample["original_boxes"], "gt_truncated": sample["truncated"]}
