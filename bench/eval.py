@@ -11,14 +11,25 @@ Timed, single process, every image of the set (decode of both PNGs included in b
       for All / Things / Stuff;
   (b) isus, as ``isus eval`` does it: ``ds.load_panoptic(i)`` (the COCO reader) and, in a second
       thread of the same process at the same time, the prediction PNG + JSON by
-      ``isus.eval.io.PanopticPredictions.load`` (``isus.eval.run.load_pair``; OpenCV decode, RGB -> id, id checks),
-      then ``PanopticEvaluator.add``; ``result()`` at the end.
+      ``isus.eval.io.PanopticPredictions.load`` (``isus.eval.run.load_pair``; PNG decode, RGB -> id,
+      id checks), then ``PanopticEvaluator.add``; ``result()`` at the end. Both PNGs go through
+      ``isus.datasets.io.read_panoptic_png``: imagecodecs' libpng decoder for plain 8-bit RGB PNGs
+      (all of them here), OpenCV's for the rest;
+  (b0) the same with OpenCV decoding every PNG (``decode_plain_rgb8_png`` patched to decline), as
+      isus read them before 2026-12-06, so that the change is measured in the same run.
+The three run in turn, in a rotating order, ``--repeats`` times; the ratios are taken per round
+(panopticapi's time over isus's in the same round) and given as the median and the range.
 and, with the PNGs decoded beforehand (untimed), each method's computation alone:
   (a') panopticapi with ``Image.open`` patched to hand back the pre-decoded RGB arrays (its
       uint32 conversion and rgb2id stay in);
   (b') ``PanopticEvaluator.add`` on the pre-loaded ground truth and prediction.
 Both must give the same PQ/SQ/RQ (All/Things/Stuff, to 1e-9) and the same per-category TP/FP/FN;
 the script exits with status 1 otherwise (a correctness check; timings are never asserted).
+
+PNG decoders alone: each image's ground-truth and prediction PNG (bytes in memory) decoded by PIL
+(as panopticapi does), OpenCV (``IMREAD_COLOR``) and the fast path (``decode_plain_rgb8_png``), one
+after the other, best of ``--repeats``; the fast path must give OpenCV's pixels (exit status 1
+otherwise).
 
 Peak memory per image: the growth of the resident-set high-water mark (VmHWM, reset through
 /proc/self/clear_refs) while one image is evaluated, each method and image in a fresh process
@@ -49,6 +60,7 @@ from PIL import Image
 
 import isus
 from isus import kernels
+from isus.datasets import io as isus_io
 from isus.datasets.io import id_to_rgb
 from isus.eval import PanopticEvaluator
 from isus.eval.io import PanopticPredictions
@@ -235,6 +247,40 @@ def predecoded(arrays: dict[str, np.ndarray]):
         pe.Image = saved
 
 
+@contextlib.contextmanager
+def opencv_only():
+    """Make isus decode every PNG with OpenCV, as before 2026-12-06 (the fast path declines)."""
+    saved = isus_io.decode_plain_rgb8_png
+    isus_io.decode_plain_rgb8_png = lambda data: None
+    try:
+        yield
+    finally:
+        isus_io.decode_plain_rgb8_png = saved
+
+
+def decoders(data: Data, repeats: int) -> tuple[np.ndarray, bool]:
+    """Seconds per PNG, ``[image, (GT, prediction), (PIL, OpenCV, fast path)]``, best of ``repeats``;
+    and whether the fast path gave OpenCV's pixels for every PNG."""
+    import cv2
+
+    out = np.full((len(data.pairs), 2, 3), np.inf)
+    exact = True
+    for i, (gt_ann, pred_ann) in enumerate(data.pairs):
+        for j, path in enumerate((Path(data.gt_folder, gt_ann["file_name"]), Path(data.pred_folder, pred_ann["file_name"]))):
+            raw = path.read_bytes()
+            fns = (lambda: np.asarray(Image.open(io.BytesIO(raw))),
+                   lambda: cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR),
+                   lambda: isus_io.decode_plain_rgb8_png(raw))
+            for r in range(repeats):
+                for k in np.roll(np.arange(3), r):
+                    t0 = time.perf_counter()
+                    fns[k]()
+                    out[i, j, k] = min(out[i, j, k], time.perf_counter() - t0)
+            fast = fns[2]()
+            exact &= fast is not None and np.array_equal(fast, fns[1]()[..., ::-1])
+    return out, bool(exact)
+
+
 def papi_arrays(data: Data, i: int) -> dict[str, np.ndarray]:
     gt_ann, pred_ann = data.pairs[i]
     out = {}
@@ -390,19 +436,20 @@ def main() -> int:
     if not ok:
         return 1
 
-    # (a) / (b): end to end, decode included; alternate the order to spread drift evenly
-    t_papi, t_isus, phases = [], [], []
+    # (a) / (b) / (b0): end to end, decode included; a rotating order spreads drift evenly
+    runs: dict[str, list[float]] = {"papi": [], "isus": [], "isus-opencv": []}
+    phases: dict[str, list[np.ndarray]] = {"isus": [], "isus-opencv": []}
     for r in range(args.repeats):
-        for method in (("papi", "isus") if r % 2 == 0 else ("isus", "papi")):
+        for method in np.roll(np.array(list(runs)), r):
             t0 = time.perf_counter()
             if method == "papi":
                 papi_result(papi_run(data), data.categories)
-                t_papi.append(time.perf_counter() - t0)
             else:
                 ph = np.zeros(3)
-                isus_run(data, ph)
-                t_isus.append(time.perf_counter() - t0)
-                phases.append(ph)
+                with opencv_only() if method == "isus-opencv" else contextlib.nullcontext():
+                    isus_run(data, ph)
+                phases[method].append(ph)
+            runs[method].append(time.perf_counter() - t0)
     # (a') / (b'): computation only, the PNGs decoded beforehand (untimed), image by image
     c_papi, c_isus, dec = np.zeros((args.repeats, n)), np.zeros((args.repeats, n)), np.zeros(n)
     for i in range(n):
@@ -422,20 +469,37 @@ def main() -> int:
         del arrays, gt, pred
 
     ms = lambda v: 1e3 * v / n  # noqa: E731  (per image)
-    tp, ti, cp, ci = np.array(t_papi), np.array(t_isus), c_papi.sum(1), c_isus.sum(1)
-    print(f"per image, {args.repeats} repeats over the {n} images     min        median")
+    tp, ti, to = (np.array(runs[k]) for k in ("papi", "isus", "isus-opencv"))
+    cp, ci = c_papi.sum(1), c_isus.sum(1)
+    spread = lambda r: f"{np.median(r):5.2f}x [{r.min():.2f}-{r.max():.2f}]"  # noqa: E731
+    print(f"per image, {args.repeats} rounds over the {n} images, (a) (b) (b0) in turn   min        median"
+          "     panopticapi / this, per round: median [range]")
     print(f"  (a)  panopticapi, decode incl.     {ms(tp.min()):8.1f} ms  {ms(np.median(tp)):8.1f} ms")
-    print(f"  (b)  isus, decode incl.            {ms(ti.min()):8.1f} ms  {ms(np.median(ti)):8.1f} ms")
-    print(f"       -> panopticapi / isus         {tp.min() / ti.min():8.2f}x    {np.median(tp) / np.median(ti):8.2f}x"
-          "   (goal >= 3x)")
-    ph = np.median(np.array(phases), axis=0)
-    print(f"       isus phases (median): GT load_panoptic and prediction PNG+JSON, decoded concurrently "
-          f"(isus.eval.run.load_pair) {ms(ph[0]):.1f} ms, evaluator.add {ms(ph[2]):.1f} ms")
+    print(f"  (b)  isus, decode incl.            {ms(ti.min()):8.1f} ms  {ms(np.median(ti)):8.1f} ms"
+          f"     {spread(tp / ti)}   (goal >= 3x)")
+    print(f"  (b0) isus, OpenCV decoding (before){ms(to.min()):8.1f} ms  {ms(np.median(to)):8.1f} ms"
+          f"     {spread(tp / to)}   (b0 / b: {spread(to / ti)})")
+    for name, key in (("(b) ", "isus"), ("(b0)", "isus-opencv")):
+        ph = np.median(np.array(phases[key]), axis=0)
+        print(f"       {name} phases (median): GT and prediction PNG+JSON decoded concurrently "
+              f"(isus.eval.run.load_pair) {ms(ph[0]):.1f} ms = {ph[0] / ph.sum():.0%}, evaluator.add {ms(ph[2]):.1f} ms")
     print(f"       PNG decode alone (PIL, GT + prediction into numpy one after the other, once): {ms(dec.sum()):.1f} ms")
     print(f"  (a') panopticapi, PNGs pre-decoded {ms(cp.min()):8.1f} ms  {ms(np.median(cp)):8.1f} ms")
     print(f"  (b') isus evaluator.add only       {ms(ci.min()):8.1f} ms  {ms(np.median(ci)):8.1f} ms"
           f"   ({ms(ci.min()) / mpx:.2f} ms/Mpx)")
     print(f"       -> panopticapi / isus         {cp.min() / ci.min():8.2f}x    {np.median(cp) / np.median(ci):8.2f}x")
+
+    dt, exact = decoders(data, args.repeats)
+    print(f"\nPNG decoders alone, ms per PNG (median over the {n} images of the best of {args.repeats}), "
+          "one after the other, into an RGB/BGR array:")
+    print("                 PIL    OpenCV  fast path   OpenCV / fast path per PNG: median [range]")
+    for j, name in enumerate(("ground truth", "prediction")):
+        d = dt[:, j]
+        print(f"  {name:12s} {1e3 * np.median(d[:, 0]):6.1f}  {1e3 * np.median(d[:, 1]):7.1f}  "
+              f"{1e3 * np.median(d[:, 2]):8.1f}     {spread(d[:, 1] / d[:, 2])}")
+    print(f"  the fast path's pixels equal OpenCV's for every PNG: {'yes' if exact else 'NO'}")
+    if not exact:
+        return 1
 
     if args.mem_images > 0:
         images = list(range(min(args.mem_images, n)))
