@@ -1,38 +1,61 @@
-"""Per-sample time of one training crop: isus vs resize-then-crop vs NVIDIA DALI's CPU ROI decode.
+"""Per-sample time of one training crop: isus against the strongest ROI-decode + resize peer, per
+scale regime, and against resize-then-crop.
 
-Per sample, single thread, median over ISUS crops (MVD preset, 1024x1024), on synthetic MVD-like
-data of several sizes and on the real MVD samples (instance maps derived from their semantic
-labels):
+Per sample, single thread, on ISUS crops (MVD preset, 1024x1024) of synthetic MVD-like data of
+several sizes and of the real MVD samples (instance maps derived from their semantic labels). The
+windows are drawn by ISUS and kept per scale regime of the crop's scale s (original pixels -> crop
+pixels, s = s0 * sigma; ``--regime-by sigma`` for sigma alone): s < 0.5, 0.5-1, 1-2, > 2, up to
+``--per-regime`` windows each (the regimes ISUS draws less often are filled from more draws).
+Every column is measured window by window, interleaved, so a drift in the shared machine's speed
+hits them alike, and the ratios are medians of per-window ratios.
 
-(a) resize-then-crop: decode the full JPEG and the full 16-bit instance PNG, resize the image
-    (bilinear / area) and the id map (nearest) by the crop's scale, then cut the crop, then the
-    crop's masks/boxes;
-(b) DALI, image only: ``fn.decoders.image_crop`` (CPU backend, ROI JPEG decode) of the spec's
-    window, then ``fn.resize`` to the crop size. The window is clipped to the image and rounded
-    out to whole pixels (DALI crops whole pixels and does not pad), the output is the clipped
-    window's size at the spec's scale, no flip. Reading the JPEG's bytes from disk is included,
-    pipeline build is not. No annotation, no targets: a lower bound for a DALI loader;
-(c) isus without caches (CropEngine(use_cache=False): whole JPEG decode at the crop's level,
-    full annotation PNG decode);
-(d) isus with the index's caches (image tiles, annotation rows), and its time split into image
-    (tile decode + warp), annotation (sampled rows) and targets (the rest: semantic, masks, boxes).
-Ratios: "DALI image-only / isus whole sample" (goal >= 1.0 at 12 Mpx and on the real samples),
-"resize-then-crop / isus with caches" (goal >= 10x at 12 Mpx), and the largest size's per-sample
-time over the smallest's (goal <= 1.3). Also the cache build's time over one plain decode pass
-of the images, and the cache's bytes per image over the source JPEG's. DALI is optional
-(``pip install -e .[bench]``); without it (b) is skipped.
+The peers (image only: no annotation, no targets, so each is a lower bound for a loader built on
+it; the window is clipped to the image and rounded out to whole pixels, the output is the clipped
+window at the spec's scale, no flip; reading the JPEG's bytes from disk is included, pipeline
+build is not):
 
-Usage: python bench/crop.py [--sizes 2000x1500,4032x3024,5376x4032] [--images 6] [--samples 40]
-                            [--data DIR] [--no-real] [--memory] [--quick]
+(A) DALI+DALI: ``fn.decoders.image_crop`` (CPU backend: libjpeg-turbo ROI decode, only the
+    window's rows and columns), then DALI's ``fn.resize``, in one pipeline (batch 1, 1 thread);
+(B) DALI+cv2: the same ROI decode, then ``cv2.resize`` (INTER_LINEAR enlarging, INTER_AREA
+    shrinking; ``cv2.setNumThreads(1)``);
+(C) sjpeg+cv2: a plain libjpeg-turbo decode of the whole JPEG at the smallest of its DCT scales
+    M/8 that keeps at least the crop's resolution (simplejpeg, which bundles libjpeg-turbo; it has
+    no ROI decode), then cut and ``cv2.resize`` as (B).
+    PyTurboJPEG is not a peer here: it needs the system's libturbojpeg (>= 3.0 for PyTurboJPEG 2;
+    Debian 13 ships 2.1.5), and its "crop" is a lossless transform that entropy-decodes and
+    re-encodes the JPEG before the decode, not an ROI decode.
+The peer of a window is the fastest of those installed, per window ("peer" below).
+
+isus: the default engine on an index built with ``--cache-images`` (JPEG tiles 256 px, q95,
+4:4:4), split into image (the window's tiles decoded at the crop's level, then resampled),
+annotation (the sampled rows of the cached map) and targets (everything else: ids, semantic,
+crowd, masks, boxes, original boxes); and, where ``CropConfig.compact_targets`` exists, the same
+sample with compact targets (the maps the model can rebuild on its device not built).
+
+At the baseline sizes (``--baseline``, default the 12 Mpx one) also: resize-then-crop (decode the
+full JPEG and 16-bit PNG, resize both by the crop's scale, cut, then masks/boxes) and isus without
+caches (``CropEngine(use_cache=False)``: whole JPEG decoded at the crop's level, whole annotation).
+
+Goals (issue 25): peer image-only / isus whole sample >= 1.0 in every regime and size;
+resize-then-crop / isus >= 10x at 12 Mpx; isus per sample at 22 Mpx within 1.3x of 3 Mpx.
+
+Times are process CPU time by default (``--clock cpu``: what the work costs, not what other
+processes on a shared machine take from it; every column is single-threaded, the DALI line checks
+DALI's) or wall time (``--clock wall``); the other clock's ratios are printed too.
+
+Usage: python bench/crop.py [--sizes 2000x1500,4032x3024,5376x4032] [--images 6] [--per-regime 16]
+                            [--data-dir DIR] [--no-real] [--memory] [--quick] [--clock cpu|wall]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -41,9 +64,11 @@ import isus
 from _common import synthetic_mvd
 from isus import kernels
 from isus.crop import CropConfig, CropEngine
-from isus.crop.functional import crop_size
+from isus.crop.functional import choose_reduce, crop_size
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "mapillary_vistas"
+REGIMES = ((0.0, 0.5, "< 0.5"), (0.5, 1.0, "0.5-1"), (1.0, 2.0, "1-2"), (2.0, math.inf, "> 2"))
+PEERS = ("DALI+DALI", "DALI+cv2", "sjpeg+cv2")
 
 
 def baseline(ds, spec):
@@ -67,187 +92,315 @@ def baseline(ds, spec):
     return out_img, out_ids, masks, boxes
 
 
-def timed(fn, specs, memory: bool = False):
-    times, peaks = [], []
-    for spec in specs:
-        if memory:
-            tracemalloc.start()
-        t = time.perf_counter()
-        fn(spec)
-        times.append(time.perf_counter() - t)
-        if memory:
-            peaks.append(tracemalloc.get_traced_memory()[1])
-            tracemalloc.stop()
-    return np.array(times), (max(peaks) if peaks else 0)
+class Clock:
+    """Process CPU time or wall time, and both around one call."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    @staticmethod
+    def both() -> tuple[float, float]:
+        return time.process_time(), time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.process_time() if self.kind == "cpu" else time.perf_counter()
+
+    def time(self, fn: Callable[[], object]) -> tuple[float, float]:
+        """(cpu, wall) seconds of one call."""
+        c, w = self.both()
+        fn()
+        c1, w1 = self.both()
+        return c1 - c, w1 - w
 
 
+def clipped_window(spec, w: int, h: int):
+    """Spec window clipped to the image, rounded out to whole pixels, and its output size."""
+    x0, y0, x1, y1 = spec.window
+    xa, ya = max(0, math.floor(x0)), max(0, math.floor(y0))
+    xb, yb = min(w, math.ceil(x1)), min(h, math.ceil(y1))
+    s = spec.scale
+    ow = max(1, round((min(x1, w) - max(x0, 0)) * s))
+    oh = max(1, round((min(y1, h) - max(y0, 0)) * s))
+    clipped = x0 < 0 or y0 < 0 or x1 > w or y1 > h
+    return (max(0, min(xa, w - 1)), max(0, min(ya, h - 1)), max(xb, xa + 1), max(yb, ya + 1)), (ow, oh), clipped
 
-class DaliCrop:
-    """One CPU-only DALI pipeline: encoded JPEG + window in, RGB crop resized to the output size out."""
+
+def cv2_resize(img: np.ndarray, out: tuple[int, int]) -> np.ndarray:
+    """INTER_AREA shrinking, INTER_LINEAR enlarging (what a user picks for quality)."""
+    interp = cv2.INTER_AREA if out[0] < img.shape[1] else cv2.INTER_LINEAR
+    return cv2.resize(img, out, interpolation=interp)
+
+
+class DaliPeers:
+    """Two CPU-only DALI pipelines: encoded JPEG + window in, (A) the ROI decode resized by DALI,
+    (B) the ROI decode alone (resized by OpenCV outside)."""
 
     def __init__(self) -> None:
         from nvidia.dali import fn, pipeline_def, types
 
-        @pipeline_def(batch_size=1, num_threads=1, device_id=None, prefetch_queue_depth=1,
-                      exec_async=False, exec_pipelined=False)
-        def pipe():
-            jpeg = fn.external_source(name="jpeg", dtype=types.UINT8, ndim=1)
-            arg = {k: fn.external_source(name=k, dtype=types.FLOAT, ndim=0)
-                   for k in ("crop_pos_x", "crop_pos_y", "crop_w", "crop_h", "resize_x", "resize_y")}
-            img = fn.decoders.image_crop(jpeg, device="cpu", output_type=types.RGB, crop_pos_x=arg["crop_pos_x"],
-                                         crop_pos_y=arg["crop_pos_y"], crop_w=arg["crop_w"], crop_h=arg["crop_h"])
-            return fn.resize(img, resize_x=arg["resize_x"], resize_y=arg["resize_y"])
+        def build(resize: bool):
+            @pipeline_def(batch_size=1, num_threads=1, device_id=None, prefetch_queue_depth=1,
+                          exec_async=False, exec_pipelined=False)
+            def pipe():
+                jpeg = fn.external_source(name="jpeg", dtype=types.UINT8, ndim=1)
+                names = ("crop_pos_x", "crop_pos_y", "crop_w", "crop_h") + (("resize_x", "resize_y") if resize else ())
+                arg = {k: fn.external_source(name=k, dtype=types.FLOAT, ndim=0) for k in names}
+                img = fn.decoders.image_crop(jpeg, device="cpu", output_type=types.RGB, crop_pos_x=arg["crop_pos_x"],
+                                             crop_pos_y=arg["crop_pos_y"], crop_w=arg["crop_w"], crop_h=arg["crop_h"])
+                return fn.resize(img, resize_x=arg["resize_x"], resize_y=arg["resize_y"]) if resize else img
 
-        self.pipe = pipe()
-        self.pipe.build()
+            p = pipe()
+            p.build()
+            return p
+
+        self.resize_pipe, self.roi_pipe = build(True), build(False)
 
     @staticmethod
-    def window(spec, w: int, h: int):
-        """Spec window clipped to the image, rounded out to whole pixels, and its output size."""
-        x0, y0, x1, y1 = spec.window
-        xa, ya = max(0, math.floor(x0)), max(0, math.floor(y0))
-        xb, yb = min(w, math.ceil(x1)), min(h, math.ceil(y1))
-        s = spec.scale
-        ow = max(1, round((min(x1, w) - max(x0, 0)) * s))
-        oh = max(1, round((min(y1, h) - max(y0, 0)) * s))
-        clipped = x0 < 0 or y0 < 0 or x1 > w or y1 > h
-        return (xa, ya, xb, yb), (ow, oh), clipped
-
-    def __call__(self, data: np.ndarray, w: int, h: int, box, out) -> np.ndarray:
+    def _run(pipe, data: np.ndarray, w: int, h: int, box, out=None) -> np.ndarray:
         xa, ya, xb, yb = box
         cw, ch = xb - xa, yb - ya
         # DALI's anchor is crop_pos * (W - crop_w): normalised over the free range, not over W.
         feed = {"jpeg": data, "crop_pos_x": xa / (w - cw) if w > cw else 0.0, "crop_pos_y": ya / (h - ch) if h > ch else 0.0,
-                "crop_w": cw, "crop_h": ch, "resize_x": out[0], "resize_y": out[1]}
+                "crop_w": cw, "crop_h": ch}
+        if out is not None:
+            feed.update(resize_x=out[0], resize_y=out[1])
         for k, v in feed.items():
-            self.pipe.feed_input(k, [v if k == "jpeg" else np.float32(v)])
-        (res,) = self.pipe.run()
+            pipe.feed_input(k, [v if k == "jpeg" else np.float32(v)])
+        (res,) = pipe.run()
         return np.asarray(res[0])
 
+    def dali_dali(self, data, w, h, box, out) -> np.ndarray:
+        return self._run(self.resize_pipe, data, w, h, box, out)
 
-def make_dali():
+    def dali_cv2(self, data, w, h, box, out) -> np.ndarray:
+        return cv2_resize(self._run(self.roi_pipe, data, w, h, box), out)
+
+
+def sjpeg_cv2(sj, data, w, h, box, out, scale: float) -> np.ndarray:
+    """Whole decode at the smallest DCT scale M/8 keeping the crop's resolution, cut, resize."""
+    img = sj.decode_jpeg(data, colorspace="RGB", min_width=math.ceil(w * min(scale, 1.0)),
+                         min_height=math.ceil(h * min(scale, 1.0)))
+    fx, fy = img.shape[1] / w, img.shape[0] / h
+    xa, ya, xb, yb = box
+    a, b = int(math.floor(xa * fx)), int(math.floor(ya * fy))
+    c, d = max(int(math.ceil(xb * fx)), a + 1), max(int(math.ceil(yb * fy)), b + 1)
+    return cv2_resize(img[b:d, a:c], out)
+
+
+def make_peers() -> tuple[dict[str, Callable], list[str]]:
+    """The installed peers as ``name -> f(data, w, h, box, out, scale)``, and notes on the missing ones."""
+    peers: dict[str, Callable] = {}
+    notes = []
     try:
-        return DaliCrop()
+        dali = DaliPeers()
+        peers["DALI+DALI"] = lambda data, w, h, box, out, s: dali.dali_dali(data, w, h, box, out)
+        peers["DALI+cv2"] = lambda data, w, h, box, out, s: dali.dali_cv2(data, w, h, box, out)
     except ImportError as e:
-        print(f"(NVIDIA DALI not installed ({e}): the DALI column is skipped; pip install -e .[bench])")
-        return None
+        notes.append(f"NVIDIA DALI not installed ({e}): DALI+DALI and DALI+cv2 skipped; pip install -e .[bench]")
+    try:
+        import simplejpeg
+        peers["sjpeg+cv2"] = lambda data, w, h, box, out, s: sjpeg_cv2(simplejpeg, data, w, h, box, out, s)
+    except ImportError as e:
+        notes.append(f"simplejpeg not installed ({e}): sjpeg+cv2 skipped; pip install -e .[bench]")
+    return peers, notes
 
 
-def dali_sample(dali, ds, spec):
+def peer_sanity(peers, ds, spec) -> list[str]:
+    """Mean |peer - OpenCV reference (full decode, cut, resize)| on one window, and with the reference shifted 1 px."""
     info = ds.image_info(spec.image)
-    data = np.fromfile(ds.image_path(spec.image), np.uint8)
-    box, out, _ = DaliCrop.window(spec, info.width, info.height)
-    return dali(data, info.width, info.height, box, out)
-
-
-def dali_sanity(dali, ds, spec) -> str:
-    """Mean |DALI - OpenCV reference (full decode, cut, resize)| on one window, and with the reference shifted 1 px."""
-    info = ds.image_info(spec.image)
-    box, out, _ = DaliCrop.window(spec, info.width, info.height)
-    got = dali_sample(dali, ds, spec).astype(np.int16)
+    box, out, _ = clipped_window(spec, info.width, info.height)
     full = cv2.cvtColor(cv2.imread(str(ds.image_path(spec.image)), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    data = np.fromfile(ds.image_path(spec.image), np.uint8)
     xa, ya, xb, yb = box
 
-    def ref(d):
+    def ref(got, d):
         a, b = max(0, min(xa + d, info.width - (xb - xa))), max(0, min(ya + d, info.height - (yb - ya)))
-        cut = full[b:b + yb - ya, a:a + xb - xa]
-        interp = cv2.INTER_AREA if out[0] < xb - xa else cv2.INTER_LINEAR
-        return np.abs(got - cv2.resize(cut, out, interpolation=interp).astype(np.int16)).mean()
+        return np.abs(got - cv2_resize(full[b:b + yb - ya, a:a + xb - xa], out).astype(np.int16)).mean()
 
-    return (f"window {box} -> {out[0]}x{out[1]}: mean |DALI - OpenCV| = {ref(0):.2f} "
-            f"(reference shifted by 1 px: {ref(1):.2f}; 0-255 scale)")
+    lines = []
+    for name, f in peers.items():
+        got = f(data, info.width, info.height, box, out, spec.scale).astype(np.int16)
+        lines.append(f"{name}: window {box} -> {out[0]}x{out[1]}: mean |{name} - OpenCV| = {ref(got, 0):.2f} "
+                     f"(reference shifted by 1 px: {ref(got, 1):.2f}; 0-255 scale)")
+    return lines
 
 
 class SplitTimer:
     """Wraps an engine's image and annotation steps to time them; targets = total - both."""
 
-    def __init__(self, engine: CropEngine) -> None:
-        self.engine, self.t = engine, {"image": 0.0, "annotation": 0.0}
+    def __init__(self, engine: CropEngine, clock: Clock) -> None:
+        self.engine, self.clock, self.t = engine, clock, {"image": 0.0, "annotation": 0.0}
         for attr, key in (("_image", "image"), ("_panoptic", "annotation")):
             setattr(engine, attr, self._wrap(getattr(engine, attr), key))
 
     def _wrap(self, f, key):
         def g(*a, **k):
-            t = time.perf_counter()
+            t = self.clock()
             r = f(*a, **k)
-            self.t[key] += time.perf_counter() - t
+            self.t[key] += self.clock() - t
             return r
         return g
 
-    def __call__(self, specs):
-        rows = []
-        for spec in specs:
-            self.t.update(image=0.0, annotation=0.0)
-            t = time.perf_counter()
-            self.engine(spec)
-            total = time.perf_counter() - t
-            rows.append((total, self.t["image"], self.t["annotation"], total - self.t["image"] - self.t["annotation"]))
-        return np.array(rows)
+    def __call__(self, spec) -> tuple[tuple[float, float, float, float], float]:
+        """((total, image, annotation, targets) on the bench's clock, total on the other clock)."""
+        self.t.update(image=0.0, annotation=0.0)
+        cpu, wall = self.clock.time(lambda: self.engine(spec))
+        total = cpu if self.clock.kind == "cpu" else wall
+        other = wall if self.clock.kind == "cpu" else cpu
+        return (total, self.t["image"], self.t["annotation"], total - self.t["image"] - self.t["annotation"]), other
 
 
-def run(name: str, ds, index, n: int, dali, memory: bool) -> dict:
+def regime_of(x: float) -> int:
+    return next(k for k, (lo, hi, _) in enumerate(REGIMES) if lo <= x < hi)
+
+
+def select_specs(index, per_regime: int, by: str, seed: int = 0, max_draws: int = 20000):
+    """ISUS specs in draw order, at most ``per_regime`` in each scale regime (of the crop's scale,
+    or of sigma alone); the regimes drawn less often are filled from up to ``max_draws`` draws."""
     cfg = isus.SamplerConfig.preset("mvd")
-    specs = [isus.SamplingPolicy(index, cfg).draw(np.random.default_rng(0), n).spec(k) for k in range(n)]
-    cached = CropEngine(ds, index)
-    nocache = CropEngine(ds, index, CropConfig(use_cache=False))
-    split_timer = SplitTimer(cached)
-    cached(specs[0]), nocache(specs[0]), baseline(ds, specs[0])  # warm up (JIT, caches)
-    if dali is not None:
-        dali_sample(dali, ds, specs[0])
-    # Interleaved, spec by spec: a drift in the shared machine's speed hits every column alike,
-    # and the per-spec ratios pair the same window.
-    t_base, t_dali, t_nocache, split = [], [], [], []
-    dali_cpu = dali_wall = 0.0
-    for spec in specs:
-        t_base.append(timed(lambda s: baseline(ds, s), [spec])[0][0])
-        if dali is not None:
-            cpu = time.process_time()
-            t = timed(lambda s: dali_sample(dali, ds, s), [spec])[0][0]
-            dali_cpu += time.process_time() - cpu
-            dali_wall += t
-            t_dali.append(t)
-        t_nocache.append(timed(nocache, [spec])[0][0])
-        split.append(split_timer([spec])[0])
-    t_base, t_nocache, split = np.array(t_base), np.array(t_nocache), np.array(split)
-    t_dali = np.array(t_dali) if dali is not None else None
-    med = {k: float(np.median(v)) for k, v in (("base", t_base), ("nocache", t_nocache))}
-    med["isus"] = float(np.median(split[:, 0]))
-    med["ratio_base"] = float(np.median(t_base / split[:, 0]))
-    if t_dali is not None:
-        med["dali"] = float(np.median(t_dali))
-        med["ratio_dali"] = float(np.median(t_dali / split[:, 0]))
-        dali_cpu /= dali_wall
-    sig = np.array([s.scale for s in specs])
-    n_clip = sum(DaliCrop.window(s, ds.image_info(s.image).width, ds.image_info(s.image).height)[2] for s in specs)
-    def ms(x):
-        return f"{1e3 * x:7.1f} ms"
+    batch = isus.SamplingPolicy(index, cfg).draw(np.random.default_rng(seed), max_draws)
+    key = batch.scale if by == "scale" else batch.sigma
+    reg = np.array([regime_of(float(v)) for v in key])
+    chosen = np.sort(np.concatenate([np.flatnonzero(reg == k)[:per_regime] for k in range(len(REGIMES))]))
+    return [batch.spec(int(k)) for k in chosen], reg[chosen]
 
-    print(f"\n{name}: {n} ISUS crops of 1024x1024 (scale median {np.median(sig):.2f}, range {sig.min():.2f}-{sig.max():.2f}; "
-          f"{n_clip} windows extend past the image)")
-    print("  per sample, median, 1 thread")
-    print(f"    resize-then-crop (full decode, resize, cut; all targets)   {ms(med['base'])}")
-    if t_dali is not None:
-        print(f"    DALI CPU ROI decode + resize, image only (clipped window) {ms(med['dali'])}")
-    else:
-        print("    DALI CPU ROI decode + resize                               skipped (DALI not installed)")
-    print(f"    isus, no caches (full annotation decode)                   {ms(med['nocache'])}")
-    print(f"    isus, image + annotation caches                            {ms(med['isus'])}")
-    sm = np.median(split, axis=0)
-    print(f"      split (medians): image {1e3 * sm[1]:.1f} ms, annotation {1e3 * sm[2]:.1f} ms, targets {1e3 * sm[3]:.1f} ms")
-    if t_dali is not None:
-        print(f"  DALI image-only / isus whole sample: {med['ratio_dali']:.2f} with caches (median of per-window ratios; "
-              f"{med['dali'] / med['isus']:.2f} of medians), {med['dali'] / med['nocache']:.2f} without (goal >= 1.0)")
-        print(f"  DALI image-only / isus image step alone: {med['dali'] / sm[1]:.2f}")
-        print(f"  DALI process CPU time / wall time: {dali_cpu:.2f} (1.0 = single-threaded)")
-        print(f"  DALI sanity: {dali_sanity(dali, ds, specs[0])}")
-    print(f"  resize-then-crop / isus with caches: {med['ratio_base']:.1f}x (median of per-window ratios; "
-          f"{med['base'] / med['isus']:.1f}x of medians; goal >= 10x at 12 Mpx)")
-    if memory:
-        _, m_base = timed(lambda s: baseline(ds, s), specs[:8], memory=True)
-        _, m_isus = timed(cached, specs[:8], memory=True)
+
+def compact_config() -> CropConfig | None:
+    names = {f.name for f in dataclasses.fields(CropConfig)}
+    return CropConfig(compact_targets=True) if "compact_targets" in names else None
+
+
+def run(name: str, ds, index, args, peers, clock: Clock, with_baseline: bool) -> dict:
+    specs, regimes = select_specs(index, args.per_regime, args.regime_by)
+    cached = CropEngine(ds, index)
+    split_timer = SplitTimer(cached, clock)
+    ccfg = compact_config()
+    compact = CropEngine(ds, index, ccfg) if ccfg is not None else None
+    nocache = CropEngine(ds, index, CropConfig(use_cache=False)) if with_baseline else None
+    jpeg = {i: np.fromfile(ds.image_path(i), np.uint8) for i in range(len(ds))}  # warm the page cache
+
+    def peer_call(f, spec):
+        info = ds.image_info(spec.image)
+        data = np.fromfile(ds.image_path(spec.image), np.uint8)
+        box, out, _ = clipped_window(spec, info.width, info.height)
+        return f(data, info.width, info.height, box, out, spec.scale)
+
+    # warm-up (JIT, caches, pipelines) on one window per regime
+    for k in range(len(REGIMES)):
+        for spec in [s for s, r in zip(specs, regimes) if r == k][:1]:
+            cached(spec)
+            if compact is not None:
+                compact(spec)
+            for f in peers.values():
+                peer_call(f, spec)
+            if with_baseline:
+                nocache(spec), baseline(ds, spec)
+    del jpeg
+    cols: dict[str, list[float]] = {k: [] for k in [*peers, "base", "nocache", "compact"]}
+    other: dict[str, list[float]] = {k: [] for k in [*peers, "isus", "compact"]}
+    split = []
+    dali_cpu = dali_wall = 0.0
+    pick = 0 if clock.kind == "cpu" else 1
+    for spec in specs:
+        if with_baseline:
+            cols["base"].append(clock.time(lambda: baseline(ds, spec))[pick])
+        for pname, f in peers.items():
+            t = clock.time(lambda: peer_call(f, spec))
+            cols[pname].append(t[pick])
+            other[pname].append(t[1 - pick])
+            if pname.startswith("DALI"):
+                dali_cpu += t[0]
+                dali_wall += t[1]
+        if with_baseline:
+            cols["nocache"].append(clock.time(lambda: nocache(spec))[pick])
+        row, o = split_timer(spec)
+        split.append(row)
+        other["isus"].append(o)
+        if compact is not None:
+            t = clock.time(lambda: compact(spec))
+            cols["compact"].append(t[pick])
+            other["compact"].append(t[1 - pick])
+    split = np.array(split)
+    arr = {k: np.array(v) for k, v in cols.items() if v}
+    oth = {k: np.array(v) for k, v in other.items() if v}
+    have = [p for p in PEERS if p in arr]
+    n_clip = sum(clipped_window(s, ds.image_info(s.image).width, ds.image_info(s.image).height)[2] for s in specs)
+    key = np.array([s.scale for s in specs])
+    levels = np.array([choose_reduce(s.scale) for s in specs])
+    print(f"\n{name}: {len(specs)} ISUS crops of 1024x1024 (up to {args.per_regime} per regime of the "
+          f"{'crop scale s' if args.regime_by == 'scale' else 'ISUS sigma'}; crop scale median {np.median(key):.2f}, "
+          f"range {key.min():.2f}-{key.max():.2f}; {n_clip} windows extend past the image)")
+    print(f"  per sample, ms, medians over the windows ({'process CPU' if clock.kind == 'cpu' else 'wall'} time, 1 thread, "
+          "columns interleaved window by window); peer = the fastest peer of each window; ratios = medians of per-window ratios")
+    head = f"  {'s' if args.regime_by == 'scale' else 'sigma':5s}     n lvl | " + " ".join(f"{p:>9s}" for p in have) + " |  image  annot targets  whole"
+    head += " | peer/whole peer/image" + (" | compact peer/compact" if "compact" in arr else "") + " | fastest peer"
+    print(head)
+    res = {"regimes": {}}
+    best = np.min(np.stack([arr[p] for p in have]), axis=0) if have else None
+    best_other = np.min(np.stack([oth[p] for p in have]), axis=0) if have else None
+    rows = [(k, regimes == k) for k in range(len(REGIMES))] + [(None, np.ones(len(specs), bool))]
+    for k, sel in rows:
+        if not sel.any():
+            print(f"  {REGIMES[k][2]:7s}   0  (no window drawn in this regime)")
+            continue
+        label = REGIMES[k][2] if k is not None else "all"
+        md = np.median(split[sel], axis=0)
+        line = f"  {label:7s} {sel.sum():3d} {int(np.median(levels[sel])):>3d} | "
+        line += " ".join(f"{1e3 * np.median(arr[p][sel]):9.1f}" for p in have)
+        line += f" | {1e3 * md[1]:6.1f} {1e3 * md[2]:6.1f} {1e3 * md[3]:6.1f} {1e3 * md[0]:6.1f}"
+        entry = {"n": int(sel.sum()), "isus": float(md[0]), "image": float(md[1]), "annotation": float(md[2]),
+                 "targets": float(md[3])}
+        if best is not None:
+            r_whole = best[sel] / split[sel, 0]
+            r_image = best[sel] / split[sel, 1]
+            entry.update(peer=float(np.median(best[sel])), ratio=float(np.median(r_whole)),
+                         ratio_min=float(r_whole.min()), ratio_image=float(np.median(r_image)),
+                         ratio_other_clock=float(np.median(best_other[sel] / oth["isus"][sel])))
+            line += f" | {entry['ratio']:10.2f} {entry['ratio_image']:10.2f}"
+            if "compact" in arr:
+                entry["compact"] = float(np.median(arr["compact"][sel]))
+                entry["ratio_compact"] = float(np.median(best[sel] / arr["compact"][sel]))
+                line += f" | {1e3 * entry['compact']:7.1f} {entry['ratio_compact']:12.2f}"
+            winners = np.argmin(np.stack([arr[p][sel] for p in have]), axis=0)
+            line += " | " + ", ".join(f"{p} {int((winners == j).sum())}" for j, p in enumerate(have) if (winners == j).any())
+        print(line)
+        res["regimes"][label] = entry
+    if best is not None:
+        print("  peer/whole per regime, spread over the windows (min / 25% / 75%): " + "; ".join(
+            f"{REGIMES[k][2]} {np.min(best[sel] / split[sel, 0]):.2f} / {np.percentile(best[sel] / split[sel, 0], 25):.2f} / "
+            f"{np.percentile(best[sel] / split[sel, 0], 75):.2f}" for k, sel in rows[:-1] if sel.any()))
+        print(f"  the same ratio on {'wall' if clock.kind == 'cpu' else 'process CPU'} time: " + "; ".join(
+            f"{lab} {e['ratio_other_clock']:.2f}" for lab, e in res["regimes"].items()))
+    if dali_wall:
+        print(f"  DALI process CPU time / wall time: {dali_cpu / dali_wall:.2f} (1.0 = single-threaded)")
+    if peers:
+        for line in peer_sanity(peers, ds, specs[0]):
+            print(f"  sanity: {line}")
+    if with_baseline:
+        r_base = arr["base"] / split[:, 0]
+        print(f"  resize-then-crop (full decode, resize, cut; all targets) {1e3 * np.median(arr['base']):7.1f} ms, "
+              f"isus without caches {1e3 * np.median(arr['nocache']):7.1f} ms, isus with caches {1e3 * np.median(split[:, 0]):6.1f} ms "
+              f"(all {len(specs)} windows)")
+        print(f"  resize-then-crop / isus with caches: {np.median(r_base):.1f}x (median of per-window ratios; "
+              f"{np.median(arr['base']) / np.median(split[:, 0]):.1f}x of medians; goal >= 10x at 12 Mpx)")
+        res["ratio_base"] = float(np.median(r_base))
+    if args.memory:
+        _, m_base = timed_memory(lambda s: baseline(ds, s), specs[:8])
+        _, m_isus = timed_memory(cached, specs[:8])
         print(f"  peak memory     resize-then-crop {m_base / 2**20:6.0f} MiB  isus {m_isus / 2**20:5.0f} MiB  "
               f"-> {m_base / max(m_isus, 1):4.1f}x less")
-    return med
+    res["split"], res["regime"] = split, regimes
+    return res
+
+
+def timed_memory(fn, specs):
+    peaks = []
+    for spec in specs:
+        tracemalloc.start()
+        fn(spec)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    return None, max(peaks)
 
 
 def build_with_caches(ds, cache_dir: Path):
@@ -275,50 +428,91 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return [tuple(int(v) for v in s.lower().split("x")) for s in text.split(",") if s]
 
 
+def goals(per_size: list[tuple[str, float, dict]], real: dict | None) -> None:
+    """The issue's goals, one line each."""
+    print("\ngoals")
+    rows = [(lab, res) for lab, _, res in per_size] + ([("real", real)] if real is not None else [])
+    for lab, res in rows:
+        ent = res["regimes"]
+        if all("ratio" in e for e in ent.values()):
+            worst = min((e["ratio"], k) for k, e in ent.items() if k != "all")
+            print(f"  peer image-only / isus whole sample >= 1.0 in every regime, {lab}: " + ", ".join(
+                f"{k} {e['ratio']:.2f}" for k, e in ent.items() if k != "all") +
+                f" -> {'met' if worst[0] >= 1.0 else f'not met (worst {worst[1]}: {worst[0]:.2f})'}")
+    for lab, _, res in per_size:
+        if "ratio_base" in res:
+            print(f"  resize-then-crop / isus >= 10x at {lab}: {res['ratio_base']:.1f}x -> "
+                  f"{'met' if res['ratio_base'] >= 10 else 'not met'}")
+    if len(per_size) > 1:
+        (lab0, _, r0), (lab1, _, r1) = min(per_size, key=lambda t: t[1]), max(per_size, key=lambda t: t[1])
+        per = []
+        for k, (_, _, name) in enumerate(REGIMES):
+            a, b = r0["split"][r0["regime"] == k, 0], r1["split"][r1["regime"] == k, 0]
+            if len(a) and len(b):
+                per.append(f"{name} {np.median(b) / np.median(a):.2f}")
+        tot = np.median(r1["split"][:, 0]) / np.median(r0["split"][:, 0])
+        print(f"  isus per sample, {lab1} / {lab0} <= 1.3: {tot:.2f} over all windows "
+              f"({'met' if tot <= 1.3 else 'not met'}); per regime: " + ", ".join(per))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="2000x1500,4032x3024,5376x4032",
                     help="synthetic image sizes WxH, comma-separated (about 3, 12 and 22 Mpx by default)")
     ap.add_argument("--images", type=int, default=6, help="synthetic images per size")
-    ap.add_argument("--samples", type=int, default=40)
+    ap.add_argument("--per-regime", type=int, default=16, help="windows per scale regime and data set")
+    ap.add_argument("--regime-by", choices=("scale", "sigma"), default="scale",
+                    help="regimes of the crop's scale s (default) or of ISUS's sigma alone (s = s0 * sigma)")
+    ap.add_argument("--baseline", default="4032x3024",
+                    help="sizes (WxH, comma-separated, or 'all') that also time resize-then-crop and isus without caches")
+    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     ap.add_argument("--data", type=Path, default=None, help="a synthetic MVD dataset to use instead of --sizes")
+    ap.add_argument("--data-dir", type=Path, default=None,
+                    help="keep the synthetic data sets here (written once, reused by later runs)")
     ap.add_argument("--no-real", action="store_true", help="skip the real MVD samples")
     ap.add_argument("--memory", action="store_true", help="also print tracemalloc peaks")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 2 images of 800x600, 6 samples")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2 images of 800x600, 2 windows per regime")
     args = ap.parse_args()
     if args.quick:
-        args.sizes, args.images, args.samples = "800x600", 2, 6
+        args.sizes, args.images, args.per_regime, args.baseline = "800x600", 2, 2, "800x600"
+    cv2.setNumThreads(1)
+    clock = Clock(args.clock)
     tmp = tempfile.TemporaryDirectory()
-    dali = make_dali()
+    data_dir = args.data_dir or Path(tmp.name)
+    peers, notes = make_peers()
+    for note in notes:
+        print(f"({note})")
     roots = []
     if args.data is not None:
         roots.append(args.data)
     else:
         for w, h in parse_sizes(args.sizes):
-            roots.append(synthetic_mvd(Path(tmp.name) / f"mvd_{w}x{h}", args.images, (w, h)))
+            roots.append(synthetic_mvd(data_dir / f"mvd_{w}x{h}", args.images, (w, h)))
+    base_sizes = None if args.baseline == "all" else set(parse_sizes(args.baseline))
     per_size = []
     for k, root in enumerate(roots):
         ds = isus.open_dataset("mvd", root)
         index = build_with_caches(ds, Path(tmp.name) / f"cache{k}")
         info = ds.image_info(0)
-        med = run(f"synthetic MVD ({len(ds)} images {info.width}x{info.height} = {info.width * info.height / 1e6:.1f} Mpx, "
-                  f"JPEG + 16-bit PNG)", ds, index, args.samples, dali, args.memory)
-        per_size.append((info.width * info.height / 1e6, med["isus"]))
-    if len(per_size) > 1:
-        (mp0, t0), (mp1, t1) = min(per_size), max(per_size)
-        print(f"\nper sample with caches, {mp1:.0f} Mpx / {mp0:.0f} Mpx: {t1 / t0:.2f} (goal <= 1.3)")
+        mp = info.width * info.height / 1e6
+        res = run(f"synthetic MVD ({len(ds)} images {info.width}x{info.height} = {mp:.1f} Mpx, JPEG + 16-bit PNG)",
+                  ds, index, args, peers, clock, base_sizes is None or (info.width, info.height) in base_sizes)
+        per_size.append((f"{mp:.0f} Mpx", mp, res))
+    real = None
     sample = REALDATA / "deeposlandia" / "tests" / "data" / "mapillary" / "sample"
     cfg = REALDATA / "mseg-api" / "tests" / "test_data" / "mapillary-vistas-dataset_public_v1.1_config.json"
     if args.no_real:
-        return
-    if sample.exists():
-        real = isus.synth.mvd_from_semantic(sample / "labels", sample / "images", cfg, Path(tmp.name) / "real")
-        rds = isus.open_dataset("mvd", real)
+        pass
+    elif sample.exists():
+        rroot = isus.synth.mvd_from_semantic(sample / "labels", sample / "images", cfg, Path(tmp.name) / "real")
+        rds = isus.open_dataset("mvd", rroot)
         rindex = build_with_caches(rds, Path(tmp.name) / "rcache")
         sizes = ", ".join(f"{rds.image_info(i).width}x{rds.image_info(i).height}" for i in range(len(rds)))
-        run(f"real MVD samples ({sizes}; instances from semantic labels)", rds, rindex, args.samples, dali, args.memory)
+        real = run(f"real MVD samples ({sizes}; instances from semantic labels)", rds, rindex, args, peers, clock,
+                   base_sizes is None)
     else:
         print(f"\n(real MVD samples not found at {sample}: skipped)")
+    goals(per_size, real)
 
 
 if __name__ == "__main__":
