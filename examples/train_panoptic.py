@@ -533,9 +533,13 @@ def main(argv=None) -> dict:
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                   find_unused_parameters=True) if world > 1 else model
 
-    loader = DataLoader(PanopticCropDataset(ds, index), sampler=sampler, batch_size=batch, num_workers=args.workers,
-                        collate_fn=collate_crops, pin_memory=device.type == "cuda", drop_last=True,
-                        persistent_workers=False)
+    # On a GPU the loader ships compact targets (segment map and tables) and to_model_inputs rebuilds
+    # masks and semantic maps there: the same targets, without N x H x W bytes per crop written on
+    # the CPU and copied through the workers, pinned memory and the bus.
+    crop_config = isus.CropConfig(compact_targets=device.type == "cuda")
+    loader = DataLoader(PanopticCropDataset(ds, index, crop_config), sampler=sampler, batch_size=batch,
+                        num_workers=args.workers, collate_fn=collate_crops, pin_memory=device.type == "cuda",
+                        drop_last=True, persistent_workers=False)
     if rank == 0:
         print(f"training {args.backbone} Panoptic FPN ({args.box_loss} box loss, {args.sampling} sampling, "
               f"crop {crop[0]}x{crop[1]}, {batch} per process x {world}) from step {step} to {args.steps}", flush=True)

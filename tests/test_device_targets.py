@@ -5,6 +5,7 @@ at a time and as collated batches, through DataLoader workers too."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 
 import numpy as np
@@ -206,21 +207,59 @@ def test_adapters_accept_compact_crops(world):
 
 @pytest.mark.parametrize("compact", [False, True])
 def test_worker_batches_equal_main_process_batches(synth_root, tmp_path, compact):
-    """collate_crops packs a worker's batch into one shared block: same keys, values, dtypes."""
+    """collate_crops packs a worker's batch into one shared block: same keys, values, dtypes. The
+    worker refills a block once the main process has freed the batch, never while any of its
+    tensors is alive: batches kept whole, or one tensor of them, still hold their values at the end."""
     ds = isus.open_dataset("mvd", synth_root("mvd"))
     index = isus.build_index(ds, workers=1, cache_dir=tmp_path / "cache")
     config = CropConfig(compact_targets=compact)
+    sampler = isus.SamplerConfig(crop_size=(64, 48), mode="isus")
 
-    def batches(workers):
-        loader = DataLoader(PanopticCropDataset(ds, index, config), sampler=CropSampler(index, SMALL_ISUS, 8, seed=2),
-                            batch_size=4, num_workers=workers, collate_fn=collate_crops)
-        return list(loader)
+    def tagged(crops):
+        batch = collate_crops(crops)
+        batch["block"] = (os.getpid(), batch.slot, batch.block.data_ptr())  # which worker block it used
+        return batch
 
-    main, worker = batches(0), batches(2)
-    assert len(main) == len(worker) == 2
-    for a, b in zip(main, worker):
-        assert list(a) == list(b)
-        assert_batches_equal(b, a)
+    def loader(workers, collate):
+        return DataLoader(PanopticCropDataset(ds, index, config), sampler=CropSampler(index, sampler, 120, seed=2),
+                          batch_size=4, num_workers=workers, collate_fn=collate)
+
+    main = list(loader(0, collate_crops))
+    kept, blocks = {}, []
+    for k, b in enumerate(loader(2, tagged)):
+        blocks.append(b.pop("block"))
+        assert list(b) == list(main[k])
+        assert_batches_equal(b, main[k])
         storages = {t.untyped_storage().data_ptr() for v in b.values()
                     for t in (v if isinstance(v, list) else [v]) if isinstance(t, torch.Tensor) and t.numel()}
         assert len(storages) == 1  # one shared block per batch
+        if k % 4 == 0:
+            kept[k] = b
+        elif k % 7 == 0:
+            kept[k] = {"labels": b["labels"]}  # a list of views: the block stays busy
+        del b
+    for k, b in kept.items():
+        for key in b:
+            assert same(b[key], main[k][key]), (k, key)
+    assert len({(pid, ptr) for pid, _, ptr in blocks}) < len(blocks) // 2  # blocks were refilled
+    assert {slot for _, slot, _ in blocks} <= {-1, 0, 1, 2, 3}
+
+
+def test_a_block_is_free_only_when_its_batch_is_gone():
+    """The main-process side of the protocol, in one process: the flag of a received batch's slot
+    stays set while any tensor sharing its memory lives (also a view or a bare storage)."""
+    from isus.torch import transfer
+
+    flags = torch.zeros(4, dtype=torch.uint8)
+    block = torch.zeros(64, dtype=torch.uint8)
+    flags[2] = 1
+    batch = transfer._received({"x": block[8:16].view(torch.int64)}, block, flags, 2)
+    del block
+    view = batch["x"].view(1, 1)
+    storage = view.untyped_storage()
+    del batch
+    assert flags[2] == 1
+    del view
+    assert flags[2] == 1  # the bare storage still maps it
+    del storage
+    assert flags[2] == 0

@@ -9,6 +9,7 @@ import torch
 
 import isus
 from isus.sampling import CropBatch, SamplingPolicy
+from isus.torch import expand_targets
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,11 @@ class LabelMap:
 
 
 def to_model_inputs(batch: dict[str, Any], labels: LabelMap, device: torch.device):
-    """A collated batch of isus crops as (images, targets) for the model."""
+    """A collated batch of isus crops as (images, targets) for the model. Compact crops
+    (``CropConfig(compact_targets=True)``: no masks, semantic or crowd maps) get them rebuilt on
+    ``device`` first, equal to the ones the CPU would have built."""
+    if "masks" not in batch or "semantic" not in batch:
+        batch = expand_targets(batch, device)
     images, targets = [], []
     for i in range(len(batch["spec"])):
         images.append(batch["image"][i].to(device, non_blocking=True).float().div_(255))

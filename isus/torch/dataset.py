@@ -1,7 +1,7 @@
 """``PanopticCropDataset``: crop specs in, dicts of tensors out; collate and adapters."""
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -11,6 +11,7 @@ from isus.crop.engine import CropConfig, CropEngine, CropSample
 from isus.datasets.base import PanopticDataset
 from isus.index.index import Index
 from isus.torch.targets import expand_targets
+from isus.torch.transfer import pack
 from isus.types import CropSpec
 
 __all__ = ["PanopticCropDataset", "collate_crops", "sample_to_tensors", "to_tv_tensors", "to_detectron2"]
@@ -103,10 +104,6 @@ class PanopticCropDataset(Dataset[dict[str, Any]]):
 
 
 _STACK = ("image", "panoptic", "semantic", "crowd")
-_ALIGN = 64  # bytes: every packed tensor starts on a cache line (and at a multiple of its item size)
-#: torch's allocator of a storage in shared memory (under the current sharing strategy), which
-#: torch's default_collate uses in workers too
-_new_shared: Callable[[int], torch.UntypedStorage] = torch.UntypedStorage._new_shared
 
 
 def collate_crops(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -115,8 +112,9 @@ def collate_crops(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     In a DataLoader worker every tensor of the batch is written into one block of shared memory
     (as views of it), so the batch crosses to the main process as one shared-memory segment
-    instead of one per tensor, and the stacked maps are copied once instead of twice. The values
-    are the same either way.
+    instead of one per tensor, and the stacked maps are copied once instead of twice; the worker
+    refills that block once the main process has freed every tensor of the batch
+    (:mod:`isus.torch.transfer`). The values are the same either way.
     """
     stacks: dict[str, list[torch.Tensor]] = {}
     out: dict[str, Any] = {}
@@ -135,7 +133,7 @@ def collate_crops(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for key, values in stacks.items():
             out[key] = _stack(values)
         return out
-    return _pack(out, stacks)
+    return pack(out, stacks)
 
 
 def _stack(values: list[torch.Tensor]) -> torch.Tensor:
@@ -145,52 +143,6 @@ def _stack(values: list[torch.Tensor]) -> torch.Tensor:
     if all(v.device.type == "cpu" and not v.requires_grad for v in values):
         return torch.from_numpy(np.stack([v.numpy() for v in values]))
     return torch.stack(values)
-
-
-def _pack(out: dict[str, Any], stacks: dict[str, list[torch.Tensor]]) -> dict[str, Any]:
-    """``out`` with the ``stacks`` stacked and every CPU tensor (also inside lists) replaced by a
-    view of one new shared-memory block holding them all.
-
-    Sending a batch from a worker moves each tensor's storage to shared memory: a copy, a new
-    segment and a file descriptor passed to the main process per storage (about 40 per batch of
-    4 crops, which the main process receives one by one). Views of one storage travel as one.
-    """
-    def place(t: torch.Tensor) -> bool:
-        return t.device.type == "cpu" and not t.untyped_storage().is_shared()
-
-    sizes: list[tuple[torch.dtype, tuple[int, ...]]] = []
-    for key, value in out.items():
-        if key in stacks:
-            first = stacks[key][0]
-            sizes.append((first.dtype, (len(stacks[key]), *first.shape)))
-        elif isinstance(value, torch.Tensor) and place(value):
-            sizes.append((value.dtype, tuple(value.shape)))
-        elif isinstance(value, list):
-            sizes += [(v.dtype, tuple(v.shape)) for v in value if isinstance(v, torch.Tensor) and place(v)]
-    offsets, total = [], 0
-    for dtype, shape in sizes:
-        offsets.append(total)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        total += -(-nbytes // _ALIGN) * _ALIGN
-    block = torch.empty(0, dtype=torch.uint8).set_(_new_shared(max(total, 1)))
-    views = iter(_view(block, off, dtype, shape) for off, (dtype, shape) in zip(offsets, sizes))
-    packed: dict[str, Any] = {}
-    for key, value in out.items():
-        if key in stacks:
-            packed[key] = torch.stack(stacks[key], out=next(views))
-        elif isinstance(value, torch.Tensor) and place(value):
-            packed[key] = next(views).copy_(value)
-        elif isinstance(value, list):
-            packed[key] = [next(views).copy_(v) if isinstance(v, torch.Tensor) and place(v) else v for v in value]
-        else:
-            packed[key] = value
-    return packed
-
-
-def _view(block: torch.Tensor, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
-    """A ``dtype`` tensor of ``shape`` over ``block``'s bytes from ``offset``."""
-    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    return block[offset:offset + n].view(dtype).view(shape)
 
 
 def to_tv_tensors(sample: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
