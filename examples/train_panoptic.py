@@ -130,6 +130,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="a named range of ground-truth areas (pixels, HI may be inf) with its own AP and box extent "
                         "of matched detections, as `isus eval --range`; repeatable (e.g. larger_than_crop=65536:inf)")
     r.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
+    r.add_argument("--no-tensorboard", action="store_true",
+                   help="do not write TensorBoard logs to OUT/tensorboard (losses by term, lr, samples/s, data-wait "
+                        "share, GPU memory, evaluation metrics by size, crop previews; written when the tensorboard "
+                        "package is installed, see docs/training.md)")
     args = p.parse_args(argv)
     args.eval_range = _ranges(p, args.eval_range)
     if args.eval_images is not None and args.eval_images < 1:
@@ -200,7 +204,7 @@ def _ranges(p: argparse.ArgumentParser, values: list[str]) -> dict[str, tuple[fl
 
 #: options that only say how a run is carried out: a resumed run may change them
 RUN_ONLY = frozenset({"out", "checkpoint_every", "resume", "log_every", "eval_images", "no_eval", "eval_range", "device", "workers",
-                      "val_split", "root", "index"})  # root/index: data may move; the sampler checks the index itself
+                      "no_tensorboard", "val_split", "root", "index"})  # root/index: data may move; the sampler checks the index itself
 #: options a resumed run may change with a note: more --steps extends a run (the schedule is recomputed)
 RESUME_NOTE = frozenset({"steps"})
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "step", "sampler", "args")
@@ -463,6 +467,7 @@ def main(argv=None) -> dict:
     require_torchvision(Path(__file__).name)
     from examples.panoptic.evaluate import evaluate, evaluate_semantic, report, report_semantic, write_results
     from examples.panoptic.model import build_panoptic_fpn
+    from examples.panoptic.tensorboard import TensorBoard
 
     rank, world, device = setup_distributed(args)
     random.seed(args.seed)
@@ -543,6 +548,9 @@ def main(argv=None) -> dict:
     if rank == 0:
         print(f"training {args.backbone} Panoptic FPN ({args.box_loss} box loss, {args.sampling} sampling, "
               f"crop {crop[0]}x{crop[1]}, {batch} per process x {world}) from step {step} to {args.steps}", flush=True)
+    # rank 0 only; a resumed run hides what a crashed run logged after its checkpoint (purge_step)
+    tb = TensorBoard(args.out, enabled=not args.no_tensorboard, rank=rank, purge_step=step if args.resume else None)
+    tb.text("args", "  \n".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(plain_args(args).items())))
     ddp.train()
     t_start = t_last = time.perf_counter()
     first_step = last_step = step
@@ -556,6 +564,8 @@ def main(argv=None) -> dict:
             break
         wait += time.perf_counter() - t0
         images, targets = to_model_inputs(data, labels, device)
+        if tb and (step == first_step or (step + 1) % args.checkpoint_every == 0):
+            tb.crops(step + 1, images, targets)  # a few crops of the first batch and of each checkpoint's
         with torch.autocast(device_type=device.type, enabled=args.amp and device.type == "cuda"):
             losses = ddp(images, targets)
             loss = sum(losses.values())
@@ -585,6 +595,7 @@ def main(argv=None) -> dict:
             t_last, last_step, wait = now, step, 0.0
             log.write(json.dumps(record) + "\n")
             log.flush()
+            tb.scalars(step, record)
             # plain lines, flushed: the same in a terminal and in a log file (clusters redirect stdout)
             print(f"step {step}/{args.steps} " + " ".join(
                 f"{k}={v:.4g}" for k, v in record.items() if k not in ("step", "eta_s"))
@@ -621,6 +632,9 @@ def main(argv=None) -> dict:
             written = [args.out / "predictions" / "panoptic.json", args.out / "predictions" / "panoptic",
                        args.out / "predictions" / "instances.json"]
             written += report(res, val, args.out, args.out.name or "this run")
+    if val is not None and rank == 0:
+        tb.evaluation(step, results, written)
+    tb.close()
     # every rank must end with the same weights (DDP keeps them in step); one process: trivially true
     results["params_in_sync"] = params_in_sync(model, device, world)
     if world > 1:
