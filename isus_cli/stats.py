@@ -15,9 +15,9 @@ from isus_cli._progress import progress
 
 
 def run_stats(index: isus.Index, out: Path, config: isus.SamplerConfig, samples: int, seed: int,
-              per_class: bool) -> tuple[dict, list[Path]]:
+              per_class: bool, box_fractions: tuple[float, ...] = (0.1, 0.25, 0.5)) -> tuple[dict, list[Path]]:
     rfs = f" + {samples} RFS" if config.mode == "rfs" else ""
-    stats = compute_stats(index, config, samples, seed, per_class=per_class,
+    stats = compute_stats(index, config, samples, seed, per_class=per_class, box_fractions=box_fractions,
                           progress=progress(f"sampling {samples} CUS + {samples} ISUS{rfs} crops", unit="batches"))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "stats.json", json.dumps(stats, indent=1).encode())
@@ -33,6 +33,31 @@ def level_table(stats: dict) -> str:
     for mode, label in modes:
         lines.append(f"  {label:12s}" + "".join(f"{c:10d}" for c in lv[mode]) + f"    {lv['imbalance'][mode]:7.1f}")
     return "\n".join(lines)
+
+
+def visibility_table(stats: dict) -> str:
+    """Per mode and size bucket: the (crop, instance) pairs, and the share (%) whose clipped box is
+    below each box fraction (what ``CropConfig(min_box_fraction=f)`` would drop or ignore, at least)."""
+    v = stats["visibility"]
+    modes = [m for m in ("cus", "isus", "rfs") if m in v]
+    head = f"  {'':6s}{'':8s}" + "".join(f"{b:>10s}" for b in v["size_buckets"])
+    lines = [head]
+    for m in modes:
+        lines.append(f"  {m.upper():6s}{'pairs':>8s}" + "".join(f"{n:10d}" for n in v[m]["pairs"]))
+        for f, row in zip(v["box_fractions"], v[m]["below"]):
+            lines.append(f"  {'':6s}{'< ' + format(f, 'g'):>8s}"
+                         + "".join(f"{100 * k / max(n, 1):9.1f}%" for k, n in zip(row, v[m]["pairs"])))
+    return "\n".join(lines)
+
+
+def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"expects comma-separated fractions in (0, 1]; got {value!r}") from None
+    if not out or not all(0 < f <= 1 for f in out):
+        raise click.BadParameter(f"expects comma-separated fractions in (0, 1]; got {value!r}")
+    return out
 
 
 def class_table(stats: dict, limit: int | None = None) -> str:
@@ -65,10 +90,13 @@ def class_table(stats: dict, limit: int | None = None) -> str:
 @samples_option
 @seed_option
 @click.option("--per-class", is_flag=True, help="Also per-class scale histograms and level counts.")
+@click.option("--box-fractions", default="0.1,0.25,0.5", show_default=True, callback=_fractions,
+              help="CropConfig(min_box_fraction=) values whose dropped or ignored (crop, instance) pairs "
+                   "are counted per size bucket.")
 @index_root_option
 @overwrite_option
 def stats(index_file: Path, out: Path, config: isus.SamplerConfig, samples: int | None, seed: int, per_class: bool,
-          root: Path | None, overwrite: bool) -> None:
+          box_fractions: tuple[float, ...], root: Path | None, overwrite: bool) -> None:
     """Plot object scales, crop truncation and per-level supervision (FULL / CUS / ISUS, and RFS).
 
     Computed from the index and simulated crops only: nothing is decoded. Writes
@@ -90,9 +118,12 @@ def stats(index_file: Path, out: Path, config: isus.SamplerConfig, samples: int 
     index = isus.Index.load(index_file, root=root)
     require_instances(index)  # a semantic-only index: say so, rather than draw empty plots
     check_overwrite(output_files(out, per_class), overwrite)
-    result, paths = run_stats(index, out, config, samples, seed, per_class)
+    result, paths = run_stats(index, out, config, samples, seed, per_class, box_fractions)
     click.echo(f"instances per FPN level ({samples} crops per mode; max/min: the imbalance):")
     click.echo(level_table(result))
+    click.echo("(crop, instance) pairs per size in the crop (sqrt(area) < 32, < 96, more), and the share a "
+               "CropConfig(min_box_fraction=f) would drop or ignore (at least: window-clipped boxes):")
+    click.echo(visibility_table(result))
     if "classes" in result:
         r = result["settings"]["rfs"]
         c = result["classes"]

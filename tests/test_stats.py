@@ -201,3 +201,46 @@ def test_cli_stats_and_preview_with_rfs(index, tmp_path):
                                    "--crop", "256", "--mode", "rfs", "--rfs-crop", "class"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "pv" / "preview_rfs.png").exists()
+
+
+# -- visibility-aware filtering: what min_box_fraction would drop or ignore -----------------------
+def test_visibility_counts_recomputed_from_the_crop_windows(index, stats):
+    """Redraw the same crops; count per size bucket (full box in the crop: < 32, < 96, more) the
+    pairs and those whose window-clipped box is below each fraction, with plain loops."""
+    v = stats["visibility"]
+    assert v["box_fractions"] == [0.1, 0.25, 0.5] and v["size_edges"] == [32.0, 96.0]
+    inst = index.instances
+    for m, mode in enumerate(("cus", "isus")):
+        policy = SamplingPolicy(index, isus.SamplerConfig(crop_size=(640, 640), shortest_side=600, mode=mode))
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([4, m])))
+        pairs, below = np.zeros(3, int), np.zeros((3, 3), int)
+        for b in [policy.draw(rng, 1000) for _ in range(3)]:
+            for k in range(len(b)):
+                x0, y0, x1, y1 = b.window[k]
+                for r in np.flatnonzero((inst.image == b.image[k]) & ~inst.iscrowd):
+                    bx0, by0, bx1, by1 = inst.box[r].astype(float)
+                    w, h = min(bx1, x1) - max(bx0, x0), min(by1, y1) - max(by0, y0)
+                    if w <= 0 or h <= 0:
+                        continue
+                    full = (bx1 - bx0) * (by1 - by0)
+                    size = np.sqrt(full) * b.scale[k]
+                    j = 0 if size < 32 else 1 if size < 96 else 2
+                    pairs[j] += 1
+                    for t, f in enumerate((0.1, 0.25, 0.5)):
+                        below[t, j] += w * h / full < f
+        assert v[mode]["pairs"] == pairs.tolist()
+        assert v[mode]["below"] == below.tolist()
+        assert sum(pairs) == sum(stats["truncation"][mode]["count"])
+        assert (below[0] <= below[1]).all() and (below[1] <= below[2]).all() and below[2].sum() > 0
+
+
+def test_cli_stats_box_fractions(index, tmp_path):
+    res = CliRunner().invoke(cli, ["stats", str(index.path), "--out", str(tmp_path), "--samples", "300",
+                                   "--crop", "512", "--box-fractions", "0.2,0.7"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "stats.json").read_text())
+    assert data["visibility"]["box_fractions"] == [0.2, 0.7]
+    assert len(data["visibility"]["isus"]["below"]) == 2
+    assert "min_box_fraction" in res.output and "< 0.7" in res.output
+    res = CliRunner().invoke(cli, ["stats", str(index.path), "--out", str(tmp_path / "b"), "--box-fractions", "0,2"])
+    assert res.exit_code != 0 and "--box-fractions" in res.output

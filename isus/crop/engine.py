@@ -66,6 +66,17 @@ class CropConfig:
         :func:`isus.torch.expand_targets` rebuilds all three, equal to the default's, on the
         device the model runs on. Saves the CPU writing them and (N + 9) x H x W bytes per crop
         copied between processes. A semantic-only dataset keeps its semantic and crowd maps.
+    min_visible_fraction
+        Instances whose visible pixels in the crop are fewer than this fraction of their full area
+        at the crop's scale (the index's area x scale², or the full annotation's without an index)
+        are low-visibility. 0 (default): none.
+    min_box_fraction
+        Instances whose visible box's area is below this fraction of their full box's area (both
+        in crop pixels, the full box as in ``original_boxes``) are low-visibility. 0 (default): none.
+    low_visibility
+        What happens to low-visibility instances: ``"drop"`` (default; removed like instances
+        below ``min_instance_area`` and counted in ``dropped``) or ``"ignore"`` (kept, flagged
+        ``True`` in ``CropSample.ignore``; the loss decides what to do with them).
     """
 
     ignore_label: int = 255
@@ -76,6 +87,9 @@ class CropConfig:
     reduced_decode: bool = True
     interpolation: str = "linear"
     compact_targets: bool = False
+    min_visible_fraction: float = 0.0
+    min_box_fraction: float = 0.0
+    low_visibility: str = "drop"
 
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATION:
@@ -85,6 +99,17 @@ class CropConfig:
             raise ValueError(f"CropConfig(pad_value=) expects 0..255; got {self.pad_value!r}")
         if not self.min_instance_area >= 1:  # also NaN
             raise ValueError(f"CropConfig(min_instance_area=) expects >= 1; got {self.min_instance_area!r}")
+        for name in ("min_visible_fraction", "min_box_fraction"):
+            v = getattr(self, name)
+            if not 0 <= v <= 1:  # also NaN
+                raise ValueError(f"CropConfig({name}=) expects 0..1; got {v!r}")
+        if self.low_visibility not in ("drop", "ignore"):
+            raise ValueError(f"CropConfig(low_visibility=) expects 'drop' or 'ignore'; got {self.low_visibility!r}")
+
+    @property
+    def filters_visibility(self) -> bool:
+        """Whether ``min_visible_fraction`` or ``min_box_fraction`` tests anything."""
+        return self.min_visible_fraction > 0 or self.min_box_fraction > 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,11 +131,15 @@ class CropSample:
     truncated : (N, 4) bool per side (x0, y0, x1, y1): the visible box touches the crop border
         there and the object extends beyond it (never at an image border)
     crowd : (H, W) bool pixels of crowd segments; (0, 0), not built, with ``compact_targets``
-    dropped : instances dropped for having fewer than ``min_instance_area`` visible pixels
+    dropped : instances dropped for having fewer than ``min_instance_area`` visible pixels, or
+        (``low_visibility="drop"``) for being low-visibility (``min_visible_fraction``,
+        ``min_box_fraction``)
     spec, window, scale, flip : what was applied
     segment_table : (S, 3) int64 with ``compact_targets`` (else None): rows ``(segment id,
         semantic value, crowd flag)`` of void (id 0) and of each segment in the crop, sorted by id,
         so that ``semantic`` and ``crowd`` are functions of ``panoptic``
+    ignore : (N,) bool with ``CropConfig(low_visibility="ignore")`` (else None): the instance is
+        low-visibility (``min_visible_fraction``, ``min_box_fraction``) and kept only to be ignored
     """
 
     image: np.ndarray
@@ -130,6 +159,7 @@ class CropSample:
     scale: float = 1.0
     flip: bool = False
     segment_table: np.ndarray | None = None
+    ignore: np.ndarray | None = None
 
 
 class CropEngine:
@@ -235,16 +265,22 @@ class CropEngine:
     def _index_boxes(self, i: int, seg_ids: np.ndarray, keep: np.ndarray) -> np.ndarray:
         """Full-extent boxes (original pixels, float64) of segments ``seg_ids[keep]`` of image
         ``i``, from the index."""
+        return self._index_extent(i, seg_ids, keep)[0]
+
+    def _index_extent(self, i: int, seg_ids: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Full-extent boxes (original pixels, float64) and areas (original pixels, float64) of
+        segments ``seg_ids[keep]`` of image ``i``, from the index."""
         assert self.index is not None  # chosen only with an index
         if not len(keep):
-            return np.zeros((0, 4), np.float64)
+            return np.zeros((0, 4), np.float64), np.zeros(0, np.float64)
         k = i - self.index.image_range[0]
         rows = self._by_image[self._image_offsets[k]:self._image_offsets[k + 1]]
         inst = self.index.instances
         order = np.argsort(inst.segment_id[rows])
         pos = np.searchsorted(inst.segment_id[rows][order], seg_ids[keep])
-        boxes: np.ndarray = inst.box[rows[order[np.minimum(pos, len(order) - 1)]]].astype(np.float64)
-        return boxes
+        at = rows[order[np.minimum(pos, len(order) - 1)]]
+        boxes: np.ndarray = inst.box[at].astype(np.float64)
+        return boxes, inst.area[at].astype(np.float64)
 
     def _decoded_boxes(self, i: int, seg_ids: np.ndarray, keep: np.ndarray) -> np.ndarray:
         """Without an index: full-extent boxes of segments ``seg_ids[keep]`` (``seg_ids``: all of
@@ -253,6 +289,16 @@ class CropEngine:
             return np.zeros((0, 4), np.float64)
         boxes: np.ndarray = self._decoded.boxes(i, seg_ids)[keep]
         return boxes
+
+    def _decoded_extent(self, i: int, seg_ids: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Without an index: full-extent boxes and areas (float64, original pixels) of segments
+        ``seg_ids[keep]`` from image ``i``'s whole annotation."""
+        if not len(keep):
+            return np.zeros((0, 4), np.float64), np.zeros(0, np.float64)
+        full = self.ds.load_panoptic(i).ids
+        fd = kernels.dense_segments(full, seg_ids.astype(np.int32))
+        area, box = kernels.scan_dense(fd, len(seg_ids), 1)[:2]
+        return box[keep].astype(np.float64), area[keep].astype(np.float64)
 
     # -- the sample -------------------------------------------------------------------------------
     def __call__(self, spec: CropSpec) -> CropSample:
@@ -286,9 +332,24 @@ class CropEngine:
         else:
             ids, semantic, crowd, area, vbox = kernels.crop_maps(dense, lut_ids, sem_lut, crowd_lut)
         keep, dropped = F.select_instances(area, isthing, crowd_flag, cfg.min_instance_area)
+        ignore = None
+        if cfg.filters_visibility:
+            extent = self._index_extent if self.index is not None else self._decoded_extent
+            full, full_area = extent(spec.image, seg_ids, keep)
+            original = F.map_boxes(full, spec.window, spec.scale, spec.flip, size[0])
+            low = F.low_visibility(area[keep], full_area * spec.scale ** 2, vbox[keep], original,
+                                   cfg.min_visible_fraction, cfg.min_box_fraction)
+            if cfg.low_visibility == "drop":
+                keep, full, original = keep[~low], full[~low], original[~low]
+                dropped += int(low.sum())
+            else:
+                ignore = low
+        else:
+            full = self._boxes(spec.image, seg_ids, keep)
+            original = F.map_boxes(full, spec.window, spec.scale, spec.flip, size[0])
+            if cfg.low_visibility == "ignore":
+                ignore = np.zeros(len(keep), bool)
         boxes = vbox[keep].astype(np.float32)
-        full = self._boxes(spec.image, seg_ids, keep)
-        original = F.map_boxes(full, spec.window, spec.scale, spec.flip, size[0])
         truncated = F.truncated_sides(boxes, original, F.image_border_sides(full, image_size, spec.flip), size)
         if cfg.compact_targets:
             masks = np.zeros((len(keep), 0, 0), bool)
@@ -300,7 +361,7 @@ class CropEngine:
             labels=train[keep], category_ids=cats[keep].astype(np.int64), segment_ids=seg_ids[keep].astype(np.int64),
             boxes=boxes, original_boxes=original.astype(np.float32), truncated=truncated,
             crowd=crowd, dropped=int(dropped), spec=spec, window=spec.window,
-            scale=spec.scale, flip=spec.flip, segment_table=table)
+            scale=spec.scale, flip=spec.flip, segment_table=table, ignore=ignore)
 
 
 def crop_sample(ds: PanopticDataset, spec: CropSpec, *, index: Index | None = None,

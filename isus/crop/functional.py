@@ -16,7 +16,7 @@ from isus.types import CropSpec
 
 __all__ = ["crop_size", "choose_reduce", "source_pixels", "warp_plan", "sample_map", "crop_boxes",
            "hflip_boxes", "map_boxes", "image_border_sides", "truncated_sides", "semantic_lut",
-           "select_instances"]
+           "select_instances", "visible_fractions", "low_visibility"]
 
 #: Tolerance of the truncation test: a mapped box edge must pass the crop border by more.
 TRUNCATION_EPS = 1e-6
@@ -145,3 +145,42 @@ def select_instances(area: np.ndarray, isthing: np.ndarray, crowd: np.ndarray, m
     cand = np.flatnonzero((area > 0) & isthing & ~crowd)
     keep = cand[area[cand] >= min_area]
     return keep, len(cand) - len(keep)
+
+
+def visible_fractions(visible_area: np.ndarray, full_area: np.ndarray, visible: np.ndarray,
+                      mapped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) float64 each: the visible area over the full area, and the visible box's area over the
+    full box's area, all at the crop's scale.
+
+    ``visible_area``: visible pixels in the crop; ``full_area``: the instance's whole area in
+    crop pixels (original area x scale²); ``visible``: visible boxes (crop pixels); ``mapped``:
+    the full boxes mapped into the crop (:func:`map_boxes`). Both fractions are clipped to 1
+    (nearest-neighbour sampling can count a few more pixels than area x scale²); an empty full
+    area or box gives 1 (nothing to lose).
+    """
+    full_area = np.asarray(full_area, np.float64)
+    va = np.asarray(visible_area, np.float64)
+    area_frac = np.where(full_area > 0, va / np.where(full_area > 0, full_area, 1), 1.0)
+
+    def box_area(b: np.ndarray) -> np.ndarray:
+        b = np.asarray(b, np.float64).reshape(-1, 4)
+        out: np.ndarray = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+        return out
+
+    fb = box_area(mapped)
+    box_frac = np.where(fb > 0, box_area(visible) / np.where(fb > 0, fb, 1), 1.0)
+    return np.minimum(area_frac, 1.0), np.minimum(box_frac, 1.0)
+
+
+def low_visibility(visible_area: np.ndarray, full_area: np.ndarray, visible: np.ndarray, mapped: np.ndarray,
+                   min_visible_fraction: float, min_box_fraction: float) -> np.ndarray:
+    """(N,) bool: instances whose visible area is below ``min_visible_fraction`` of their full
+    area, or whose visible box's area is below ``min_box_fraction`` of their full box's area (at
+    the crop's scale; :func:`visible_fractions`). A threshold of 0 tests nothing."""
+    area_frac, box_frac = visible_fractions(visible_area, full_area, visible, mapped)
+    low: np.ndarray = np.zeros(len(area_frac), bool)
+    if min_visible_fraction > 0:
+        low |= area_frac < min_visible_fraction
+    if min_box_fraction > 0:
+        low |= box_frac < min_box_fraction
+    return low

@@ -6,7 +6,7 @@ sampling, RFS, when the configuration's mode is ``"rfs"``).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -115,6 +115,7 @@ def compute_stats(
     per_class: bool = False,
     progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
     chunk: int = 4096,
+    box_fractions: Sequence[float] = (0.1, 0.25, 0.5),
 ) -> dict[str, Any]:
     """Every number behind the ``isus stats`` plots, as a JSON-able dict.
 
@@ -127,6 +128,16 @@ def compute_stats(
       area(full), binned by the instance's scale.
     - ``levels``: instances per pyramid level under full-image training (one pass over the
       dataset at ``s0``), and over ``samples`` CUS and ``samples`` ISUS crops.
+
+    - ``visibility``: for CUS and ISUS crops (and RFS), per size bucket of the instance in crop
+      pixels (``sqrt(area)`` of its full extent times the crop's scale; COCO's edges 32 and 96:
+      small, medium, large), how many (crop, overlapping instance) pairs there are
+      (``pairs``) and how many a ``CropConfig(min_box_fraction=f)`` would drop, or flag with
+      ``low_visibility="ignore"``, for each ``f`` of ``box_fractions`` (``below``, one row per
+      ``f``): those whose window-clipped box is below ``f`` of the full box. The mask's visible
+      box lies inside the clipped box, so these are lower bounds (the crop engine also drops
+      instances below ``min_instance_area``, and measures the box from the resampled mask);
+      ``min_visible_fraction`` needs the masks, which the index does not hold, and is not counted.
 
     With a repeat-factor configuration (``config.mode == "rfs"``, a
     :class:`~isus.RepeatFactorConfig`), ``samples`` RFS crops are drawn too and appear beside CUS
@@ -177,6 +188,10 @@ def compute_stats(
     full = full_image_level_counts(index, levels, config.shortest_side)
     out["levels"] = {"levels": list(levels.levels), "full_images": full.tolist()}
     out["truncation"] = {"edges": edges.tolist()}
+    fractions = [float(f) for f in box_fractions]
+    size_edges = np.array([32.0, 96.0])
+    out["visibility"] = {"size_buckets": ["small", "medium", "large"], "size_edges": size_edges.tolist(),
+                         "size_unit": "px, sqrt(area) of the full box, in the crop", "box_fractions": fractions}
     level_per_class: dict[str, dict[str, list[int]]] = {}
     if per_class:
         b = inst.box[things].astype(np.float64)
@@ -201,6 +216,8 @@ def compute_stats(
             iou_sum, iou_cnt = np.zeros(nbins), np.zeros(nbins, np.int64)
             lcount = np.zeros(len(levels.levels), np.int64)
             per_cls_l: dict[int, np.ndarray] = {}
+            vis_pairs = np.zeros(3, np.int64)
+            vis_below = np.zeros((len(fractions), 3), np.int64)
         batch = policy.draw(rng, n)
         crop, row, vis = crop_instance_pairs(index, batch, by_image)
         if rfs is not None:
@@ -209,6 +226,11 @@ def compute_stats(
         full_area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
         iou = (vis[:, 2] - vis[:, 0]) * (vis[:, 3] - vis[:, 1]) / full_area
         sbin = np.clip(np.searchsorted(edges, scale_all[row], side="right") - 1, 0, nbins - 1)
+        # the instance's size in the crop (full box), its bucket, and its box fraction in the crop
+        vb = np.searchsorted(size_edges, np.sqrt(full_area) * batch.scale[crop], side="right")
+        vis_pairs += np.bincount(vb, minlength=3)
+        for j, f in enumerate(fractions):
+            vis_below[j] += np.bincount(vb[iou < f], minlength=3)
         iou_sum += np.bincount(sbin, weights=iou, minlength=nbins)
         iou_cnt += np.bincount(sbin, minlength=nbins)
         vsize = np.sqrt((vis[:, 2] - vis[:, 0]) * (vis[:, 3] - vis[:, 1])) * batch.scale[crop]
@@ -224,6 +246,7 @@ def compute_stats(
             out["truncation"][mode] = {"mean_iou": [None if np.isnan(v) else float(v) for v in mean],
                                        "count": iou_cnt.tolist()}
             out["levels"][mode] = lcount.tolist()
+            out["visibility"][mode] = {"pairs": vis_pairs.tolist(), "below": vis_below.tolist()}
             for c, v in per_cls_l.items():
                 level_per_class.setdefault(cat_names[c], {})[mode] = v.tolist()
     for mode in ("full_images",) + modes:

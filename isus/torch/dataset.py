@@ -22,7 +22,8 @@ def sample_to_tensors(s: CropSample) -> dict[str, Any]:
 
     Maps a ``CropConfig(compact_targets=True)`` sample does not build (``masks``, and ``semantic``
     and ``crowd`` when it has a ``segment_table``) are left out, and ``segment_table`` is added:
-    :func:`~isus.torch.expand_targets` rebuilds them where the model runs.
+    :func:`~isus.torch.expand_targets` rebuilds them where the model runs. ``ignore`` (N,) bool
+    is added for a ``CropConfig(low_visibility="ignore")`` sample.
     """
     hw = s.panoptic.shape
     out: dict[str, Any] = {
@@ -48,6 +49,8 @@ def sample_to_tensors(s: CropSample) -> dict[str, Any]:
             del out[key]
     if s.segment_table is not None:
         out["segment_table"] = torch.from_numpy(s.segment_table)
+    if s.ignore is not None:  # CropConfig(low_visibility="ignore")
+        out["ignore"] = torch.from_numpy(s.ignore)
     return out
 
 

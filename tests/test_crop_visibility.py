@@ -1,0 +1,149 @@
+"""Visibility-aware instance filtering (issue 26, part 2) on a hand-made COCO panoptic image whose
+visible fractions are known exactly."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+import isus
+from isus.crop import CropConfig, CropEngine
+from isus.crop import functional as F
+from isus.torch import sample_to_tensors
+from isus.types import CropSpec
+
+# id -> pixels (y0, y1, x0, x1) of its rectangles, in a 100 x 100 image
+SHAPES = {
+    1: [(10, 30, 10, 30)],                       # A: 20 x 20 square, area 400, box 400
+    2: [(40, 60, 50, 90)],                       # B: 20 x 40, area 800, inside every crop below
+    3: [(70, 80, 0, 10), (90, 100, 40, 50)],     # C: two 10 x 10 squares, area 200, box 50 x 30 = 1500
+}
+
+
+@pytest.fixture(scope="module")
+def hand(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vis")
+    (root / "images").mkdir()
+    (root / "pan").mkdir()
+    ids = np.zeros((100, 100), np.int64)
+    segments = []
+    for sid, rects in SHAPES.items():
+        for y0, y1, x0, x1 in rects:
+            ids[y0:y1, x0:x1] = sid
+        ys, xs = np.nonzero(ids == sid)
+        segments.append({"id": sid, "category_id": 1, "iscrowd": 0, "area": int(len(ys)),
+                         "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]})
+    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
+    cv2.imwrite(str(root / "pan" / "a.png"), rgb[:, :, ::-1])
+    cv2.imwrite(str(root / "images" / "a.jpg"), np.full((100, 100, 3), 128, np.uint8))
+    data = {"images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 100}],
+            "annotations": [{"image_id": 1, "file_name": "a.png", "segments_info": segments}],
+            "categories": [{"id": 1, "name": "thing", "isthing": 1, "supercategory": "x"}]}
+    (root / "pan.json").write_text(json.dumps(data))
+    ds = isus.open_dataset("coco", root, annotations="pan.json", panoptic_dir="pan", images_dir="images")
+    return ds, isus.build_index(ds, workers=1)
+
+
+# window x 20..100: A keeps half (area 0.5, box 0.5), B all, C its right square (area 0.5, box 100/1500)
+WINDOW = (20.0, 0.0, 100.0, 100.0)
+
+
+def crop(hand, use_index=True, scale=1.0, flip=False, **options):
+    ds, index = hand
+    return CropEngine(ds, index if use_index else None, CropConfig(**options))(CropSpec(0, -1, -1, -1, scale, WINDOW, flip))
+
+
+def by_id(s):
+    return {int(i): k for k, i in enumerate(s.segment_ids)}
+
+
+def test_fractions_of_the_hand_made_crop(hand):
+    s = crop(hand)
+    assert sorted(by_id(s)) == [1, 2, 3] and s.ignore is None and s.dropped == 0
+    vis = s.masks.sum(axis=(1, 2))
+    full = np.array([400, 800, 200], np.float64)[[int(i) - 1 for i in s.segment_ids]]
+    area_frac, box_frac = F.visible_fractions(vis, full, s.boxes, s.original_boxes)
+    want_area = {1: 0.5, 2: 1.0, 3: 0.5}
+    want_box = {1: 0.5, 2: 1.0, 3: 100 / 1500}
+    for sid, k in by_id(s).items():
+        assert area_frac[k] == pytest.approx(want_area[sid])
+        assert box_frac[k] == pytest.approx(want_box[sid])
+
+
+@pytest.mark.parametrize("use_index", [True, False])
+@pytest.mark.parametrize("scale,flip", [(1.0, False), (0.5, False), (0.5, True), (2.0, False)])
+def test_min_visible_fraction_drops_below_the_threshold(hand, use_index, scale, flip):
+    # the thresholds straddle 0.5: A and C (half visible) are dropped at 0.6, kept at 0.4
+    s = crop(hand, use_index, scale, flip, min_visible_fraction=0.6)
+    assert sorted(by_id(s)) == [2] and s.dropped == 2
+    s = crop(hand, use_index, scale, flip, min_visible_fraction=0.4)
+    assert sorted(by_id(s)) == [1, 2, 3] and s.dropped == 0
+
+
+@pytest.mark.parametrize("use_index", [True, False])
+def test_min_box_fraction_tells_the_split_instance_apart(hand, use_index):
+    # C keeps half its area but only 1/15 of its box: the box test drops it, the area test keeps it
+    s = crop(hand, use_index, min_box_fraction=0.1)
+    assert sorted(by_id(s)) == [1, 2] and s.dropped == 1
+    s = crop(hand, use_index, min_box_fraction=0.06)
+    assert sorted(by_id(s)) == [1, 2, 3]
+    s = crop(hand, use_index, min_box_fraction=0.6)
+    assert sorted(by_id(s)) == [2]
+    s = crop(hand, use_index, min_visible_fraction=0.4, min_box_fraction=0.1)
+    assert sorted(by_id(s)) == [1, 2]
+
+
+def test_ignore_keeps_the_instances_and_flags_them(hand):
+    base = crop(hand)
+    s = crop(hand, min_visible_fraction=0.6, low_visibility="ignore")
+    assert s.dropped == 0 and s.ignore is not None and s.ignore.dtype == bool
+    assert {int(i): bool(f) for i, f in zip(s.segment_ids, s.ignore)} == {1: True, 2: False, 3: True}
+    for name in ("masks", "labels", "segment_ids", "boxes", "original_boxes", "truncated", "semantic", "panoptic"):
+        np.testing.assert_array_equal(getattr(s, name), getattr(base, name))
+    t = sample_to_tensors(s)
+    assert t["ignore"].tolist() == s.ignore.tolist()
+    assert "ignore" not in sample_to_tensors(base)
+    # "ignore" without thresholds: a flag that is never set
+    s = crop(hand, low_visibility="ignore")
+    assert s.ignore is not None and not s.ignore.any() and len(s.ignore) == 3
+
+
+def test_drop_keeps_the_rest_unchanged(hand):
+    base, s = crop(hand), crop(hand, min_visible_fraction=0.6)
+    k = [by_id(base)[2]]
+    for name in ("masks", "labels", "segment_ids", "boxes", "original_boxes", "truncated"):
+        np.testing.assert_array_equal(getattr(s, name), getattr(base, name)[k])
+    for name in ("image", "panoptic", "semantic", "crowd"):  # the maps do not change: only targets
+        np.testing.assert_array_equal(getattr(s, name), getattr(base, name))
+
+
+def test_defaults_are_unchanged(hand):
+    cfg = CropConfig()
+    assert (cfg.min_visible_fraction, cfg.min_box_fraction, cfg.low_visibility) == (0.0, 0.0, "drop")
+    assert not cfg.filters_visibility
+    a = crop(hand)
+    b = crop(hand, min_visible_fraction=0.0, min_box_fraction=0.0)
+    for name in ("image", "panoptic", "semantic", "masks", "labels", "segment_ids", "boxes",
+                 "original_boxes", "truncated", "crowd"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert a.ignore is None and b.ignore is None and a.dropped == b.dropped
+
+
+def test_bad_options():
+    for bad in ({"min_visible_fraction": -0.1}, {"min_visible_fraction": 1.5}, {"min_box_fraction": float("nan")},
+                {"low_visibility": "mask"}):
+        with pytest.raises(ValueError):
+            CropConfig(**bad)
+
+
+def test_low_visibility_function():
+    low = F.low_visibility(np.array([50, 100, 10]), np.array([100, 100, 0]),
+                           np.array([[0, 0, 10, 5], [0, 0, 10, 10], [0, 0, 1, 1]], float),
+                           np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 1, 1]], float), 0.6, 0.0)
+    assert low.tolist() == [True, False, False]  # an empty full area gives 1
+    low = F.low_visibility(np.array([100]), np.array([100]), np.array([[0, 0, 10, 4]], float),
+                           np.array([[0, 0, 10, 10]], float), 0.0, 0.5)
+    assert low.tolist() == [True]
+    assert F.low_visibility(np.array([1]), np.array([100]), np.zeros((1, 4)), np.zeros((1, 4)), 0, 0).tolist() == [False]
