@@ -83,6 +83,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "preset's, else 0.5,2); 0.25,4 with --sampling cus is the paper's App. E control")
     d.add_argument("--batch-size", type=_int(1), default=None, help="crops per GPU (preset's, else 2)")
     d.add_argument("--workers", type=_int(0), default=2, help="DataLoader workers per process")
+    d.add_argument("--min-visible-fraction", type=_fraction, default=0.0,
+                   help="instances a crop leaves with less than this fraction of their area are low-visibility "
+                        "(CropConfig(min_visible_fraction=); default 0: none)")
+    d.add_argument("--min-box-fraction", type=_fraction, default=0.0,
+                   help="instances whose visible box has less than this fraction of their full box's area are "
+                        "low-visibility (CropConfig(min_box_fraction=); default 0: none)")
+    d.add_argument("--low-visibility", choices=["drop", "ignore"], default="drop",
+                   help="drop low-visibility instances (default) or ignore them: out of the detector's targets, "
+                        "their pixels ignored by the semantic loss")
     m = p.add_argument_group("model")
     m.add_argument("--backbone", choices=["resnet18", "resnet50"], default="resnet18",
                    help="ResNet-FPN depth (the paper: resnet50; resnet18 suits CPUs and the quick start)")
@@ -170,6 +179,14 @@ def _float(lo: float, strict: bool = False):
             raise argparse.ArgumentTypeError(f"expects a finite number {'>' if strict else '>='} {lo}; got {text!r}")
         return v
     return parse
+
+
+def _fraction(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    v = _float(0)(text)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"expects a fraction in [0, 1]; got {text!r}")
+    return v
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -541,7 +558,9 @@ def main(argv=None) -> dict:
     # On a GPU the loader ships compact targets (segment map and tables) and to_model_inputs rebuilds
     # masks and semantic maps there: the same targets, without N x H x W bytes per crop written on
     # the CPU and copied through the workers, pinned memory and the bus.
-    crop_config = isus.CropConfig(compact_targets=device.type == "cuda")
+    crop_config = isus.CropConfig(compact_targets=device.type == "cuda",
+                                  min_visible_fraction=args.min_visible_fraction,
+                                  min_box_fraction=args.min_box_fraction, low_visibility=args.low_visibility)
     loader = DataLoader(PanopticCropDataset(ds, index, crop_config), sampler=sampler, batch_size=batch,
                         num_workers=args.workers, collate_fn=collate_crops, pin_memory=device.type == "cuda",
                         drop_last=True, persistent_workers=False)

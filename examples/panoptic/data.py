@@ -12,6 +12,10 @@ from isus.sampling import CropBatch, SamplingPolicy
 from isus.torch import expand_targets
 
 
+#: semantic value of ignored pixels (CropConfig's ignore_label, the semantic loss's ignore_index)
+IGNORE_LABEL = 255
+
+
 @dataclass(frozen=True)
 class LabelMap:
     """Training ids of the example: the semantic head predicts every category (its position in
@@ -36,19 +40,30 @@ class LabelMap:
 def to_model_inputs(batch: dict[str, Any], labels: LabelMap, device: torch.device):
     """A collated batch of isus crops as (images, targets) for the model. Compact crops
     (``CropConfig(compact_targets=True)``: no masks, semantic or crowd maps) get them rebuilt on
-    ``device`` first, equal to the ones the CPU would have built."""
+    ``device`` first, equal to the ones the CPU would have built.
+
+    Instances flagged ``ignore`` (``CropConfig(low_visibility="ignore")``) are left out of the
+    detector's targets (torchvision's Mask R-CNN has no per-box ignore: a left-out instance's
+    pixels are background to the RPN and RoI heads), and their pixels get the semantic ignore
+    label (255), so that neither loss is taught about a sliver either way."""
     if "masks" not in batch or "semantic" not in batch:
         batch = expand_targets(batch, device)
     images, targets = [], []
     for i in range(len(batch["spec"])):
         images.append(batch["image"][i].to(device, non_blocking=True).float().div_(255))
-        targets.append({
+        target = {
             "boxes": batch["boxes"][i].to(device),
             "labels": labels.detector_labels(batch["labels"][i]).to(device),
             "masks": batch["masks"][i].to(device, dtype=torch.uint8),
             "truncated": batch["truncated"][i].to(device),
             "semantic": batch["semantic"][i].to(device),
-        })
+        }
+        if "ignore" in batch and bool(batch["ignore"][i].any()):
+            ignore = batch["ignore"][i].to(device)
+            target["semantic"] = target["semantic"].clone()
+            target["semantic"][target["masks"][ignore].any(0).bool()] = IGNORE_LABEL
+            target = {k: v if k == "semantic" else v[~ignore] for k, v in target.items()}
+        targets.append(target)
     return images, targets
 
 
