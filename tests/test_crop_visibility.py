@@ -147,3 +147,29 @@ def test_low_visibility_function():
                            np.array([[0, 0, 10, 10]], float), 0.0, 0.5)
     assert low.tolist() == [True]
     assert F.low_visibility(np.array([1]), np.array([100]), np.zeros((1, 4)), np.zeros((1, 4)), 0, 0).tolist() == [False]
+
+
+def test_stats_box_fractions_are_upper_bounds_of_the_engines(tmp_path):
+    """isus stats counts window-clipped boxes: the engine's box fraction (from the resampled mask)
+    is never above it (up to the nearest-neighbour sampling's half pixel), so the stats' counts
+    of pairs below a fraction are lower bounds of what the engine drops."""
+    root = isus.synth.write_dataset(tmp_path / "mvd", "mvd", 4, size=(640, 480), seed=2)
+    ds = isus.open_dataset("mvd", root)
+    index = isus.build_index(ds, workers=1)
+    engine = CropEngine(ds, index)
+    inst = index.instances
+    checked = 0
+    for spec in isus.torch.CropSampler(index, isus.SamplerConfig(crop_size=(128, 128), mode="isus"), 40, seed=1):
+        s = engine(spec)
+        x0, y0, x1, y1 = spec.window
+        for j, sid in enumerate(s.segment_ids):
+            r = np.flatnonzero((inst.image == spec.image) & (inst.segment_id == sid))[0]
+            bx0, by0, bx1, by1 = inst.box[r].astype(float)
+            clipped = (min(bx1, x1) - max(bx0, x0)) * (min(by1, y1) - max(by0, y0)) / ((bx1 - bx0) * (by1 - by0))
+            _, engine_frac = F.visible_fractions(np.ones(1), np.ones(1), s.boxes[j:j + 1], s.original_boxes[j:j + 1])
+            # one crop pixel of slack on each side for the nearest-neighbour sampling
+            b = s.original_boxes[j]
+            slack = ((b[2] - b[0] + 2) * (b[3] - b[1] + 2)) / ((b[2] - b[0]) * (b[3] - b[1]))
+            assert engine_frac[0] <= clipped * slack + 1e-9
+            checked += 1
+    assert checked > 20
