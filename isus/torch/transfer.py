@@ -10,7 +10,8 @@ each worker keeps a few blocks and refills one when the main process no longer u
 process marks a block free, in a small shared flag array, when the storage of the batch it
 received is deallocated (every tensor of the batch, and any tensor made from them that shares its
 memory, is gone). A batch that is never received, or whose tensors are kept, only keeps its block
-busy; the worker then writes into a new one.
+busy; the worker then writes into a new one. (A process that receives such tensors from the main
+process in turn does not hold the block: send it clones.)
 """
 from __future__ import annotations
 
