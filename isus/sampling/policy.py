@@ -159,6 +159,33 @@ class SamplingPolicy:
         ay0, ay1 = np.ceil(gy * H / g), np.ceil((gy + 1) * H / g)
         return ax0, ax1, ay0, ay1
 
+    def _window(self, rng: np.random.Generator, row: np.ndarray, k: np.ndarray, scale: np.ndarray,
+                u_cell: np.ndarray, u_anchor: np.ndarray, instance: np.ndarray | None = None,
+                by_inst: np.ndarray | None = None) -> np.ndarray:
+        """Crop windows ``(x0, y0, x1, y1)`` in original pixels of images ``k`` (local indices) at
+        ``scale``: each contains a grid cell of its class-table ``row`` drawn by pixel count, or,
+        where the window is smaller than the cell (and always where ``by_inst``), one anchor pixel:
+        of ``instance`` where ``by_inst``, else of the class row."""
+        table = self._table
+        ww, wh = self.config.crop_size[0] / scale, self.config.crop_size[1] / scale
+        H, W = self._h[k], self._w[k]
+        ax0, ax1, ay0, ay1 = self._class_cell(row, u_cell, W, H)
+        use_point = ~((ww >= ax1 - ax0) & (wh >= ay1 - ay0))
+        n_anchors = table.anchors.shape[1]
+        j = np.minimum(np.floor(u_anchor * n_anchors).astype(np.int64), n_anchors - 1)
+        anchor = table.anchors[row, j].astype(np.float64)
+        if by_inst is not None and instance is not None:
+            if by_inst.any():
+                anchor = np.where(by_inst[:, None], self._inst.anchors[np.maximum(instance, 0), j], anchor)
+            use_point = by_inst | use_point
+        px, py = anchor[:, 0], anchor[:, 1]
+        ax0, ax1 = np.where(use_point, px, ax0), np.where(use_point, px + 1.0, ax1)
+        ay0, ay1 = np.where(use_point, py, ay0), np.where(use_point, py + 1.0, ay1)
+        x0 = _place(rng, ax0, ax1, ww, W)
+        y0 = _place(rng, ay0, ay1, wh, H)
+        window: np.ndarray = np.stack([x0, y0, x0 + ww, y0 + wh], axis=1)
+        return window
+
     def class_weights(self) -> np.ndarray:
         """Relative probability of each class in :attr:`classes` (uniform: the CUS/ISUS step 1)."""
         return np.ones(len(self.classes))
@@ -211,23 +238,7 @@ class SamplingPolicy:
         scale = base * sigma
 
         # (4) the window, in original pixels, around a visible part of the class or instance.
-        ww, wh = cfg.crop_size[0] / scale, cfg.crop_size[1] / scale
-        H, W = self._h[k], self._w[k]
-        ax0, ax1, ay0, ay1 = self._class_cell(row, u[:, 6], W, H)
-        fits = (ww >= ax1 - ax0) & (wh >= ay1 - ay0)
-        # otherwise (and for ISUS things) an anchor pixel: of the instance, or of the class
-        n_anchors = table.anchors.shape[1]
-        j = np.minimum(np.floor(u[:, 7] * n_anchors).astype(np.int64), n_anchors - 1)
-        anchor = table.anchors[row, j].astype(np.float64)
-        if by_inst.any():
-            anchor = np.where(by_inst[:, None], inst.anchors[np.maximum(instance, 0), j], anchor)
-        use_point = by_inst | ~fits
-        px, py = anchor[:, 0], anchor[:, 1]
-        ax0, ax1 = np.where(use_point, px, ax0), np.where(use_point, px + 1.0, ax1)
-        ay0, ay1 = np.where(use_point, py, ay0), np.where(use_point, py + 1.0, ay1)
-        x0 = _place(rng, ax0, ax1, ww, W)
-        y0 = _place(rng, ay0, ay1, wh, H)
-        window = np.stack([x0, y0, x0 + ww, y0 + wh], axis=1)
+        window = self._window(rng, row, k, scale, u[:, 6], u[:, 7], instance, by_inst)
         flip = (rng.random(n) < 0.5) if cfg.flip else np.zeros(n, bool)
         return CropBatch(image.astype(np.int64), category, instance, level, scale, window, flip, sigma, clamped)
 
@@ -327,18 +338,6 @@ class RepeatFactorPolicy(SamplingPolicy):
         sigma = r_st[0] + u[:, 2] * (r_st[1] - r_st[0])
         scale = base * sigma
         # (4) the window around a grid cell of the class (an anchor pixel when the window is smaller)
-        ww, wh = cfg.crop_size[0] / scale, cfg.crop_size[1] / scale
-        H, W = self._h[k], self._w[k]
-        ax0, ax1, ay0, ay1 = self._class_cell(row, u[:, 3], W, H)
-        fits = (ww >= ax1 - ax0) & (wh >= ay1 - ay0)
-        n_anchors = table.anchors.shape[1]
-        j = np.minimum(np.floor(u[:, 4] * n_anchors).astype(np.int64), n_anchors - 1)
-        anchor = table.anchors[row, j].astype(np.float64)
-        px, py = anchor[:, 0], anchor[:, 1]
-        ax0, ax1 = np.where(fits, ax0, px), np.where(fits, ax1, px + 1.0)
-        ay0, ay1 = np.where(fits, ay0, py), np.where(fits, ay1, py + 1.0)
-        x0 = _place(rng, ax0, ax1, ww, W)
-        y0 = _place(rng, ay0, ay1, wh, H)
-        window = np.stack([x0, y0, x0 + ww, y0 + wh], axis=1)
+        window = self._window(rng, row, k, scale, u[:, 3], u[:, 4])
         flip = (rng.random(n) < 0.5) if cfg.flip else np.zeros(n, bool)
         return CropBatch(image, category, minus, minus.copy(), scale, window, flip, sigma, np.zeros(n, bool))
