@@ -9,7 +9,7 @@ from types import ModuleType
 from isus import synth
 from isus.datasets import (PanopticDataset, dataset_names, max_image_pixels, open_dataset, register_dataset,
                            set_max_image_pixels)
-from isus.crop import CropConfig, CropEngine, CropSample, crop_sample
+from isus.crop import CropConfig, CropEngine, CropSample, InstanceVisibility, crop_sample
 from isus.errors import DatasetError, InstancesUnavailableError, IsusError
 from isus.index import (ClassTable, Index, IndexFileError, IndexMeta, IndexMismatchError, Instances, build_index,
                         merge_indexes)
@@ -56,6 +56,7 @@ __all__ = [
     "CropConfig",
     "CropEngine",
     "CropSample",
+    "InstanceVisibility",
     "crop_sample",
     "torch",
     "cabb",

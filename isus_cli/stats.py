@@ -2,27 +2,71 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 import isus
 from isus.fsio import atomic_write_bytes, naming
-from isus.stats import compute_stats, require_instances, write_plots
+from isus.stats import compute_stats, mask_visibility, require_instances, write_plots
 from isus_cli._options import (check_overwrite, index_root_option, out_dir_option, overwrite_option,
                                sampler_options, samples_option, seed_option)
 from isus_cli._progress import progress
 
 
 def run_stats(index: isus.Index, out: Path, config: isus.SamplerConfig, samples: int, seed: int,
-              per_class: bool, box_fractions: tuple[float, ...] = (0.1, 0.25, 0.5)) -> tuple[dict, list[Path]]:
+              per_class: bool, box_fractions: tuple[float, ...] = (0.1, 0.25, 0.5),
+              masks: MaskCounts | None = None) -> tuple[dict, list[Path]]:
     rfs = f" + {samples} RFS" if config.mode == "rfs" else ""
     stats = compute_stats(index, config, samples, seed, per_class=per_class, box_fractions=box_fractions,
                           progress=progress(f"sampling {samples} CUS + {samples} ISUS{rfs} crops", unit="batches"))
+    if masks is not None and masks.samples > 0:
+        stats["visibility"]["masks"] = masks.count(index, config, seed, box_fractions)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "stats.json", json.dumps(stats, indent=1).encode())
     with naming(out):
         return stats, write_plots(stats, out)
+
+
+@dataclass(frozen=True)
+class MaskCounts:
+    """``--mask-samples`` and ``--visible-fractions``: the visibility filters counted on the
+    segment maps of drawn crops (``isus.stats.mask_visibility``), when the dataset is reachable."""
+
+    samples: int
+    visible_fractions: tuple[float, ...]
+    root: Path | None = None
+
+    def count(self, index: isus.Index, config: isus.SamplerConfig, seed: int,
+              box_fractions: tuple[float, ...]) -> dict:
+        try:
+            ds = index.open_dataset(self.root, verify=False)
+            engine = isus.CropEngine(ds, index)  # checks the files against the index (a sample)
+        except (isus.IsusError, OSError) as e:
+            click.echo(f"note: the visibility filters are not counted on masks: the dataset could not be "
+                       f"opened ({e}); pass --root, or --mask-samples 0", err=True)
+            return {"skipped": str(e)}
+        n = self.samples * (3 if config.mode == "rfs" else 2)
+        return mask_visibility(engine, config, self.samples, seed, visible_fractions=self.visible_fractions,
+                               box_fractions=box_fractions,
+                               progress=progress(f"reading the segment maps of {n} crops", unit="crops"))
+
+
+def mask_table(masks: dict) -> str:
+    """Per mode and size bucket: the instances of the drawn crops, and the share (%) whose visible
+    area (``area <``) or visible box (``box <``) is below each fraction of the full one."""
+    modes = [m for m in ("cus", "isus", "rfs") if m in masks]
+    lines = [f"  {'':6s}{'':12s}" + "".join(f"{b:>10s}" for b in masks["size_buckets"])]
+    for m in modes:
+        v = masks[m]
+        lines.append(f"  {m.upper():6s}{'pairs':>12s}" + "".join(f"{n:10d}" for n in v["pairs"]))
+        for kind, key, fr in (("area", "area_below", masks["visible_fractions"]),
+                              ("box", "box_below", masks["box_fractions"])):
+            for f, row in zip(fr, v[key]):
+                lines.append(f"  {'':6s}{kind + ' < ' + format(f, 'g'):>12s}"
+                             + "".join(f"{100 * k / max(n, 1):9.1f}%" for k, n in zip(row, v["pairs"])))
+    return "\n".join(lines)
 
 
 def level_table(stats: dict) -> str:
@@ -93,13 +137,21 @@ def class_table(stats: dict, limit: int | None = None) -> str:
 @click.option("--box-fractions", default="0.1,0.25,0.5", show_default=True, callback=_fractions,
               help="CropConfig(min_box_fraction=) values whose dropped or ignored (crop, instance) pairs "
                    "are counted per size bucket.")
+@click.option("--visible-fractions", default="0.1,0.25,0.5", show_default=True, callback=_fractions,
+              help="CropConfig(min_visible_fraction=) values whose dropped or ignored pairs are counted per "
+                   "size bucket, on the segment maps of --mask-samples crops.")
+@click.option("--mask-samples", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Crops per mode whose segment maps are read to count --visible-fractions and, exactly, "
+                   "--box-fractions (needs the dataset; the annotation cache when the index has one); 0: none.")
 @index_root_option
 @overwrite_option
 def stats(index_file: Path, out: Path, config: isus.SamplerConfig, samples: int | None, seed: int, per_class: bool,
-          box_fractions: tuple[float, ...], root: Path | None, overwrite: bool) -> None:
+          box_fractions: tuple[float, ...], visible_fractions: tuple[float, ...], mask_samples: int,
+          root: Path | None, overwrite: bool) -> None:
     """Plot object scales, crop truncation and per-level supervision (FULL / CUS / ISUS, and RFS).
 
-    Computed from the index and simulated crops only: nothing is decoded. Writes
+    Computed from the index and simulated crops (the visibility filters also from the segment maps
+    of --mask-samples crops per mode; no image pixels are decoded). Writes
     scale_distribution.png, crop_truncation.png, level_supervision.png (and per_class_levels.png)
     and stats.json with every plotted number; refuses to replace those of an earlier run
     without --overwrite. Every number is about instances: on an index without any (a
@@ -118,12 +170,19 @@ def stats(index_file: Path, out: Path, config: isus.SamplerConfig, samples: int 
     index = isus.Index.load(index_file, root=root)
     require_instances(index)  # a semantic-only index: say so, rather than draw empty plots
     check_overwrite(output_files(out, per_class), overwrite)
-    result, paths = run_stats(index, out, config, samples, seed, per_class, box_fractions)
+    result, paths = run_stats(index, out, config, samples, seed, per_class, box_fractions,
+                              MaskCounts(mask_samples, visible_fractions, root))
     click.echo(f"instances per FPN level ({samples} crops per mode; max/min: the imbalance):")
     click.echo(level_table(result))
     click.echo("(crop, instance) pairs per size in the crop (sqrt(area) < 32, < 96, more), and the share a "
                "CropConfig(min_box_fraction=f) would drop or ignore (at least: window-clipped boxes):")
     click.echo(visibility_table(result))
+    masks = result["visibility"].get("masks")
+    if masks is not None and "skipped" not in masks:
+        click.echo(f"measured on the segment maps of {masks['samples']} crops per mode (instances kept by "
+                   "min_instance_area; the share a CropConfig(min_visible_fraction=f) or (min_box_fraction=f) "
+                   "would drop or ignore):")
+        click.echo(mask_table(masks))
     if "classes" in result:
         r = result["settings"]["rfs"]
         c = result["classes"]

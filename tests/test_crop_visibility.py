@@ -173,3 +173,73 @@ def test_stats_box_fractions_are_upper_bounds_of_the_engines(tmp_path):
             assert engine_frac[0] <= clipped * slack + 1e-9
             checked += 1
     assert checked > 20
+
+
+@pytest.fixture(scope="module")
+def synth_world(tmp_path_factory):
+    root = isus.synth.write_dataset(tmp_path_factory.mktemp("vis") / "mvd", "mvd", 4, size=(640, 480), seed=2)
+    ds = isus.open_dataset("mvd", root)
+    return ds, isus.build_index(ds, workers=1)
+
+
+@pytest.mark.parametrize("use_index", [True, False])
+def test_engine_visibility_is_what_the_filters_compare(synth_world, use_index):
+    """CropEngine.visibility (segment map only) lists the instances a crop holds before the
+    visibility filters, and its fractions are the ones they compare: with low_visibility="ignore"
+    an instance is flagged exactly when its fraction is below the threshold; with "drop" the
+    kept ones are exactly the others."""
+    ds, index = synth_world
+    specs = list(isus.torch.CropSampler(index, isus.SamplerConfig(crop_size=(128, 96), mode="isus"), 40, seed=3))
+    plain = CropEngine(ds, index if use_index else None)
+    flags = {f: CropEngine(ds, index if use_index else None,
+                           CropConfig(min_visible_fraction=f, low_visibility="ignore")) for f in (0.3, 0.7)}
+    box = CropEngine(ds, index if use_index else None, CropConfig(min_box_fraction=0.4))
+    seen = low = 0
+    for spec in specs:
+        v = plain.visibility(spec)
+        s = plain(spec)
+        assert v.segment_ids.tolist() == s.segment_ids.tolist() and v.category_ids.tolist() == s.category_ids.tolist()
+        b = s.original_boxes.astype(np.float64)
+        # the full box's side in the crop, from the sample's own original boxes (float32 there)
+        np.testing.assert_allclose(v.size, np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])), rtol=1e-5)
+        assert ((0 <= v.area_fraction) & (v.area_fraction <= 1) & (v.box_fraction <= 1)).all()
+        for f, engine in flags.items():
+            assert engine(spec).ignore.tolist() == (v.area_fraction < f).tolist()
+        assert box(spec).segment_ids.tolist() == v.segment_ids[v.box_fraction >= 0.4].tolist()
+        seen += len(v.segment_ids)
+        low += int((v.area_fraction < 0.7).sum())
+    assert seen > 30 and 0 < low < seen  # both outcomes occur
+
+
+def test_mask_visibility_counts_what_the_engine_flags(synth_world):
+    """isus.stats.mask_visibility redrawn by hand: the same crops (PCG64(SeedSequence([seed, m, 1]))),
+    each cropped whole by an engine that flags low-visibility instances, bucketed by the size of
+    the sample's original box."""
+    from isus.sampling import SamplingPolicy
+    from isus.stats import mask_visibility
+    ds, index = synth_world
+    config = isus.SamplerConfig(crop_size=(128, 96), mode="isus")
+    got = mask_visibility(CropEngine(ds, index), config, 30, seed=5, visible_fractions=(0.2, 0.6),
+                          box_fractions=(0.5,))
+    assert got["samples"] == 30 and got["visible_fractions"] == [0.2, 0.6] and got["box_fractions"] == [0.5]
+    for m, mode in enumerate(("cus", "isus")):
+        batch = SamplingPolicy(index, config.with_mode(mode)).draw(
+            np.random.Generator(np.random.PCG64(np.random.SeedSequence([5, m, 1]))), 30)
+        pairs, area, boxb = np.zeros(3, int), np.zeros((2, 3), int), np.zeros((1, 3), int)
+        for k in range(30):
+            spec = batch.spec(k)
+            for j, f in enumerate((0.2, 0.6)):
+                s = CropEngine(ds, index, CropConfig(min_visible_fraction=f, low_visibility="ignore"))(spec)
+                ob = s.original_boxes.astype(np.float64)
+                size = np.sqrt((ob[:, 2] - ob[:, 0]) * (ob[:, 3] - ob[:, 1]))
+                bucket = np.where(size < 32, 0, np.where(size < 96, 1, 2))
+                area[j] += np.bincount(bucket[s.ignore], minlength=3)
+            pairs += np.bincount(bucket, minlength=3)
+            s = CropEngine(ds, index, CropConfig(min_box_fraction=0.5, low_visibility="ignore"))(spec)
+            boxb[0] += np.bincount(bucket[s.ignore], minlength=3)
+        assert got[mode]["crops"] == 30
+        assert got[mode]["pairs"] == pairs.tolist() and got[mode]["area_below"] == area.tolist()
+        assert got[mode]["box_below"] == boxb.tolist()
+        assert (area[0] <= area[1]).all() and area[1].sum() > 0
+    with pytest.raises(ValueError, match="needs a CropEngine built with the index"):
+        mask_visibility(CropEngine(ds), config, 5)

@@ -244,3 +244,26 @@ def test_cli_stats_box_fractions(index, tmp_path):
     assert "min_box_fraction" in res.output and "< 0.7" in res.output
     res = CliRunner().invoke(cli, ["stats", str(index.path), "--out", str(tmp_path / "b"), "--box-fractions", "0,2"])
     assert res.exit_code != 0 and "--box-fractions" in res.output
+
+
+def test_cli_stats_counts_visibility_on_masks(index, tmp_path):
+    """--mask-samples crops' segment maps give the min_visible_fraction counts (and exact box ones);
+    0 turns it off; an index whose dataset is gone still gets its index-only numbers, with a note."""
+    res = CliRunner().invoke(cli, ["stats", str(index.path), "--out", str(tmp_path / "a"), "--samples", "200",
+                                   "--crop", "512", "--mask-samples", "20", "--visible-fractions", "0.3"])
+    assert res.exit_code == 0, res.output
+    masks = json.loads((tmp_path / "a" / "stats.json").read_text())["visibility"]["masks"]
+    assert masks["samples"] == 20 and masks["visible_fractions"] == [0.3] and set(masks) >= {"cus", "isus"}
+    assert len(masks["isus"]["area_below"]) == 1 and len(masks["isus"]["box_below"]) == 3
+    assert "segment maps of 20 crops per mode" in res.output and "area < 0.3" in res.output
+    res = CliRunner().invoke(cli, ["stats", str(index.path), "--out", str(tmp_path / "b"), "--samples", "200",
+                                   "--mask-samples", "0"])
+    assert res.exit_code == 0 and "segment maps" not in res.output, res.output
+    assert "masks" not in json.loads((tmp_path / "b" / "stats.json").read_text())["visibility"]
+    elsewhere = tmp_path / "empty"
+    elsewhere.mkdir()
+    res = CliRunner().invoke(cli, ["stats", str(index.path), "--out", str(tmp_path / "c"), "--samples", "200",
+                                   "--mask-samples", "5", "--root", str(elsewhere)])
+    assert res.exit_code == 0, res.output
+    assert "not counted on masks" in res.output and "--mask-samples 0" in res.output
+    assert "skipped" in json.loads((tmp_path / "c" / "stats.json").read_text())["visibility"]["masks"]

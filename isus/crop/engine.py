@@ -30,7 +30,7 @@ from isus.index.image_cache import CachedImageSource
 from isus.index.index import Index
 from isus.types import CropSpec
 
-__all__ = ["CropConfig", "CropSample", "crop_sample", "CropEngine"]
+__all__ = ["CropConfig", "CropSample", "crop_sample", "CropEngine", "InstanceVisibility"]
 
 
 _INTERPOLATION = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
@@ -160,6 +160,25 @@ class CropSample:
     flip: bool = False
     segment_table: np.ndarray | None = None
     ignore: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class InstanceVisibility:
+    """What a crop shows of each of its instances (:meth:`CropEngine.visibility`).
+
+    Attributes
+    ----------
+    segment_ids, category_ids : (N,) int64
+    size : (N,) float64 ``sqrt(area)`` of the instance's full box, in crop pixels
+    area_fraction : (N,) float64 visible pixels over the full area at the crop's scale (clipped to 1)
+    box_fraction : (N,) float64 the visible box's area over the full box's, in the crop (clipped to 1)
+    """
+
+    segment_ids: np.ndarray
+    category_ids: np.ndarray
+    size: np.ndarray
+    area_fraction: np.ndarray
+    box_fraction: np.ndarray
 
 
 class CropEngine:
@@ -301,24 +320,48 @@ class CropEngine:
         return box[keep].astype(np.float64), area[keep].astype(np.float64)
 
     # -- the sample -------------------------------------------------------------------------------
-    def __call__(self, spec: CropSpec) -> CropSample:
-        cfg = self.config
+    def _segments(self, spec: CropSpec, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, tuple[int, int],
+                                                                       np.ndarray, np.ndarray, np.ndarray]:
+        """The crop's dense segment indices, its segments table and image size, and per segment:
+        thing flag, crowd flag, and the lookup table of segment ids (``[0, ids...]``)."""
         if self._verify and spec.image not in self._verified:
             # First use of this image here: its files must still be those the index was built from.
             assert self.index is not None  # _verify implies an index
             self.index.verify_image(self.ds, spec.image, names=False)
             self._verified.add(spec.image)
-        size = crop_size(spec)
-        image = self._image(spec, size)
         dense, segments, image_size = self._panoptic(spec, size)
-        seg_ids, cats = segments["id"], segments["category_id"]
-        crowd_flag = segments["iscrowd"].astype(bool)
-        train = np.array([self._train_id[int(c)] for c in cats], dtype=np.int64)
-        isthing = np.array([self._isthing[int(c)] for c in cats], dtype=bool)
-        lut_ids = np.concatenate([[0], seg_ids]).astype(np.int32)
+        isthing = np.array([self._isthing[int(c)] for c in segments["category_id"]], dtype=bool)
+        lut_ids = np.concatenate([[0], segments["id"]]).astype(np.int32)
         if self._semantic_only:  # a category segment is a class, not an instance, and has no id
             isthing[:] = False
             lut_ids[:] = 0
+        return dense, segments, image_size, isthing, segments["iscrowd"].astype(bool), lut_ids
+
+    def visibility(self, spec: CropSpec) -> InstanceVisibility:
+        """How much of each instance ``spec``'s crop shows, from its segment map alone (no pixels
+        are decoded): the instances the crop would hold before any visibility filter (things, not
+        crowd, at least ``min_instance_area`` visible pixels), with the fractions that
+        ``min_visible_fraction`` and ``min_box_fraction`` compare (:func:`~isus.crop.functional.visible_fractions`)."""
+        size = crop_size(spec)
+        dense, segments, _, isthing, crowd_flag, lut_ids = self._segments(spec, size)
+        _, area, vbox = kernels.crop_ids(dense, lut_ids)
+        keep, _ = F.select_instances(area, isthing, crowd_flag, self.config.min_instance_area)
+        extent = self._index_extent if self.index is not None else self._decoded_extent
+        full, full_area = extent(spec.image, segments["id"], keep)
+        original = F.map_boxes(full, spec.window, spec.scale, spec.flip, size[0])
+        area_frac, box_frac = F.visible_fractions(area[keep], full_area * spec.scale ** 2, vbox[keep], original)
+        side = np.sqrt(np.clip(full[:, 2] - full[:, 0], 0, None) * np.clip(full[:, 3] - full[:, 1], 0, None))
+        return InstanceVisibility(segment_ids=segments["id"][keep].astype(np.int64),
+                                  category_ids=segments["category_id"][keep].astype(np.int64),
+                                  size=side * spec.scale, area_fraction=area_frac, box_fraction=box_frac)
+
+    def __call__(self, spec: CropSpec) -> CropSample:
+        cfg = self.config
+        size = crop_size(spec)
+        image = self._image(spec, size)
+        dense, segments, image_size, isthing, crowd_flag, lut_ids = self._segments(spec, size)
+        seg_ids, cats = segments["id"], segments["category_id"]
+        train = np.array([self._train_id[int(c)] for c in cats], dtype=np.int64)
         sem_lut = F.semantic_lut(train, crowd_flag, cfg.ignore_label, cfg.crowd_as_ignore)
         crowd_lut = np.concatenate([[False], crowd_flag])
         table = None
