@@ -75,9 +75,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="crop size, s0, scale ranges and crops per GPU of the paper's App. D")
     d.add_argument("--crop", type=_int(16, 4096), default=None, help="square crop size (default: the preset's, else 512)")
     d.add_argument("--shortest-side", type=_float(0, strict=True), default=None, help="s0 (default: the preset's, else none: images at their own size)")
-    d.add_argument("--sampling", choices=["isus", "cus", "full"], default="cus",
-                   help="ISUS crops (the paper's), CUS crops or whole images at s0. Default cus: " + EVIDENCE
-                        + "; data without instance annotations needs cus or full")
+    d.add_argument("--sampling", choices=["isus", "cus", "full", "rfs"], default="cus",
+                   help="ISUS crops (the paper's), CUS crops, whole images at s0, or repeat-factor sampling (rfs: "
+                        "LVIS / detectron2's baseline, images drawn by their rarest class's repeat factor). Default "
+                        "cus: " + EVIDENCE + "; data without instance annotations needs cus, full or rfs")
+    d.add_argument("--rfs-threshold", type=_fraction, default=None, metavar="T",
+                   help="--sampling rfs: frequency threshold t below which a class's images are repeated (default "
+                        "0.001, LVIS's)")
+    d.add_argument("--rfs-sqrt", action=argparse.BooleanOptionalAction, default=None,
+                   help="--sampling rfs: repeat factor max(1, sqrt(t / f)) (the default, LVIS's) or, with "
+                        "--no-rfs-sqrt, max(1, t / f)")
+    d.add_argument("--rfs-crop", choices=["class", "image"], default=None,
+                   help="--sampling rfs: a crop around a class of the drawn image (class, the default) or the "
+                        "whole image at s0")
     d.add_argument("--scale-range", type=_pair, default=None, metavar="LO,HI",
                    help="r_st: the scale range of CUS crops (every class) and of ISUS stuff crops (default: the "
                         "preset's, else 0.5,2); 0.25,4 with --sampling cus is the paper's App. E control")
@@ -144,6 +154,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "share, GPU memory, evaluation metrics by size, crop previews; written when the tensorboard "
                         "package is installed, see docs/training.md)")
     args = p.parse_args(argv)
+    rfs_given = [("--no-rfs-sqrt" if getattr(args, k) is False else f"--{k.replace('_', '-')}")
+                 for k in ("rfs_threshold", "rfs_sqrt", "rfs_crop") if getattr(args, k) is not None]
+    if rfs_given and args.sampling != "rfs":
+        p.error(f"{', '.join(rfs_given)} appl{'y' if len(rfs_given) > 1 else 'ies'} to --sampling rfs only")
     args.eval_range = _ranges(p, args.eval_range)
     if args.eval_images is not None and args.eval_images < 1:
         p.error(f"--eval-images expects a positive number of images; got {args.eval_images}")
@@ -360,7 +374,11 @@ def sampler_config(args, index: isus.Index) -> isus.SamplerConfig:
         changes["crop_size"] = (args.crop, args.crop)
     if args.shortest_side:
         changes["shortest_side"] = args.shortest_side
-    return dataclasses.replace(cfg, **changes)
+    cfg = dataclasses.replace(cfg, **changes)
+    if args.sampling == "rfs":
+        rfs = {k: getattr(args, k) for k in ("rfs_threshold", "rfs_sqrt", "rfs_crop") if getattr(args, k) is not None}
+        cfg = cfg.with_mode("rfs", **rfs)
+    return cfg
 
 
 #: The split each reader's dataset evaluates on, when the root has it.
@@ -505,7 +523,7 @@ def main(argv=None) -> dict:
     sampler = CropSampler(index, cfg, num_samples=args.steps * batch * world, seed=args.seed, rank=rank,
                           world_size=world, policy=policy)
     crop = cfg.crop_size
-    if args.sampling == "full":
+    if args.sampling == "full" or getattr(cfg, "rfs_crop", None) == "image":  # whole images
         s0 = cfg.shortest_side or int(min(index.heights.min(), index.widths.min()))
         min_size, max_size = int(s0), int(4 * s0)  # full images at s0: the transform must not rescale them
     else:
@@ -545,6 +563,10 @@ def main(argv=None) -> dict:
         else:
             print(f"configuration: --sampling {args.sampling} --box-loss {args.box_loss} (defaults: cus, smooth_l1; "
                   f"the paper's: isus, cabb); {EVIDENCE}", flush=True)
+        if isinstance(cfg, isus.RepeatFactorConfig):
+            print(f"repeat-factor sampling: t = {cfg.rfs_threshold:g}, {'sqrt' if cfg.rfs_sqrt else 'no sqrt'}, "
+                  f"{'crops around a class of each drawn image' if cfg.rfs_crop == 'class' else 'whole images at s0'}"
+                  " (isus stats --mode rfs shows the repeat factors)", flush=True)
     if args.resume:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

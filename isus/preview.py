@@ -8,7 +8,7 @@ import numpy as np
 from isus.fsio import atomic_savefig
 from isus.crop.engine import CropEngine
 from isus.index import Index
-from isus.sampling.config import SamplerConfig
+from isus.sampling.config import RepeatFactorConfig, SamplerConfig
 from isus.sampling.policy import SamplingPolicy
 
 __all__ = ["render_preview", "sigma_label"]
@@ -98,6 +98,11 @@ def render_preview(index: Index, out: str | Path, n: int = 16, *, config: Sample
     isus_line = ("" if config.mode != "isus" or semantic_only else
                  "\nISUS thing crops: an instance (magenta) and a level P_l are drawn, and σ is chosen so that the "
                  "instance's size sqrt(w h) x σ falls in P_l's range; clamped: σ was held to r_th")
+    if isinstance(config, RepeatFactorConfig):
+        how = ("a class of the image and σ in r_st, the window around it" if config.rfs_crop == "class"
+               else "the whole image at σ = 1 (titled with its rarest class)")
+        isus_line = (f"\nRFS crops: an image drawn by its repeat factor, the largest of its classes' "
+                     f"max(1, (t / f_c)^{0.5 if config.rfs_sqrt else 1:g}) with t = {config.rfs_threshold:g}; then {how}")
     st_lo, st_hi = config.stuff_scale_range
     fig.suptitle(f"{ds.name} {config.mode.upper()} crops {config.crop_size[0]}x{config.crop_size[1]}: {drawn}\n"
                  f"{s0}; σ: the crop's scale on top of that, uniform in r_st = "
