@@ -88,3 +88,20 @@ def test_crop_maps_and_instance_masks(h, w, n, seed):
     area, box = got[3], got[4]
     segs = np.flatnonzero(area > 0)[::2].astype(np.int64)
     np.testing.assert_array_equal(kernels.instance_masks(dense, segs, box[segs]), ref.instance_masks(dense, segs))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 12), st.integers(0, 6), st.integers(0, 2**31))
+def test_crop_maps_and_crop_ids_on_upscaled_maps(h, w, n, seed):
+    """What crops look like (and what the kernels' run and repeated-row paths serve): a small map
+    upscaled by repeating rows and columns a random number of times each, equal to the reference."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, n + 1, (h, w)).astype(np.uint16)
+    dense = np.ascontiguousarray(np.repeat(np.repeat(small, rng.integers(1, 5, h), 0), rng.integers(1, 5, w), 1))
+    id_lut = np.concatenate([[0], rng.integers(1, 10**6, n)]).astype(np.int32)
+    sem_lut = rng.integers(0, 256, n + 1).astype(np.int64)
+    crowd_lut = rng.random(n + 1) < 0.3
+    for g, r in zip(kernels.crop_maps(dense, id_lut, sem_lut, crowd_lut), ref.crop_maps(dense, id_lut, sem_lut, crowd_lut)):
+        np.testing.assert_array_equal(g, r)
+    for g, r in zip(kernels.crop_ids(dense, id_lut), ref.crop_ids(dense, id_lut)):
+        np.testing.assert_array_equal(g, r)
