@@ -337,6 +337,14 @@ class CropEngine:
             lut_ids[:] = 0
         return dense, segments, image_size, isthing, segments["iscrowd"].astype(bool), lut_ids
 
+    def _extent_in_crop(self, spec: CropSpec, size: tuple[int, int], seg_ids: np.ndarray, keep: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Full boxes (original pixels) of segments ``seg_ids[keep]``, their full areas at the
+        crop's scale, and the full boxes mapped into the crop: what the visibility filters compare."""
+        extent = self._index_extent if self.index is not None else self._decoded_extent
+        full, full_area = extent(spec.image, seg_ids, keep)
+        return full, full_area * spec.scale ** 2, F.map_boxes(full, spec.window, spec.scale, spec.flip, size[0])
+
     def visibility(self, spec: CropSpec) -> InstanceVisibility:
         """How much of each instance ``spec``'s crop shows, from its segment map alone (no pixels
         are decoded): the instances the crop would hold before any visibility filter (things, not
@@ -346,10 +354,8 @@ class CropEngine:
         dense, segments, _, isthing, crowd_flag, lut_ids = self._segments(spec, size)
         _, area, vbox = kernels.crop_ids(dense, lut_ids)
         keep, _ = F.select_instances(area, isthing, crowd_flag, self.config.min_instance_area)
-        extent = self._index_extent if self.index is not None else self._decoded_extent
-        full, full_area = extent(spec.image, segments["id"], keep)
-        original = F.map_boxes(full, spec.window, spec.scale, spec.flip, size[0])
-        area_frac, box_frac = F.visible_fractions(area[keep], full_area * spec.scale ** 2, vbox[keep], original)
+        full, full_area, original = self._extent_in_crop(spec, size, segments["id"], keep)
+        area_frac, box_frac = F.visible_fractions(area[keep], full_area, vbox[keep], original)
         side = np.sqrt(np.clip(full[:, 2] - full[:, 0], 0, None) * np.clip(full[:, 3] - full[:, 1], 0, None))
         return InstanceVisibility(segment_ids=segments["id"][keep].astype(np.int64),
                                   category_ids=segments["category_id"][keep].astype(np.int64),
@@ -377,11 +383,9 @@ class CropEngine:
         keep, dropped = F.select_instances(area, isthing, crowd_flag, cfg.min_instance_area)
         ignore = None
         if cfg.filters_visibility:
-            extent = self._index_extent if self.index is not None else self._decoded_extent
-            full, full_area = extent(spec.image, seg_ids, keep)
-            original = F.map_boxes(full, spec.window, spec.scale, spec.flip, size[0])
-            low = F.low_visibility(area[keep], full_area * spec.scale ** 2, vbox[keep], original,
-                                   cfg.min_visible_fraction, cfg.min_box_fraction)
+            full, full_area, original = self._extent_in_crop(spec, size, seg_ids, keep)
+            low = F.low_visibility(area[keep], full_area, vbox[keep], original, cfg.min_visible_fraction,
+                                   cfg.min_box_fraction)
             if cfg.low_visibility == "drop":
                 keep, full, original = keep[~low], full[~low], original[~low]
                 dropped += int(low.sum())
