@@ -41,13 +41,14 @@ def test_rfs_options_are_checked(bad, says):
     assert res.returncode == 2 and says in res.stderr, res.stderr
 
 
-def test_a_short_rfs_run(data, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("crop, says", [("class", "crops around a class"), ("image", "whole images at s0")])
+def test_a_short_rfs_run(data, tmp_path, crop, says):  # noqa: F811
     tmp, root = data
     out = tmp_path / "rfs"
     res = subprocess.run([sys.executable, str(SCRIPT), "--dataset", "mvd", "--root", str(root), "--index",
                           str(tmp / "mvd.isusidx"), *SMALL, "--sampling", "rfs", "--rfs-threshold", "0.5",
-                          "--out", str(out), "--steps", "2", "--no-eval", "--no-tensorboard"],
+                          "--rfs-crop", crop, "--out", str(out), "--steps", "2", "--no-eval", "--no-tensorboard"],
                          capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
-    assert "repeat-factor sampling: t = 0.5, sqrt, crops around a class" in res.stdout
+    assert f"repeat-factor sampling: t = 0.5, sqrt, {says}" in res.stdout
     assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
