@@ -8,12 +8,17 @@ from pathlib import Path
 
 import click
 
+from isus.datasets import dataset_formats, reader_class
 from isus.index import Index, build_index, merge_indexes, remove_checkpoint
 from isus.index.image_cache import ImageCacheParams
 from isus.progress import Progress
 from isus.fsio import naming, remove_stale_temps
 from isus.summary import format_bytes
 from isus_cli._options import DatasetArgs, dataset_options, index_root_option, overwrite_option, workers_option
+
+#: the formats whose readers write the annotation cache unless told otherwise (each reader says)
+_CACHED = [n for n in dataset_formats() if reader_class(n).cache_annotations_by_default]
+_CACHED_BY_DEFAULT = "on for " + ", ".join(_CACHED) if _CACHED else "off"
 
 
 def save_index(index_: Index, out: Path) -> None:
@@ -57,7 +62,7 @@ def index() -> None:
 @click.option("--resume", is_flag=True, help="Continue an interrupted build of the same --out.")
 @click.option("--shard", callback=parse_shard, default=None, help="Build only part K of N (K/N); join with `isus index merge`.")
 @click.option("--cache-annotations/--no-cache-annotations", default=None,
-              help="Also write the annotation cache (default: on for MVD) to OUT.cache/ (shards without --out: "
+              help=f"Also write the annotation cache (default: {_CACHED_BY_DEFAULT}) to OUT.cache/ (shards without --out: "
                    "to the whole index's, {dataset}-{split}.isusidx.cache/).")
 @click.option("--cache-images/--no-cache-images", default=False, show_default=True,
               help="Also write the image cache (tiles at 1/1..1/8, beside the annotation cache): crops then decode "
