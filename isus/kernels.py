@@ -264,14 +264,27 @@ def rle_rows_valid(offsets: np.ndarray, ends: np.ndarray, width: int) -> bool:
 
 
 @_jit
+def _first_at_least(xs: np.ndarray, lo: int, hi: int, v: int) -> int:
+    """The first ``k`` in ``[lo, hi)`` with ``xs[k] >= v`` (``xs`` non-decreasing; ``hi`` if none)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if xs[mid] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@_jit
 def rle_sample(offsets: np.ndarray, values: np.ndarray, ends: np.ndarray, width: int, rows: np.ndarray,
                xs: np.ndarray, flip: bool, out: np.ndarray, row0: int) -> np.ndarray:
     """Nearest-neighbour sample of a row-RLE map into ``out[row0 + j]`` for each ``rows[j]``.
 
     ``rows[j]`` is a row of the tables, or -1 for a row outside the map; ``xs`` are the source
     columns, non-decreasing (may lie outside ``[0, width)``: those pixels get 0). With ``flip``
-    output column ``k`` takes ``xs[n - 1 - k]``. Each sampled row costs its runs plus the output
-    columns, whatever the window's width; a row repeated in ``rows`` (upscaling) is copied.
+    output column ``k`` takes ``xs[n - 1 - k]``. Each sampled row costs its runs (a binary search
+    of ``xs`` for where each ends) plus one store per output column, whatever the window's width;
+    a row repeated in ``rows`` (upscaling) is copied.
     """
     n = xs.shape[0]
     lo = 0
@@ -286,18 +299,28 @@ def rle_sample(offsets: np.ndarray, values: np.ndarray, ends: np.ndarray, width:
         if j > 0 and y == rows[j - 1]:
             o[:] = out[row0 + j - 1]
             continue
-        o[:] = 0
         if y < 0 or lo >= hi:
+            o[:] = 0
             continue
-        r = _first_run_after(ends, offsets[y], offsets[y + 1], xs[lo])
-        for k in range(lo, hi):
-            x = xs[k]
-            while ends[r] <= x:
-                r += 1
+        for k in range(lo):  # columns left of the map, then right of it
+            o[n - 1 - k if flip else k] = 0
+        for k in range(hi, n):
+            o[n - 1 - k if flip else k] = 0
+        b = offsets[y + 1]
+        r = _first_run_after(ends, offsets[y], b, xs[lo])
+        k = lo
+        while k < hi:
+            k2 = _first_at_least(xs, k + 1, hi, ends[r])  # columns k..k2-1 fall in run r
+            v = values[r]
             if flip:
-                o[n - 1 - k] = values[r]
+                for q in range(n - k2, n - k):
+                    o[q] = v
             else:
-                o[k] = values[r]
+                for q in range(k, k2):
+                    o[q] = v
+            k = k2
+            if k < hi:
+                r = _first_run_after(ends, r + 1, b, xs[k])
     return out
 
 
