@@ -50,16 +50,21 @@ def _run_end(dense: np.ndarray, y: int, x: int) -> int:
 
 
 @_jit
-def _search(sorted_values: np.ndarray, v: int) -> int:
-    """First position in ``sorted_values`` whose value is >= ``v`` (binary search)."""
-    lo, hi = 0, sorted_values.shape[0]
+def _first_at_least(xs: np.ndarray, lo: int, hi: int, v: int) -> int:
+    """The first ``k`` in ``[lo, hi)`` with ``xs[k] >= v`` (``xs`` non-decreasing; ``hi`` if none)."""
     while lo < hi:
         mid = (lo + hi) >> 1
-        if sorted_values[mid] < v:
+        if xs[mid] < v:
             lo = mid + 1
         else:
             hi = mid
     return lo
+
+
+@_jit
+def _search(sorted_values: np.ndarray, v: int) -> int:
+    """First position in ``sorted_values`` whose value is >= ``v`` (binary search)."""
+    return _first_at_least(sorted_values, 0, sorted_values.shape[0], v)
 
 
 @_jit
@@ -261,18 +266,6 @@ def rle_rows_valid(offsets: np.ndarray, ends: np.ndarray, width: int) -> bool:
         if b > a and prev != width:
             return False
     return True
-
-
-@_jit
-def _first_at_least(xs: np.ndarray, lo: int, hi: int, v: int) -> int:
-    """The first ``k`` in ``[lo, hi)`` with ``xs[k] >= v`` (``xs`` non-decreasing; ``hi`` if none)."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if xs[mid] < v:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 @_jit
