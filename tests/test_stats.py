@@ -44,6 +44,22 @@ def test_scale_histogram_matches_the_index(index, stats):
     assert np.allclose(np.diff(np.log2(edges)), 0.25)  # log-spaced, 4 bins per octave
 
 
+def _overlaps(index, policy, m):
+    """The crops compute_stats draws for mode ``m`` (3 chunks of 1000 from PCG64(SeedSequence([4,
+    m]))) and, with plain loops, each (crop, non-crowd instance) pair whose box overlaps the
+    window: (instance row, crop scale, clipped box width and height, full box area)."""
+    inst = index.instances
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([4, m])))
+    for b in [policy.draw(rng, 1000) for _ in range(3)]:
+        for k in range(len(b)):
+            x0, y0, x1, y1 = b.window[k]
+            for r in np.flatnonzero((inst.image == b.image[k]) & ~inst.iscrowd):
+                bx0, by0, bx1, by1 = inst.box[r].astype(float)
+                w, h = min(bx1, x1) - max(bx0, x0), min(by1, y1) - max(by0, y0)
+                if w > 0 and h > 0:
+                    yield r, b.scale[k], w, h, (bx1 - bx0) * (by1 - by0)
+
+
 def test_truncation_and_levels_recomputed_from_the_crop_windows(index, stats):
     """Redraw the same crops and recompute IoU and levels with plain loops."""
     edges = np.array(stats["truncation"]["edges"])
@@ -52,23 +68,13 @@ def test_truncation_and_levels_recomputed_from_the_crop_windows(index, stats):
     base = 600 / np.minimum(index.heights, index.widths)
     for m, mode in enumerate(("cus", "isus")):
         policy = SamplingPolicy(index, isus.SamplerConfig(crop_size=(640, 640), shortest_side=600, mode=mode))
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([4, m])))
-        batches = [policy.draw(rng, 1000) for _ in range(3)]
         sums, counts, lv = np.zeros(len(edges) - 1), np.zeros(len(edges) - 1), np.zeros(4, int)
-        for b in batches:
-            for k in range(len(b)):
-                x0, y0, x1, y1 = b.window[k]
-                for r in np.flatnonzero((inst.image == b.image[k]) & ~inst.iscrowd):
-                    bx0, by0, bx1, by1 = inst.box[r].astype(float)
-                    w, h = min(bx1, x1) - max(bx0, x0), min(by1, y1) - max(by0, y0)
-                    if w <= 0 or h <= 0:
-                        continue
-                    iou = w * h / ((bx1 - bx0) * (by1 - by0))
-                    s = np.sqrt(inst.area[r]) * base[inst.image[r]]
-                    j = min(max(np.searchsorted(edges, s, side="right") - 1, 0), len(edges) - 2)
-                    sums[j] += iou
-                    counts[j] += 1
-                    lv[levels.levels.index(int(levels.level_of(np.array([np.sqrt(w * h) * b.scale[k]]))[0]))] += 1
+        for r, scale, w, h, full in _overlaps(index, policy, m):
+            s = np.sqrt(inst.area[r]) * base[inst.image[r]]
+            j = min(max(np.searchsorted(edges, s, side="right") - 1, 0), len(edges) - 2)
+            sums[j] += w * h / full
+            counts[j] += 1
+            lv[levels.levels.index(int(levels.level_of(np.array([np.sqrt(w * h) * scale]))[0]))] += 1
         assert stats["truncation"][mode]["count"] == counts.astype(int).tolist()
         got = np.array([np.nan if v is None else v for v in stats["truncation"][mode]["mean_iou"]])
         want = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
@@ -209,25 +215,15 @@ def test_visibility_counts_recomputed_from_the_crop_windows(index, stats):
     pairs and those whose window-clipped box is below each fraction, with plain loops."""
     v = stats["visibility"]
     assert v["box_fractions"] == [0.1, 0.25, 0.5] and v["size_edges"] == [32.0, 96.0]
-    inst = index.instances
     for m, mode in enumerate(("cus", "isus")):
         policy = SamplingPolicy(index, isus.SamplerConfig(crop_size=(640, 640), shortest_side=600, mode=mode))
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([4, m])))
         pairs, below = np.zeros(3, int), np.zeros((3, 3), int)
-        for b in [policy.draw(rng, 1000) for _ in range(3)]:
-            for k in range(len(b)):
-                x0, y0, x1, y1 = b.window[k]
-                for r in np.flatnonzero((inst.image == b.image[k]) & ~inst.iscrowd):
-                    bx0, by0, bx1, by1 = inst.box[r].astype(float)
-                    w, h = min(bx1, x1) - max(bx0, x0), min(by1, y1) - max(by0, y0)
-                    if w <= 0 or h <= 0:
-                        continue
-                    full = (bx1 - bx0) * (by1 - by0)
-                    size = np.sqrt(full) * b.scale[k]
-                    j = 0 if size < 32 else 1 if size < 96 else 2
-                    pairs[j] += 1
-                    for t, f in enumerate((0.1, 0.25, 0.5)):
-                        below[t, j] += w * h / full < f
+        for _, scale, w, h, full in _overlaps(index, policy, m):
+            size = np.sqrt(full) * scale
+            j = 0 if size < 32 else 1 if size < 96 else 2
+            pairs[j] += 1
+            for t, f in enumerate((0.1, 0.25, 0.5)):
+                below[t, j] += w * h / full < f
         assert v[mode]["pairs"] == pairs.tolist()
         assert v[mode]["below"] == below.tolist()
         assert sum(pairs) == sum(stats["truncation"][mode]["count"])
