@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "count_u16", "dense_segments", "scan_dense", "anchor_points", "rle_encode_rows", "rle_decode_window",
-    "rle_rows_valid", "rle_sample", "bilinear_taps", "resample_bilinear",
+    "rle_rows_valid", "rle_sample", "rle_sample_ids", "bilinear_taps", "resample_bilinear",
     "crop_maps", "instance_masks",
     "pair_counts", "mask_rle_counts", "colors_to_ids", "segment_areas",
 ]
@@ -315,6 +315,83 @@ def rle_sample(offsets: np.ndarray, values: np.ndarray, ends: np.ndarray, width:
             if k < hi:
                 r = _first_run_after(ends, r + 1, b, xs[k])
     return out
+
+
+
+@_jit
+def rle_sample_ids(offsets: np.ndarray, values: np.ndarray, ends: np.ndarray, width: int, rows: np.ndarray,
+                   xs: np.ndarray, flip: bool, id_lut: np.ndarray, out: np.ndarray, row0: int,
+                   area: np.ndarray, box: np.ndarray) -> int:
+    """:func:`rle_sample` fused with :func:`crop_ids`: writes ``id_lut[value]`` (the segment id,
+    int32) into ``out[row0 + j]`` and adds each sampled pixel of value ``v > 0`` to ``area[v - 1]``
+    and ``box[v - 1]`` ``(x0, y0, x1, y1)`` (exclusive ends; the caller starts x0 and y0 at the
+    output's width and height), a span of equal pixels at a time, never pixel by pixel.
+
+    Returns 0, or the first value with no entry in ``id_lut`` (a corrupt map: nothing is read
+    past the table, the caller raises).
+    """
+    n = xs.shape[0]
+    nlut = id_lut.shape[0]
+    lo = 0
+    while lo < n and xs[lo] < 0:
+        lo += 1
+    hi = n
+    while hi > lo and xs[hi - 1] >= width:
+        hi -= 1
+    # the spans (value, first, end output column) of the last row expanded: a repeated row
+    # (upscaling) copies its pixels and adds the same spans again
+    spans = np.empty((max(n, 1), 3), np.int64)
+    ns = 0
+    for j in range(rows.shape[0]):
+        y = rows[j]
+        yo = row0 + j
+        o = out[yo]
+        if j > 0 and y == rows[j - 1]:
+            o[:] = out[yo - 1]
+        elif y < 0 or lo >= hi:
+            o[:] = 0
+            ns = 0
+            continue
+        else:
+            for k in range(lo):  # columns left of the map, then right of it
+                o[n - 1 - k if flip else k] = 0
+            for k in range(hi, n):
+                o[n - 1 - k if flip else k] = 0
+            ns = 0
+            b = offsets[y + 1]
+            r = _first_run_after(ends, offsets[y], b, xs[lo])
+            k = lo
+            while k < hi:
+                k2 = _first_at_least(xs, k + 1, hi, ends[r])  # columns k..k2-1 fall in run r
+                v = values[r]
+                if v >= nlut:
+                    return int(v)
+                c0, c1 = (n - k2, n - k) if flip else (k, k2)
+                t = id_lut[v]
+                for q in range(c0, c1):
+                    o[q] = t
+                if v > 0:
+                    spans[ns, 0] = v
+                    spans[ns, 1] = c0
+                    spans[ns, 2] = c1
+                    ns += 1
+                k = k2
+                if k < hi:
+                    r = _first_run_after(ends, r + 1, b, xs[k])
+        for s in range(ns):
+            v1 = spans[s, 0] - 1
+            c0 = spans[s, 1]
+            c1 = spans[s, 2]
+            area[v1] += c1 - c0
+            if c0 < box[v1, 0]:
+                box[v1, 0] = c0
+            if c1 > box[v1, 2]:
+                box[v1, 2] = c1
+            if yo < box[v1, 1]:
+                box[v1, 1] = yo
+            if yo + 1 > box[v1, 3]:
+                box[v1, 3] = yo + 1
+    return 0
 
 
 #: fixed-point bits of the bilinear weights: products of two stay within int32 (8 + 2 * 11 bits)

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import isus
+from isus import kernels
 from isus.crop import functional as F
 from isus.crop.sources import AnnotationSource, DecodedAnnotationSource, DecodedImageSource, ImageSource
 from isus.index.cache import CachedAnnotationSource
@@ -311,6 +312,14 @@ def test_cached_and_decoded_annotation_sources_agree(world, i, x0, y0, scale, cw
     assert a[2] == b[2] == (ds.image_info(i).height, ds.image_info(i).width)
     # the same segments at every sampled pixel (a cached table may list them in another order)
     np.testing.assert_array_equal(np.r_[0, a[1]["id"]][a[0]], np.r_[0, b[1]["id"]][b[0]])
+    # sample_ids: the same ids; area and box equal crop_ids of the dense map, in either table's order
+    for source, (dense, segments, size) in ((CachedAnnotationSource(index), a), (DecodedAnnotationSource(ds), b)):
+        got = source.sample_ids(i, ys, xs, flip)
+        lut = np.r_[0, segments["id"]].astype(np.int32)
+        want = kernels.crop_ids(dense, lut)
+        assert got[4] == size and (got[3] == segments).all()
+        for g, w in zip(got[:3], want):
+            np.testing.assert_array_equal(g, w)
 
 
 def test_cached_annotation_load_is_the_decoded_annotation(world):

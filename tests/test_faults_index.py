@@ -278,3 +278,24 @@ def test_schema_1_index_asks_to_rebuild(index_a):
     with pytest.raises(IndexFileError, match="rebuild") as e:
         Index.load(index_a)
     assert str(index_a) in str(e.value)
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_a_segment_index_beyond_the_table_is_refused_not_read(two_datasets, index_a, monkeypatch, compact):
+    """A band whose runs name a segment the entry's table lacks (passing its CRC: a writer bug, not
+    bit rot) is refused by both sampling paths; the fused one must not index past its id table."""
+    from isus.index import cache as cache_mod
+    real_band = cache_mod._band
+
+    def bad_band(e, b, path):
+        offs, vals, ends = real_band(e, b, path)
+        vals = vals.copy()
+        vals[0] = len(e.segments) + 3
+        return offs, vals, ends
+
+    monkeypatch.setattr(cache_mod, "_band", bad_band)
+    a, _ = two_datasets
+    engine = CropEngine(isus.open_dataset("mvd", a), Index.load(index_a),
+                        isus.CropConfig(compact_targets=compact))
+    with pytest.raises(IndexFileError, match="beyond its"):
+        engine(_spec(0, (0, 0, 64, 64)))

@@ -92,6 +92,47 @@ def test_rle_sample_equals_decode_then_index(data, d):
 
 @settings(max_examples=150, deadline=None)
 @given(id_maps(), st.data())
+def test_rle_sample_ids_equals_sample_then_crop_ids(data, d):
+    """The fused kernel (ids, area and boxes a run at a time) against sampling every pixel with the
+    reference and counting them one by one; rows in two calls (as the cache's bands split them)."""
+    ids, seg_ids = data
+    dense = kernels.dense_segments(ids, seg_ids)
+    h, w = dense.shape
+    offsets, values, ends = kernels.rle_encode_rows(dense)
+    # repeated rows and columns are the upscaling case the kernel copies and replays
+    rows = np.sort(np.array(d.draw(st.lists(st.integers(-1, h - 1), min_size=1, max_size=12)), np.int64))
+    xs = np.sort(np.array(d.draw(st.lists(st.integers(-3, w + 3), min_size=1, max_size=20)), np.int64))
+    flip = d.draw(st.booleans())
+    lut = np.concatenate([[0], d.draw(st.permutations(range(1, len(seg_ids) + 1)))]).astype(np.int32) * 7
+    cut = d.draw(st.integers(0, len(rows)))
+    out = np.full((len(rows) + 2, len(xs)), -5, np.int32)
+    area = np.zeros(len(seg_ids), np.int64)
+    box = np.zeros((len(seg_ids), 4), np.int64)
+    box[:, 0], box[:, 1] = len(xs), len(rows) + 2
+    for a, b in ((0, cut), (cut, len(rows))):
+        assert kernels.rle_sample_ids(offsets, values, ends, w, rows[a:b], xs, flip, lut, out, 1 + a, area, box) == 0
+    box[area == 0, :2] = 0
+    want = np.zeros((len(rows) + 2, len(xs)), np.uint16)
+    want[1:-1] = ref.rle_sample(offsets, values, ends, w, rows, xs, flip)
+    want_ids, want_area, want_box = ref.crop_ids(want, lut)
+    np.testing.assert_array_equal(out[1:-1], want_ids[1:-1])
+    assert (out[0] == -5).all() and (out[-1] == -5).all()
+    np.testing.assert_array_equal(area, want_area)
+    np.testing.assert_array_equal(box, want_box)
+
+
+def test_rle_sample_ids_refuses_a_value_beyond_the_table():
+    dense = np.array([[1, 1, 3], [2, 2, 2]], np.uint16)
+    offsets, values, ends = kernels.rle_encode_rows(dense)
+    out = np.zeros((2, 3), np.int32)
+    area, box = np.zeros(3, np.int64), np.zeros((3, 4), np.int64)
+    lut = np.array([0, 10, 20], np.int32)  # no entry for 3
+    assert kernels.rle_sample_ids(offsets, values, ends, 3, np.array([0, 1]), np.arange(3), False, lut, out, 0,
+                                  area, box) == 3
+
+
+@settings(max_examples=150, deadline=None)
+@given(id_maps(), st.data())
 def test_rle_rows_valid_rejects_what_the_reference_rejects(data, d):
     ids, seg_ids = data
     dense = kernels.dense_segments(ids, seg_ids)

@@ -324,18 +324,34 @@ class CropEngine:
                                                                        np.ndarray, np.ndarray, np.ndarray]:
         """The crop's dense segment indices, its segments table and image size, and per segment:
         thing flag, crowd flag, and the lookup table of segment ids (``[0, ids...]``)."""
-        if self._verify and spec.image not in self._verified:
+        self._verify_once(spec.image)
+        dense, segments, image_size = self._panoptic(spec, size)
+        return (dense, segments, image_size, *self._flags(segments))
+
+    def _verify_once(self, i: int) -> None:
+        if self._verify and i not in self._verified:
             # First use of this image here: its files must still be those the index was built from.
             assert self.index is not None  # _verify implies an index
-            self.index.verify_image(self.ds, spec.image, names=False)
-            self._verified.add(spec.image)
-        dense, segments, image_size = self._panoptic(spec, size)
+            self.index.verify_image(self.ds, i, names=False)
+            self._verified.add(i)
+
+    def _flags(self, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per segment: thing flag, crowd flag, and the lookup table of segment ids (``[0, ids...]``)."""
         isthing = np.array([self._isthing[int(c)] for c in segments["category_id"]], dtype=bool)
         lut_ids = np.concatenate([[0], segments["id"]]).astype(np.int32)
         if self._semantic_only:  # a category segment is a class, not an instance, and has no id
             isthing[:] = False
             lut_ids[:] = 0
-        return dense, segments, image_size, isthing, segments["iscrowd"].astype(bool), lut_ids
+        return isthing, segments["iscrowd"].astype(bool), lut_ids
+
+    def _panoptic_ids(self, spec: CropSpec, size: tuple[int, int]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+        """:meth:`_panoptic` as segment ids with each segment's area and box in the crop, in one
+        pass (compact targets need no dense indices: no masks, semantic or crowd maps are built)."""
+        cw, ch = size
+        xs = source_pixels(spec.window[0], spec.scale, cw)
+        ys = source_pixels(spec.window[1], spec.scale, ch)
+        return self.annotation_source.sample_ids(spec.image, ys, xs, spec.flip)
 
     def _extent_in_crop(self, spec: CropSpec, size: tuple[int, int], seg_ids: np.ndarray, keep: np.ndarray
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -365,15 +381,20 @@ class CropEngine:
         cfg = self.config
         size = crop_size(spec)
         image = self._image(spec, size)
-        dense, segments, image_size, isthing, crowd_flag, lut_ids = self._segments(spec, size)
+        compact = cfg.compact_targets and not self._semantic_only
+        if compact:
+            self._verify_once(spec.image)
+            ids, area, vbox, segments, image_size = self._panoptic_ids(spec, size)
+            isthing, crowd_flag, lut_ids = self._flags(segments)
+        else:
+            dense, segments, image_size, isthing, crowd_flag, lut_ids = self._segments(spec, size)
         seg_ids, cats = segments["id"], segments["category_id"]
         train = np.array([self._train_id[int(c)] for c in cats], dtype=np.int64)
         sem_lut = F.semantic_lut(train, crowd_flag, cfg.ignore_label, cfg.crowd_as_ignore)
         crowd_lut = np.concatenate([[False], crowd_flag])
         table = None
-        if cfg.compact_targets and not self._semantic_only:
+        if compact:
             # semantic and crowd are functions of the segment id here: ship the table, not the maps
-            ids, area, vbox = kernels.crop_ids(dense, lut_ids)
             semantic, crowd = np.zeros((0, 0), np.int64), np.zeros((0, 0), bool)
             rows = np.concatenate([[0], 1 + np.flatnonzero(area > 0)])  # void and the segments present
             table = np.stack([lut_ids[rows], sem_lut[rows], crowd_lut[rows]], axis=1).astype(np.int64)

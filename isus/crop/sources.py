@@ -49,6 +49,20 @@ class AnnotationSource(Protocol):
         """
         ...
 
+    def sample_ids(self, i: int, ys: np.ndarray, xs: np.ndarray, flip: bool
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+        """:meth:`sample` as segment ids, for compact targets.
+
+        Returns
+        -------
+        ids : (len(ys), len(xs)) int32, the segment id of each sampled pixel, 0 for void
+        area : (S,) int64, sampled pixels of each segment of ``segments``
+        box : (S, 4) int64, each segment's box ``(x0, y0, x1, y1)`` in output pixels (exclusive
+            ends; zeros when absent)
+        segments, size : as :meth:`sample`
+        """
+        ...
+
 
 class DecodedImageSource:
     """Decodes the whole image at the level (JPEG DCT scaling), whatever the window: origin (0, 0)."""
@@ -83,6 +97,13 @@ class DecodedAnnotationSource:
         out = sample_map(ids, ys, xs, void)
         h, w = ids.shape
         return kernels.dense_segments(out, segments["id"].astype(np.int32)), segments, (h, w)
+
+    def sample_ids(self, i: int, ys: np.ndarray, xs: np.ndarray, flip: bool
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+        dense, segments, size = self.sample(i, ys, xs, flip)
+        lut = np.concatenate([[0], segments["id"]]).astype(np.int32)
+        ids, area, box = kernels.crop_ids(dense, lut)
+        return ids, area, box, segments, size
 
     def boxes(self, i: int, segment_ids: np.ndarray) -> np.ndarray:
         """Full-extent boxes (len(segment_ids), 4) float64 in original pixels of image ``i``'s

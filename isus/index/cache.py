@@ -277,6 +277,41 @@ def read_cached_sampled(path: Path, ys: np.ndarray, xs: np.ndarray, flip: bool, 
     return out, e.segments
 
 
+def read_cached_sampled_ids(path: Path, ys: np.ndarray, xs: np.ndarray, flip: bool, info: ImageInfo,
+                            digest: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`read_cached_sampled` straight to segment ids: ``(ids, area, box, segments)``, ``ids``
+    (int32) the segment id at ``(ys[j], xs[k])`` (0 void), and per segment of ``segments`` its
+    sampled pixel count and box ``(x0, y0, x1, y1)`` in output pixels (exclusive ends; zeros when
+    absent), as :func:`~isus.kernels.crop_ids` of the dense map gives them, counted a run at a time."""
+    e = _OPEN.get(path, digest)
+    h, w = e.height, e.width
+    check_image("annotation cache entry", e.image_id, e.height, e.width, info, path)
+    ys, xs = np.asarray(ys, np.int64), np.asarray(xs, np.int64)
+    lut = np.concatenate([[0], e.segments["id"]]).astype(np.int32)
+    out = np.empty((len(ys), len(xs)), np.int32)
+    area = np.zeros(len(e.segments), np.int64)
+    box = np.zeros((len(e.segments), 4), np.int64)
+    box[:, 0], box[:, 1] = len(xs), len(ys)
+    inside = np.flatnonzero((ys >= 0) & (ys < h))  # ys is sorted: rows outside lie before or after
+    if not len(inside):
+        out[:] = 0
+    else:
+        out[:inside[0]] = 0
+        out[inside[-1] + 1:] = 0
+        bands = ys[inside] // BAND_ROWS
+        cuts = np.flatnonzero(np.diff(bands)) + 1
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(inside)]):
+            band = int(bands[a])
+            offs, vals, ends = _band(e, band, path)
+            rows = ys[inside[a:b]] - band * BAND_ROWS
+            bad = kernels.rle_sample_ids(offs, vals, ends, w, rows, xs, flip, lut, out, int(inside[a]), area, box)
+            if bad:
+                raise IndexFileError(f"annotation cache entry is corrupt: segment index {bad} beyond its "
+                                     f"{len(e.segments)} segments", path)
+    box[area == 0, :2] = 0
+    return out, area, box, e.segments
+
+
 class CachedAnnotationSource:
     """The crop engine's annotation source (:class:`~isus.crop.sources.AnnotationSource`)
     reading ``index``'s annotation cache: only the bands and rows a crop samples are decoded."""
@@ -292,6 +327,16 @@ class CachedAnnotationSource:
         info = ix.image_info(i)
         dense, segments = read_cached_sampled(ix.cache_path(i), ys, xs, flip, info, ix.annotation_digest(i))
         return dense, segments, (info.height, info.width)
+
+    def sample_ids(self, i: int, ys: np.ndarray, xs: np.ndarray, flip: bool
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+        """:meth:`sample` as segment ids, with each segment's sampled area and box, in one pass
+        over the runs: ``(ids, area, box, segments, (H, W))``."""
+        ix = self.index
+        info = ix.image_info(i)
+        ids, area, box, segments = read_cached_sampled_ids(ix.cache_path(i), ys, xs, flip, info,
+                                                           ix.annotation_digest(i))
+        return ids, area, box, segments, (info.height, info.width)
 
     def load(self, i: int, window: tuple[int, int, int, int] | None = None) -> Panoptic:
         """Panoptic annotation of image ``i``, optionally only the ``window`` ``(x0, y0, x1, y1)``
