@@ -32,6 +32,14 @@ annotation (the sampled rows of the cached map) and targets (everything else: id
 crowd, masks, boxes, original boxes); and, where ``CropConfig.compact_targets`` exists, the same
 sample with compact targets (the maps the model can rebuild on its device not built).
 
+With ``--raw`` (default on): the compact sample again on an index whose image cache holds raw
+tiles (``ImageCacheParams(codec="raw")``: lossless, uncompressed, reading a tile is a copy; about
+4 bytes per source pixel on disk), and the peer a user with the same disk budget could assemble,
+"raw+cv2" (image only): the same pyramid levels stored as uncompressed RGB ``.npy`` files,
+memory-mapped, the level picked as isus picks it, the window cut and ``cv2.resize``d as (B). It
+is reported beside the JPEG peers, not among them: it reads the decoded pixels from disk where
+they decode the JPEG.
+
 At the baseline sizes (``--baseline``, default the 12 Mpx one) also: resize-then-crop (decode the
 full JPEG and 16-bit PNG, resize both by the crop's scale, cut, then masks/boxes) and isus without
 caches (``CropEngine(use_cache=False)``: whole JPEG decoded at the crop's level, whole annotation).
@@ -44,7 +52,7 @@ processes on a shared machine take from it; every column is single-threaded, the
 DALI's) or wall time (``--clock wall``); the other clock's ratios are printed too.
 
 Usage: python bench/crop.py [--sizes 2000x1500,4032x3024,5376x4032] [--images 6] [--per-regime 16]
-                            [--data-dir DIR] [--no-real] [--memory] [--quick] [--clock cpu|wall]
+                            [--data-dir DIR] [--no-real] [--no-raw] [--memory] [--quick] [--clock cpu|wall]
 """
 from __future__ import annotations
 
@@ -65,6 +73,7 @@ from _common import synthetic_mvd
 from isus import kernels
 from isus.crop import CropConfig, CropEngine
 from isus.crop.functional import choose_reduce, crop_size
+from isus.index.image_cache import ImageCacheParams
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "mapillary_vistas"
 REGIMES = ((0.0, 0.5, "< 0.5"), (0.5, 1.0, "0.5-1"), (1.0, 2.0, "1-2"), (2.0, math.inf, "> 2"))
@@ -129,6 +138,32 @@ def cv2_resize(img: np.ndarray, out: tuple[int, int]) -> np.ndarray:
     """INTER_AREA shrinking, INTER_LINEAR enlarging (what a user picks for quality)."""
     interp = cv2.INTER_AREA if out[0] < img.shape[1] else cv2.INTER_LINEAR
     return cv2.resize(img, out, interpolation=interp)
+
+
+class RawPyramid:
+    """The raw-storage peer: each image's levels 1/1..1/8 (the decodes isus's cache holds) as
+    uncompressed RGB ``.npy``, memory-mapped; a window is a cut at the crop's level, resized."""
+
+    def __init__(self, ds, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.levels = {}
+        for i in range(len(ds)):
+            for r in (1, 2, 4, 8):
+                path = folder / f"{i}-{r}.npy"
+                if not path.exists():
+                    np.save(path, ds.load_image(i, r))
+                self.levels[i, r] = np.load(path, mmap_mode="r")
+
+    def __call__(self, spec) -> np.ndarray:
+        r = choose_reduce(spec.scale)
+        img = self.levels[spec.image, r]
+        h, w = img.shape[:2]
+        x0, y0, x1, y1 = (v / r for v in spec.window)
+        xa, ya = max(0, math.floor(x0)), max(0, math.floor(y0))
+        xb, yb = min(w, max(math.ceil(x1), xa + 1)), min(h, max(math.ceil(y1), ya + 1))
+        s = spec.scale * r
+        out = (max(1, round((min(x1, w) - max(x0, 0)) * s)), max(1, round((min(y1, h) - max(y0, 0)) * s)))
+        return cv2_resize(np.ascontiguousarray(img[ya:yb, xa:xb]), out)
 
 
 class DaliPeers:
@@ -270,12 +305,13 @@ def compact_config() -> CropConfig | None:
     return CropConfig(compact_targets=True) if "compact_targets" in names else None
 
 
-def run(name: str, ds, index, args, peers, clock: Clock, with_baseline: bool) -> dict:
+def run(name: str, ds, index, args, peers, clock: Clock, with_baseline: bool, raw_index=None, raw_peer=None) -> dict:
     specs, regimes = select_specs(index, args.per_regime, args.regime_by)
     cached = CropEngine(ds, index)
     split_timer = SplitTimer(cached, clock)
     ccfg = compact_config()
     compact = CropEngine(ds, index, ccfg) if ccfg is not None else None
+    compact_raw = CropEngine(ds, raw_index, ccfg) if ccfg is not None and raw_index is not None else None
     nocache = CropEngine(ds, index, CropConfig(use_cache=False)) if with_baseline else None
     jpeg = {i: np.fromfile(ds.image_path(i), np.uint8) for i in range(len(ds))}  # warm the page cache
 
@@ -291,12 +327,14 @@ def run(name: str, ds, index, args, peers, clock: Clock, with_baseline: bool) ->
             cached(spec)
             if compact is not None:
                 compact(spec)
+            if compact_raw is not None:
+                compact_raw(spec), raw_peer(spec)
             for f in peers.values():
                 peer_call(f, spec)
             if with_baseline:
                 nocache(spec), baseline(ds, spec)
     del jpeg
-    cols: dict[str, list[float]] = {k: [] for k in [*peers, "base", "nocache", "compact"]}
+    cols: dict[str, list[float]] = {k: [] for k in [*peers, "base", "nocache", "compact", "compact_raw", "raw+cv2"]}
     other: dict[str, list[float]] = {k: [] for k in [*peers, "isus", "compact"]}
     split = []
     dali_cpu = dali_wall = 0.0
@@ -320,6 +358,9 @@ def run(name: str, ds, index, args, peers, clock: Clock, with_baseline: bool) ->
             t = clock.time(lambda: compact(spec))
             cols["compact"].append(t[pick])
             other["compact"].append(t[1 - pick])
+        if compact_raw is not None:
+            cols["compact_raw"].append(clock.time(lambda: compact_raw(spec))[pick])
+            cols["raw+cv2"].append(clock.time(lambda: raw_peer(spec))[pick])
     split = np.array(split)
     arr = {k: np.array(v) for k, v in cols.items() if v}
     oth = {k: np.array(v) for k, v in other.items() if v}
@@ -361,10 +402,20 @@ def run(name: str, ds, index, args, peers, clock: Clock, with_baseline: bool) ->
                 entry["compact"] = float(np.median(arr["compact"][sel]))
                 entry["ratio_compact"] = float(np.median(best[sel] / arr["compact"][sel]))
                 line += f" | {1e3 * entry['compact']:7.1f} {entry['ratio_compact']:12.2f}"
+            if "compact_raw" in arr:
+                entry["compact_raw"] = float(np.median(arr["compact_raw"][sel]))
+                entry["raw_peer"] = float(np.median(arr["raw+cv2"][sel]))
+                entry["ratio_compact_raw"] = float(np.median(best[sel] / arr["compact_raw"][sel]))
+                entry["ratio_raw_peer"] = float(np.median(arr["raw+cv2"][sel] / arr["compact_raw"][sel]))
             winners = np.argmin(np.stack([arr[p][sel] for p in have]), axis=0)
             line += " | " + ", ".join(f"{p} {int((winners == j).sum())}" for j, p in enumerate(have) if (winners == j).any())
         print(line)
         res["regimes"][label] = entry
+    if "compact_raw" in arr:
+        print("  compact targets on raw tiles (ms; peer = the fastest JPEG peer; raw+cv2 = the raw-storage peer, image only):")
+        print("  " + "; ".join(f"{lab} isus {1e3 * e['compact_raw']:.1f}, peer/isus {e['ratio_compact_raw']:.2f}, "
+                               f"raw+cv2 {1e3 * e['raw_peer']:.1f}, raw+cv2/isus {e['ratio_raw_peer']:.2f}"
+                               for lab, e in res["regimes"].items() if "compact_raw" in e))
     if best is not None:
         print("  peer/whole per regime, spread over the windows (min / 25% / 75%): " + "; ".join(
             f"{REGIMES[k][2]} {np.min(best[sel] / split[sel, 0]):.2f} / {np.percentile(best[sel] / split[sel, 0], 25):.2f} / "
@@ -403,7 +454,7 @@ def timed_memory(fn, specs):
     return None, max(peaks)
 
 
-def build_with_caches(ds, cache_dir: Path):
+def build_with_caches(ds, cache_dir: Path, raw: bool = False):
     """The index with both caches, and what the caches cost: build time over one plain decode
     pass of the images (1 process each), cache bytes per image over the source JPEG's."""
     t = time.perf_counter()
@@ -421,7 +472,14 @@ def build_with_caches(ds, cache_dir: Path):
           f"{t_decode:.1f} s -> image cache costs {(t_cached - t_plain) / t_decode:.1f} decode passes; image cache "
           f"{index.info.image_cache_bytes / jpeg:.2f}x the JPEGs' bytes, annotation cache "
           f"{index.info.cache_bytes / len(ds) / 1e3:.0f} kB per image")
-    return index
+    if not raw:
+        return index, None
+    raw_index = isus.build_index(ds, workers=1, cache_dir=cache_dir.with_name(cache_dir.name + "-raw"),
+                                 image_cache=ImageCacheParams(codec="raw"))
+    print(f"  raw tiles: image cache {raw_index.info.image_cache_bytes / jpeg:.1f}x the JPEGs' bytes "
+          f"({raw_index.info.image_cache_bytes / sum(ds.image_info(i).width * ds.image_info(i).height for i in range(len(ds))):.1f} "
+          "bytes per source pixel)")
+    return index, raw_index
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -439,6 +497,18 @@ def goals(per_size: list[tuple[str, float, dict]], real: dict | None) -> None:
             print(f"  peer image-only / isus whole sample >= 1.0 in every regime, {lab}: " + ", ".join(
                 f"{k} {e['ratio']:.2f}" for k, e in ent.items() if k != "all") +
                 f" -> {'met' if worst[0] >= 1.0 else f'not met (worst {worst[1]}: {worst[0]:.2f})'}")
+    for key, what in (("ratio_compact", "compact targets"), ("ratio_compact_raw", "compact targets on raw tiles")):
+        for lab, res in rows:
+            ent = {k: e for k, e in res["regimes"].items() if k != "all" and key in e}
+            if ent:
+                worst = min((e[key], k) for k, e in ent.items())
+                print(f"  the same with {what}, {lab}: " + ", ".join(f"{k} {e[key]:.2f}" for k, e in ent.items()) +
+                      f" -> {'met' if worst[0] >= 1.0 else f'not met (worst {worst[1]}: {worst[0]:.2f})'}")
+    for lab, res in rows:
+        ent = {k: e for k, e in res["regimes"].items() if k != "all" and "ratio_raw_peer" in e}
+        if ent:
+            print(f"  raw-storage peer (raw+cv2, image only) / isus compact on raw tiles, {lab}: " +
+                  ", ".join(f"{k} {e['ratio_raw_peer']:.2f}" for k, e in ent.items()))
     for lab, _, res in per_size:
         if "ratio_base" in res:
             print(f"  resize-then-crop / isus >= 10x at {lab}: {res['ratio_base']:.1f}x -> "
@@ -470,6 +540,8 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=None,
                     help="keep the synthetic data sets here (written once, reused by later runs)")
     ap.add_argument("--no-real", action="store_true", help="skip the real MVD samples")
+    ap.add_argument("--raw", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time compact targets on a raw-tile image cache, and the raw-storage peer")
     ap.add_argument("--memory", action="store_true", help="also print tracemalloc peaks")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 images of 800x600, 2 windows per regime")
     args = ap.parse_args()
@@ -492,11 +564,13 @@ def main() -> None:
     per_size = []
     for k, root in enumerate(roots):
         ds = isus.open_dataset("mvd", root)
-        index = build_with_caches(ds, Path(tmp.name) / f"cache{k}")
+        index, raw_index = build_with_caches(ds, Path(tmp.name) / f"cache{k}", args.raw)
+        raw_peer = RawPyramid(ds, Path(tmp.name) / f"rawpeer{k}") if args.raw else None
         info = ds.image_info(0)
         mp = info.width * info.height / 1e6
         res = run(f"synthetic MVD ({len(ds)} images {info.width}x{info.height} = {mp:.1f} Mpx, JPEG + 16-bit PNG)",
-                  ds, index, args, peers, clock, base_sizes is None or (info.width, info.height) in base_sizes)
+                  ds, index, args, peers, clock, base_sizes is None or (info.width, info.height) in base_sizes,
+                  raw_index, raw_peer)
         per_size.append((f"{mp:.0f} Mpx", mp, res))
     real = None
     sample = REALDATA / "deeposlandia" / "tests" / "data" / "mapillary" / "sample"
@@ -506,10 +580,11 @@ def main() -> None:
     elif sample.exists():
         rroot = isus.synth.mvd_from_semantic(sample / "labels", sample / "images", cfg, Path(tmp.name) / "real")
         rds = isus.open_dataset("mvd", rroot)
-        rindex = build_with_caches(rds, Path(tmp.name) / "rcache")
+        rindex, rraw = build_with_caches(rds, Path(tmp.name) / "rcache", args.raw)
+        rpeer = RawPyramid(rds, Path(tmp.name) / "rawpeer-real") if args.raw else None
         sizes = ", ".join(f"{rds.image_info(i).width}x{rds.image_info(i).height}" for i in range(len(rds)))
         real = run(f"real MVD samples ({sizes}; instances from semantic labels)", rds, rindex, args, peers, clock,
-                   base_sizes is None)
+                   base_sizes is None, rraw, rpeer)
     else:
         print(f"\n(real MVD samples not found at {sample}: skipped)")
     goals(per_size, real)

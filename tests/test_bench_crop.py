@@ -70,3 +70,19 @@ def test_quick_run_prints_the_regime_tables_and_the_goals():
     assert "resize-then-crop / isus with caches" in out
     for name in bench_crop.PEERS:  # measured or named as skipped
         assert name in out
+
+
+def test_raw_storage_peer_cuts_the_level_isus_reads(synth_root, tmp_path):
+    """raw+cv2 reads the level choose_reduce picks and gives the clipped window at the spec's
+    scale: at scale 1 an integral window is the decoded image's cut, unchanged."""
+    ds = isus.open_dataset("mvd", synth_root("mvd"))
+    peer = bench_crop.RawPyramid(ds, tmp_path / "raw")
+    full = ds.load_image(0)
+    np.testing.assert_array_equal(peer(_spec((10.0, 20.0, 74.0, 52.0), 1.0)), full[20:52, 10:74])
+    assert bench_crop.choose_reduce(0.25) == 4
+    quarter = ds.load_image(0, 4)
+    got = peer(_spec((-8.0, 0.0, 120.0, 64.0), 0.25))  # level 1/4, scale 1 there, clipped at the left
+    np.testing.assert_array_equal(got, quarter[0:16, 0:30])
+    got = peer(_spec((0.0, 0.0, 160.0, 96.0), 0.2))  # level 1/4 resized by 0.8
+    assert got.shape == (19, 32, 3)
+    np.testing.assert_array_equal(got, bench_crop.cv2_resize(np.ascontiguousarray(quarter[0:24, 0:40]), (32, 19)))

@@ -28,7 +28,7 @@ def data(tmp_path_factory):
     root = isus.synth.write_dataset(tmp / "mvd", "mvd", 4, size=SIZE, seed=3)
     ds = isus.open_dataset("mvd", root)
     out = {}
-    for codec in ("png", "jpeg"):
+    for codec in ("png", "jpeg", "raw"):
         ix = isus.build_index(ds, workers=1, cache_dir=tmp / f"{codec}.isusidx.cache",
                               image_cache=ImageCacheParams(codec=codec))
         ix.save(tmp / f"{codec}.isusidx")
@@ -62,10 +62,11 @@ def psnr(a, b):
     return np.inf if mse == 0 else 10 * np.log10(255 ** 2 / mse)
 
 
+@pytest.mark.parametrize("codec", ["png", "raw"])
 @pytest.mark.parametrize("interpolation", ["linear", "cubic"])
-def test_png_cache_gives_bit_identical_crops(data, interpolation):
+def test_lossless_caches_give_bit_identical_crops(data, interpolation, codec):
     ds, paths = data
-    index = isus.Index.load(paths["png"])
+    index = isus.Index.load(paths[codec])
     cfg = CropConfig(interpolation=interpolation)
     cached, plain = CropEngine(ds, index, cfg), CropEngine(ds, index, CropConfig(use_cache=False, interpolation=interpolation))
     assert isinstance(cached.image_source, CachedImageSource) and not isinstance(plain.image_source, CachedImageSource)
@@ -75,7 +76,7 @@ def test_png_cache_gives_bit_identical_crops(data, interpolation):
         same_targets(a, b)
 
 
-@pytest.mark.parametrize("codec", ["png", "jpeg"])
+@pytest.mark.parametrize("codec", ["png", "jpeg", "raw"])
 def test_linear_image_step_is_the_exact_sum_over_the_clipped_window(data, codec):
     """The engine's bilinear image step, with and without the cache, equals the exact fixed-point
     sum (tests/reference.py) over the level image clipped to warp_plan's window, with the taps
@@ -141,7 +142,7 @@ def test_real_mvd_samples(tmp_path):
     ds = isus.open_dataset("mvd", root)
     plain_index = isus.build_index(ds, workers=1)
     results = {}
-    for codec in ("png", "jpeg"):
+    for codec in ("png", "jpeg", "raw"):
         index = isus.build_index(ds, workers=1, cache_dir=tmp_path / codec, image_cache=ImageCacheParams(codec=codec))
         cached, plain = CropEngine(ds, index), CropEngine(ds, plain_index)
         specs = [isus.SamplingPolicy(index, isus.SamplerConfig.preset("mvd")).draw(np.random.default_rng(1), 12).spec(k)
@@ -152,7 +153,7 @@ def test_real_mvd_samples(tmp_path):
             same_targets(a, b)
             values.append(psnr(a.image, b.image))
         results[codec] = min(values)
-    assert results["png"] == np.inf
+    assert results["png"] == results["raw"] == np.inf
     assert results["jpeg"] >= 40, results
 
 
@@ -200,6 +201,28 @@ def test_damaged_image_entry_is_detected_and_named(fresh, damage):
         engine(SPEC)
     assert str(path) in str(e.value)
     engine(CropSpec(image=1, window=SPEC.window, scale=0.5))  # other images still read
+
+
+def test_damaged_raw_tile_is_detected(data, tmp_path):
+    """Raw tiles are pixels as stored: a flipped bit there is caught by the tile's CRC before use."""
+    ds, _ = data
+    isus.build_index(ds, workers=1, cache_dir=tmp_path / "r.isusidx.cache",
+                     image_cache=ImageCacheParams(codec="raw")).save(tmp_path / "r.isusidx")
+    index = isus.Index.load(tmp_path / "r.isusidx")
+    engine = CropEngine(ds, index)
+    engine(SPEC)
+    path = index.image_cache_path(2)
+    from isus.index.image_cache import _parse
+
+    e = _parse(path, None)
+    data_ = bytearray(path.read_bytes())
+    data_[e.payload_start + int(e.offsets[e.levels[2][4]]) + 40] ^= 0x5A
+    tmp = path.with_name("damaged")
+    tmp.write_bytes(bytes(data_))
+    os.replace(tmp, path)
+    with pytest.raises(IndexFileError, match="checksum mismatch") as err:
+        engine(SPEC)
+    assert str(path) in str(err.value)
 
 
 @pytest.mark.parametrize("damage", ["band", "truncate", "stale"])

@@ -5,8 +5,9 @@ Level ``r`` (1, 2, 4, 8) holds the image exactly as the crop engine decodes it w
 (``dataset.load_image(i, r)``: for JPEGs libjpeg's DCT-scaled decode, the engine's reduced
 decode), so a lossless cache gives bit-identical crops and a JPEG cache differs from them only by
 the tiles' coding error. Tiles are ``tile`` pixels square (smaller at the right and bottom edges),
-encoded independently as JPEG (default: quality :data:`DEFAULT_QUALITY`, full-resolution chroma) or PNG
-(lossless), in BGR order, the engine's working order.
+encoded independently as JPEG (default: quality :data:`DEFAULT_QUALITY`, full-resolution chroma), PNG
+(lossless) or raw (lossless, uncompressed: no decode at all, about 4 bytes per source pixel), in
+BGR order, the engine's working order.
 
 Entries are named by their content, ``{index:07d}-{digest}.img``, beside the annotation cache's
 ``.ann`` entries, with the same guarantees: written atomically, superseded entries pruned only
@@ -61,7 +62,7 @@ DIGEST_BYTES = 16
 DEFAULT_TILE = 256
 DEFAULT_QUALITY = 95
 LEVELS = (1, 2, 4, 8)
-CODECS = ("jpeg", "png")
+CODECS = ("jpeg", "png", "raw")
 _MAGIC = b"ISUSIMG\0"
 _PREFIX = struct.Struct("<8sIIQ")
 ENTRY_RE = re.compile(r"^(\d{7})-([0-9a-f]{32})\.img$")
@@ -76,7 +77,9 @@ class ImageCacheParams:
     Attributes
     ----------
     codec
-        ``"jpeg"`` (lossy, small, fast to decode) or ``"png"`` (lossless, bit-identical crops).
+        ``"jpeg"`` (lossy, small, fast to decode), ``"png"`` (lossless, bit-identical crops, slow
+        to decode) or ``"raw"`` (lossless and bit-identical, uncompressed: the fastest, reading is
+        a copy; about 4 bytes per source pixel on disk, the pyramid included).
     quality
         JPEG quality, 1..100.
     tile
@@ -112,6 +115,8 @@ def _encode_tile(tile: np.ndarray, params: ImageCacheParams) -> bytes:
         flags = [cv2.IMWRITE_JPEG_QUALITY, params.quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
                  cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444 if params.chroma == "444" else cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420]
         ok, buf = cv2.imencode(".jpg", tile, flags)
+    elif params.codec == "raw":
+        return np.ascontiguousarray(tile, np.uint8).tobytes()
     else:
         ok, buf = cv2.imencode(".png", tile, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
@@ -391,8 +396,12 @@ def read_window(path: Path, info: ImageInfo, reduce: int, x0: int, y0: int, x1: 
     level pixels. An empty intersection gives a ``(0, 0, 3)`` buffer."""
     win = window_tiles(path, info, reduce, x0, y0, x1, y1, digest)
     out = np.empty(win.shape, np.uint8)
+    raw = win.codec == "raw"
     for blob, ty, tx, th, tw in zip(win.blobs, win.y, win.x, win.h, win.w):
-        tile = cv2.imdecode(blob, cv2.IMREAD_COLOR)
+        if raw:
+            tile = blob.reshape(th, tw, 3) if blob.size == th * tw * 3 else None
+        else:
+            tile = cv2.imdecode(blob, cv2.IMREAD_COLOR)
         if tile is None or tile.shape != (th, tw, 3):
             raise IndexFileError(f"image cache entry has an undecodable tile at ({tx + win.ox}, {ty + win.oy}) of "
                                  f"level 1/{reduce}", path)
