@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "count_u16", "dense_segments", "scan_dense", "anchor_points", "rle_encode_rows", "rle_decode_window",
-    "rle_rows_valid", "rle_sample", "rle_sample_ids", "bilinear_taps", "resample_bilinear",
+    "rle_rows_valid", "rle_sample", "rle_sample_targets", "bilinear_taps", "resample_bilinear",
     "crop_maps", "instance_masks",
     "pair_counts", "mask_rle_counts", "colors_to_ids", "segment_areas",
 ]
@@ -319,19 +319,26 @@ def rle_sample(offsets: np.ndarray, values: np.ndarray, ends: np.ndarray, width:
 
 
 @_jit
-def rle_sample_ids(offsets: np.ndarray, values: np.ndarray, ends: np.ndarray, width: int, rows: np.ndarray,
-                   xs: np.ndarray, flip: bool, id_lut: np.ndarray, out: np.ndarray, row0: int,
-                   area: np.ndarray, box: np.ndarray) -> int:
-    """:func:`rle_sample` fused with :func:`crop_ids`: writes ``id_lut[value]`` (the segment id,
-    int32) into ``out[row0 + j]`` and adds each sampled pixel of value ``v > 0`` to ``area[v - 1]``
-    and ``box[v - 1]`` ``(x0, y0, x1, y1)`` (exclusive ends; the caller starts x0 and y0 at the
-    output's width and height), a span of equal pixels at a time, never pixel by pixel.
+def rle_sample_targets(offsets: np.ndarray, values: np.ndarray, ends: np.ndarray, width: int, rows: np.ndarray,
+                       xs: np.ndarray, flip: bool, id_lut: np.ndarray, sem_lut: np.ndarray, crowd_lut: np.ndarray,
+                       dense: np.ndarray, ids: np.ndarray, sem: np.ndarray, crowd: np.ndarray, row0: int,
+                       area: np.ndarray, box: np.ndarray) -> int:
+    """:func:`rle_sample` fused with :func:`crop_maps`: for each sampled pixel of value ``v``
+    (row ``row0 + j``) writes ``dense = v``, ``ids = id_lut[v]``, ``sem = sem_lut[v]`` and
+    ``crowd = crowd_lut[v]``, and for ``v > 0`` adds the pixel to ``area[v - 1]`` and
+    ``box[v - 1]`` ``(x0, y0, x1, y1)`` (exclusive ends; the caller starts x0 and y0 at the
+    output's width and height), a span of equal pixels at a time, never pixel by pixel. An output
+    with no rows (``shape[0] == 0``) of ``dense``, ``sem`` or ``crowd`` is not written (compact
+    targets need only ``ids``), nor is its table read.
 
     Returns 0, or the first value with no entry in ``id_lut`` (a corrupt map: nothing is read
-    past the table, the caller raises).
+    past the tables, the caller raises).
     """
     n = xs.shape[0]
     nlut = id_lut.shape[0]
+    if (sem.shape[0] > 0 and sem_lut.shape[0] < nlut) or (crowd.shape[0] > 0 and crowd_lut.shape[0] < nlut):
+        return int(nlut)  # tables shorter than the id table: refuse rather than read past them
+    want_dense, want_sem, want_crowd = dense.shape[0] > 0, sem.shape[0] > 0, crowd.shape[0] > 0
     lo = 0
     while lo < n and xs[lo] < 0:
         lo += 1
@@ -345,43 +352,61 @@ def rle_sample_ids(offsets: np.ndarray, values: np.ndarray, ends: np.ndarray, wi
     for j in range(rows.shape[0]):
         y = rows[j]
         yo = row0 + j
-        o = out[yo]
-        if j > 0 and y == rows[j - 1]:
-            o[:] = out[yo - 1]
-        elif y < 0 or lo >= hi:
-            o[:] = 0
-            ns = 0
-            continue
+        if (j > 0 and y == rows[j - 1]) or y < 0 or lo >= hi:
+            if j > 0 and y == rows[j - 1]:
+                ids[yo] = ids[yo - 1]
+                if want_dense:
+                    dense[yo] = dense[yo - 1]
+                if want_sem:
+                    sem[yo] = sem[yo - 1]
+                if want_crowd:
+                    crowd[yo] = crowd[yo - 1]
+            else:  # a row outside the map, or no column inside it: void
+                ns = 0
+                ids[yo] = id_lut[0]
+                if want_dense:
+                    dense[yo] = 0
+                if want_sem:
+                    sem[yo] = sem_lut[0]
+                if want_crowd:
+                    crowd[yo] = crowd_lut[0]
+                continue
         else:
-            for k in range(lo):  # columns left of the map, then right of it
-                o[n - 1 - k if flip else k] = 0
-            for k in range(hi, n):
-                o[n - 1 - k if flip else k] = 0
             ns = 0
+            # columns left of the map, then right of it, then each run's span: one fill per span
+            k = 0
             b = offsets[y + 1]
             r = _first_run_after(ends, offsets[y], b, xs[lo])
-            k = lo
-            while k < hi:
-                k2 = _first_at_least(xs, k + 1, hi, ends[r])  # columns k..k2-1 fall in run r
-                v = values[r]
-                if v >= nlut:
-                    return int(v)
+            while k < n:
+                if k < lo:
+                    k2, v = lo, 0
+                elif k >= hi:
+                    k2, v = n, 0
+                else:
+                    k2 = _first_at_least(xs, k + 1, hi, ends[r])  # columns k..k2-1 fall in run r
+                    v = int(values[r])
+                    if v >= nlut:
+                        return v
                 c0, c1 = (n - k2, n - k) if flip else (k, k2)
-                t = id_lut[v]
-                for q in range(c0, c1):
-                    o[q] = t
+                ids[yo, c0:c1] = id_lut[v]
+                if want_dense:
+                    dense[yo, c0:c1] = v
+                if want_sem:
+                    sem[yo, c0:c1] = sem_lut[v]
+                if want_crowd:
+                    crowd[yo, c0:c1] = crowd_lut[v]
                 if v > 0:
                     spans[ns, 0] = v
                     spans[ns, 1] = c0
                     spans[ns, 2] = c1
                     ns += 1
+                if lo <= k < hi and k2 < hi:
+                    r = _first_run_after(ends, r + 1, b, xs[k2])
                 k = k2
-                if k < hi:
-                    r = _first_run_after(ends, r + 1, b, xs[k])
-        for s in range(ns):
-            v1 = spans[s, 0] - 1
-            c0 = spans[s, 1]
-            c1 = spans[s, 2]
+        for q in range(ns):
+            v1 = spans[q, 0] - 1
+            c0 = spans[q, 1]
+            c1 = spans[q, 2]
             area[v1] += c1 - c0
             if c0 < box[v1, 0]:
                 box[v1, 0] = c0

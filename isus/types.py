@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
-__all__ = ["Category", "ImageInfo", "Panoptic", "CropSpec", "SEGMENT_DTYPE", "make_segments", "category_segments"]
+__all__ = ["Category", "ImageInfo", "Panoptic", "CropSpec", "SEGMENT_DTYPE", "make_segments", "category_segments", "SampledTargets"]
 
 #: Structured dtype of :attr:`Panoptic.segments`: one row per segment of an image.
 SEGMENT_DTYPE = np.dtype([("id", "<i4"), ("category_id", "<i4"), ("iscrowd", "?")])
@@ -174,3 +174,31 @@ class CropSpec:
         if not (math.isfinite(w) and math.isfinite(h)):
             raise ValueError(f"CropSpec expects a finite window and scale; got window={self.window}, scale={self.scale}")
         check_crop_size(round(w), round(h), "CropSpec")
+
+
+class SampledTargets(NamedTuple):
+    """A crop's segment map sampled with its per-pixel targets, from an annotation source
+    (:meth:`isus.crop.sources.AnnotationSource.sample_targets`).
+
+    Attributes
+    ----------
+    dense : (H, W) uint16 position + 1 in ``segments`` of each pixel's segment (0 void); None
+        when only the ids were asked for
+    ids : (H, W) int32 ``id_lut[dense]``
+    semantic : (H, W) int64 ``sem_lut[dense]``, (0, 0) when only the ids were asked for
+    crowd : (H, W) bool ``crowd_lut[dense]``, (0, 0) likewise
+    area : (S,) int64 sampled pixels of each segment
+    box : (S, 4) int64 each segment's box ``(x0, y0, x1, y1)`` in output pixels (exclusive ends;
+        zeros when absent)
+    segments : the segments table (:data:`SEGMENT_DTYPE`)
+    size : the image's ``(H, W)``
+    """
+
+    dense: np.ndarray | None
+    ids: np.ndarray
+    semantic: np.ndarray
+    crowd: np.ndarray
+    area: np.ndarray
+    box: np.ndarray
+    segments: np.ndarray
+    size: tuple[int, int]

@@ -312,14 +312,22 @@ def test_cached_and_decoded_annotation_sources_agree(world, i, x0, y0, scale, cw
     assert a[2] == b[2] == (ds.image_info(i).height, ds.image_info(i).width)
     # the same segments at every sampled pixel (a cached table may list them in another order)
     np.testing.assert_array_equal(np.r_[0, a[1]["id"]][a[0]], np.r_[0, b[1]["id"]][b[0]])
-    # sample_ids: the same ids; area and box equal crop_ids of the dense map, in either table's order
+    # sample_targets: crop_maps of each source's dense map (its own table order), with and without maps
+    rng = np.random.default_rng(len(ys) * 1000 + len(xs))
     for source, (dense, segments, size) in ((CachedAnnotationSource(index), a), (DecodedAnnotationSource(ds), b)):
-        got = source.sample_ids(i, ys, xs, flip)
-        lut = np.r_[0, segments["id"]].astype(np.int32)
-        want = kernels.crop_ids(dense, lut)
-        assert got[4] == size and (got[3] == segments).all()
-        for g, w in zip(got[:3], want):
-            np.testing.assert_array_equal(g, w)
+        n = len(segments)
+        tables = (np.r_[0, segments["id"]].astype(np.int32), rng.integers(0, 50, n + 1), rng.random(n + 1) < 0.3)
+        want = kernels.crop_maps(dense, *tables)
+        for maps in (True, False):
+            got = source.sample_targets(i, ys, xs, flip, lambda seg: tables, maps)
+            assert got.size == size and (got.segments == segments).all()
+            for g, w in zip((got.ids, got.area, got.box), (want[0], want[3], want[4])):
+                np.testing.assert_array_equal(g, w)
+            if maps:
+                for g, w in zip((got.dense, got.semantic, got.crowd), (dense, want[1], want[2])):
+                    np.testing.assert_array_equal(g, w)
+            else:
+                assert got.dense is None and got.semantic.shape == got.crowd.shape == (0, 0)
 
 
 def test_cached_annotation_load_is_the_decoded_annotation(world):

@@ -90,11 +90,12 @@ def test_rle_sample_equals_decode_then_index(data, d):
     assert (out[0] == 7).all() and (out[-1] == 7).all()
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(id_maps(), st.data())
-def test_rle_sample_ids_equals_sample_then_crop_ids(data, d):
-    """The fused kernel (ids, area and boxes a run at a time) against sampling every pixel with the
-    reference and counting them one by one; rows in two calls (as the cache's bands split them)."""
+def test_rle_sample_targets_equals_sample_then_crop_maps(data, d):
+    """The fused kernel (maps, area and boxes a span at a time) against sampling every pixel with
+    the reference and mapping them one by one (tests/reference.py crop_maps); rows in two calls as
+    the cache's bands split them; with every map, and with the id map alone (compact targets)."""
     ids, seg_ids = data
     dense = kernels.dense_segments(ids, seg_ids)
     h, w = dense.shape
@@ -102,33 +103,52 @@ def test_rle_sample_ids_equals_sample_then_crop_ids(data, d):
     # repeated rows and columns are the upscaling case the kernel copies and replays
     rows = np.sort(np.array(d.draw(st.lists(st.integers(-1, h - 1), min_size=1, max_size=12)), np.int64))
     xs = np.sort(np.array(d.draw(st.lists(st.integers(-3, w + 3), min_size=1, max_size=20)), np.int64))
-    flip = d.draw(st.booleans())
-    lut = np.concatenate([[0], d.draw(st.permutations(range(1, len(seg_ids) + 1)))]).astype(np.int32) * 7
+    flip, maps = d.draw(st.booleans()), d.draw(st.booleans())
+    n = len(seg_ids)
+    id_lut = np.concatenate([[0], d.draw(st.permutations(range(1, n + 1)))]).astype(np.int32) * 7
+    sem_lut = np.array(d.draw(st.lists(st.integers(0, 300), min_size=n + 1, max_size=n + 1)), np.int64)
+    crowd_lut = np.array(d.draw(st.lists(st.booleans(), min_size=n + 1, max_size=n + 1)), bool)
     cut = d.draw(st.integers(0, len(rows)))
-    out = np.full((len(rows) + 2, len(xs)), -5, np.int32)
-    area = np.zeros(len(seg_ids), np.int64)
-    box = np.zeros((len(seg_ids), 4), np.int64)
+    shape = (len(rows) + 2, len(xs))
+    got_ids = np.full(shape, -5, np.int32)
+    got_dense = np.full(shape if maps else (0, 0), 9, np.uint16)
+    got_sem = np.full(shape if maps else (0, 0), -5, np.int64)
+    got_crowd = np.zeros(shape if maps else (0, 0), bool)
+    area = np.zeros(n, np.int64)
+    box = np.zeros((n, 4), np.int64)
     box[:, 0], box[:, 1] = len(xs), len(rows) + 2
     for a, b in ((0, cut), (cut, len(rows))):
-        assert kernels.rle_sample_ids(offsets, values, ends, w, rows[a:b], xs, flip, lut, out, 1 + a, area, box) == 0
+        assert kernels.rle_sample_targets(offsets, values, ends, w, rows[a:b], xs, flip, id_lut, sem_lut, crowd_lut,
+                                          got_dense, got_ids, got_sem, got_crowd, 1 + a, area, box) == 0
     box[area == 0, :2] = 0
-    want = np.zeros((len(rows) + 2, len(xs)), np.uint16)
+    want = np.zeros(shape, np.uint16)
     want[1:-1] = ref.rle_sample(offsets, values, ends, w, rows, xs, flip)
-    want_ids, want_area, want_box = ref.crop_ids(want, lut)
-    np.testing.assert_array_equal(out[1:-1], want_ids[1:-1])
-    assert (out[0] == -5).all() and (out[-1] == -5).all()
+    want_ids, want_sem, want_crowd, want_area, want_box = ref.crop_maps(want, id_lut, sem_lut, crowd_lut)
+    np.testing.assert_array_equal(got_ids[1:-1], want_ids[1:-1])
+    assert (got_ids[0] == -5).all() and (got_ids[-1] == -5).all()
+    if maps:
+        np.testing.assert_array_equal(got_dense[1:-1], want[1:-1])
+        np.testing.assert_array_equal(got_sem[1:-1], want_sem[1:-1])
+        np.testing.assert_array_equal(got_crowd[1:-1], want_crowd[1:-1])
+        assert (got_dense[0] == 9).all() and (got_sem[-1] == -5).all() and not got_crowd[0].any()
     np.testing.assert_array_equal(area, want_area)
     np.testing.assert_array_equal(box, want_box)
 
 
-def test_rle_sample_ids_refuses_a_value_beyond_the_table():
+def test_rle_sample_targets_refuses_a_value_beyond_the_tables():
     dense = np.array([[1, 1, 3], [2, 2, 2]], np.uint16)
     offsets, values, ends = kernels.rle_encode_rows(dense)
-    out = np.zeros((2, 3), np.int32)
-    area, box = np.zeros(3, np.int64), np.zeros((3, 4), np.int64)
-    lut = np.array([0, 10, 20], np.int32)  # no entry for 3
-    assert kernels.rle_sample_ids(offsets, values, ends, 3, np.array([0, 1]), np.arange(3), False, lut, out, 0,
-                                  area, box) == 3
+
+    def run(id_lut, sem_lut, maps=True):
+        out = [np.zeros((2, 3) if maps else (0, 0), t) for t in (np.uint16, np.int32, np.int64, bool)]
+        out[1] = np.zeros((2, 3), np.int32)
+        return kernels.rle_sample_targets(offsets, values, ends, 3, np.array([0, 1]), np.arange(3), False, id_lut,
+                                          sem_lut, np.zeros(len(sem_lut), bool), *out, 0, np.zeros(3, np.int64),
+                                          np.zeros((3, 4), np.int64))
+
+    assert run(np.array([0, 10, 20], np.int32), np.zeros(3, np.int64)) == 3  # no entry for 3
+    assert run(np.array([0, 10, 20, 30], np.int32), np.zeros(3, np.int64)) == 4  # a shorter semantic table
+    assert run(np.array([0, 10, 20, 30], np.int32), np.zeros(3, np.int64), maps=False) == 0  # ... not read
 
 
 @settings(max_examples=150, deadline=None)

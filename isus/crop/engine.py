@@ -15,7 +15,7 @@ instance targets.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import cv2
 import numpy as np
@@ -28,7 +28,7 @@ from isus.datasets.base import PanopticDataset
 from isus.index.cache import CachedAnnotationSource
 from isus.index.image_cache import CachedImageSource
 from isus.index.index import Index
-from isus.types import CropSpec
+from isus.types import CropSpec, SampledTargets
 
 __all__ = ["CropConfig", "CropSample", "crop_sample", "CropEngine", "InstanceVisibility"]
 
@@ -181,6 +181,15 @@ class InstanceVisibility:
     box_fraction: np.ndarray
 
 
+class _Tables(NamedTuple):
+    isthing: np.ndarray
+    crowd: np.ndarray
+    lut_ids: np.ndarray
+    train: np.ndarray
+    sem_lut: np.ndarray
+    crowd_lut: np.ndarray
+
+
 class CropEngine:
     """Applies crop specs to one dataset, using its index for original boxes and the caches.
 
@@ -326,7 +335,7 @@ class CropEngine:
         thing flag, crowd flag, and the lookup table of segment ids (``[0, ids...]``)."""
         self._verify_once(spec.image)
         dense, segments, image_size = self._panoptic(spec, size)
-        return (dense, segments, image_size, *self._flags(segments))
+        return (dense, segments, image_size, *self._tables(segments)[:3])
 
     def _verify_once(self, i: int) -> None:
         if self._verify and i not in self._verified:
@@ -335,23 +344,36 @@ class CropEngine:
             self.index.verify_image(self.ds, i, names=False)
             self._verified.add(i)
 
-    def _flags(self, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per segment: thing flag, crowd flag, and the lookup table of segment ids (``[0, ids...]``)."""
-        isthing = np.array([self._isthing[int(c)] for c in segments["category_id"]], dtype=bool)
+    def _tables(self, segments: np.ndarray) -> _Tables:
+        """Per segment of ``segments``: thing and crowd flags, training id, and the lookup tables
+        of segment id, semantic value and crowd flag by position + 1 (0 void)."""
+        cfg = self.config
+        cats = segments["category_id"]
+        isthing = np.array([self._isthing[int(c)] for c in cats], dtype=bool)
         lut_ids = np.concatenate([[0], segments["id"]]).astype(np.int32)
         if self._semantic_only:  # a category segment is a class, not an instance, and has no id
             isthing[:] = False
             lut_ids[:] = 0
-        return isthing, segments["iscrowd"].astype(bool), lut_ids
+        crowd = segments["iscrowd"].astype(bool)
+        train = np.array([self._train_id[int(c)] for c in cats], dtype=np.int64)
+        return _Tables(isthing, crowd, lut_ids, train, F.semantic_lut(train, crowd, cfg.ignore_label, cfg.crowd_as_ignore),
+                       np.concatenate([[False], crowd]))
 
-    def _panoptic_ids(self, spec: CropSpec, size: tuple[int, int]
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
-        """:meth:`_panoptic` as segment ids with each segment's area and box in the crop, in one
-        pass (compact targets need no dense indices: no masks, semantic or crowd maps are built)."""
+    def _sampled(self, spec: CropSpec, size: tuple[int, int], maps: bool) -> tuple[SampledTargets, _Tables]:
+        """The crop's segment map and per-pixel targets, sampled in one pass where the source can
+        (``maps=False``, compact targets: the id map only), and the segments' tables."""
+        self._verify_once(spec.image)
         cw, ch = size
         xs = source_pixels(spec.window[0], spec.scale, cw)
         ys = source_pixels(spec.window[1], spec.scale, ch)
-        return self.annotation_source.sample_ids(spec.image, ys, xs, spec.flip)
+        tables: list[_Tables] = []
+
+        def luts(segments: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            tables.append(self._tables(segments))
+            return tables[0].lut_ids, tables[0].sem_lut, tables[0].crowd_lut
+
+        got = self.annotation_source.sample_targets(spec.image, ys, xs, spec.flip, luts, maps)
+        return got, tables[0] if tables else self._tables(got.segments)
 
     def _extent_in_crop(self, spec: CropSpec, size: tuple[int, int], seg_ids: np.ndarray, keep: np.ndarray
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -382,25 +404,19 @@ class CropEngine:
         size = crop_size(spec)
         image = self._image(spec, size)
         compact = cfg.compact_targets and not self._semantic_only
-        if compact:
-            self._verify_once(spec.image)
-            ids, area, vbox, segments, image_size = self._panoptic_ids(spec, size)
-            isthing, crowd_flag, lut_ids = self._flags(segments)
-        else:
-            dense, segments, image_size, isthing, crowd_flag, lut_ids = self._segments(spec, size)
+        got, tab = self._sampled(spec, size, maps=not compact)
+        ids, area, vbox, segments, image_size = got.ids, got.area, got.box, got.segments, got.size
+        isthing, crowd_flag, train = tab.isthing, tab.crowd, tab.train
         seg_ids, cats = segments["id"], segments["category_id"]
-        train = np.array([self._train_id[int(c)] for c in cats], dtype=np.int64)
-        sem_lut = F.semantic_lut(train, crowd_flag, cfg.ignore_label, cfg.crowd_as_ignore)
-        crowd_lut = np.concatenate([[False], crowd_flag])
         table = None
         if compact:
             # semantic and crowd are functions of the segment id here: ship the table, not the maps
             semantic, crowd = np.zeros((0, 0), np.int64), np.zeros((0, 0), bool)
             rows = np.concatenate([[0], 1 + np.flatnonzero(area > 0)])  # void and the segments present
-            table = np.stack([lut_ids[rows], sem_lut[rows], crowd_lut[rows]], axis=1).astype(np.int64)
+            table = np.stack([tab.lut_ids[rows], tab.sem_lut[rows], tab.crowd_lut[rows]], axis=1).astype(np.int64)
             table = table[np.argsort(table[:, 0], kind="stable")]
         else:
-            ids, semantic, crowd, area, vbox = kernels.crop_maps(dense, lut_ids, sem_lut, crowd_lut)
+            semantic, crowd = got.semantic, got.crowd
         keep, dropped = F.select_instances(area, isthing, crowd_flag, cfg.min_instance_area)
         ignore = None
         if cfg.filters_visibility:
@@ -423,7 +439,8 @@ class CropEngine:
             masks = np.zeros((len(keep), 0, 0), bool)
         else:
             # Compare only inside each visible box: most instances are small next to the crop.
-            masks = kernels.instance_masks(dense, keep.astype(np.int64), vbox[keep])
+            assert got.dense is not None  # sampled with maps
+            masks = kernels.instance_masks(got.dense, keep.astype(np.int64), vbox[keep])
         return CropSample(
             image=image, panoptic=ids, semantic=semantic, masks=masks,
             labels=train[keep], category_ids=cats[keep].astype(np.int64), segment_ids=seg_ids[keep].astype(np.int64),

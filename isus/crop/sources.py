@@ -9,14 +9,14 @@ lossless image cache). :class:`~isus.crop.CropEngine` picks its sources once, wh
 """
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
 from isus import kernels
 from isus.crop.functional import sample_map
 from isus.datasets.base import PanopticDataset
-from isus.types import Panoptic, category_segments
+from isus.types import Panoptic, SampledTargets, category_segments
 
 __all__ = ["ImageSource", "AnnotationSource", "DecodedImageSource", "DecodedAnnotationSource"]
 
@@ -49,17 +49,16 @@ class AnnotationSource(Protocol):
         """
         ...
 
-    def sample_ids(self, i: int, ys: np.ndarray, xs: np.ndarray, flip: bool
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
-        """:meth:`sample` as segment ids, for compact targets.
+    def sample_targets(self, i: int, ys: np.ndarray, xs: np.ndarray, flip: bool,
+                       luts: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]], maps: bool = True
+                       ) -> SampledTargets:
+        """:meth:`sample` with the crop's per-pixel targets (one pass where the source can).
 
-        Returns
-        -------
-        ids : (len(ys), len(xs)) int32, the segment id of each sampled pixel, 0 for void
-        area : (S,) int64, sampled pixels of each segment of ``segments``
-        box : (S, 4) int64, each segment's box ``(x0, y0, x1, y1)`` in output pixels (exclusive
-            ends; zeros when absent)
-        segments, size : as :meth:`sample`
+        ``luts(segments)`` gives the lookup tables ``(id_lut, sem_lut, crowd_lut)`` indexed by
+        position + 1 in ``segments`` (0 void). With ``maps=False`` only the id map is built (compact
+        targets: no dense indices, semantic map or crowd mask). Returns
+        :class:`~isus.types.SampledTargets`, the values :func:`~isus.kernels.crop_maps` gives on
+        :meth:`sample`'s dense map.
         """
         ...
 
@@ -98,12 +97,17 @@ class DecodedAnnotationSource:
         h, w = ids.shape
         return kernels.dense_segments(out, segments["id"].astype(np.int32)), segments, (h, w)
 
-    def sample_ids(self, i: int, ys: np.ndarray, xs: np.ndarray, flip: bool
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+    def sample_targets(self, i: int, ys: np.ndarray, xs: np.ndarray, flip: bool,
+                       luts: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]], maps: bool = True
+                       ) -> SampledTargets:
         dense, segments, size = self.sample(i, ys, xs, flip)
-        lut = np.concatenate([[0], segments["id"]]).astype(np.int32)
-        ids, area, box = kernels.crop_ids(dense, lut)
-        return ids, area, box, segments, size
+        id_lut, sem_lut, crowd_lut = luts(segments)
+        if maps:
+            ids, sem, crowd, area, box = kernels.crop_maps(dense, id_lut, sem_lut, crowd_lut)
+            return SampledTargets(dense, ids, sem, crowd, area, box, segments, size)
+        ids, area, box = kernels.crop_ids(dense, id_lut)
+        empty = np.zeros((0, 0), np.int64)
+        return SampledTargets(None, ids, empty, empty.astype(bool), area, box, segments, size)
 
     def boxes(self, i: int, segment_ids: np.ndarray) -> np.ndarray:
         """Full-extent boxes (len(segment_ids), 4) float64 in original pixels of image ``i``'s

@@ -33,7 +33,7 @@ import re
 import struct
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 
@@ -42,7 +42,7 @@ from isus.fsio import atomic_file
 from isus.index.image_cache import ENTRY_RE as IMAGE_ENTRY_RE
 from isus.index.image_cache import OPEN_ENTRIES, OpenEntries, check_image, header_length, read_entry_bytes
 from isus.index.store import IndexFileError
-from isus.types import SEGMENT_DTYPE, ImageInfo, Panoptic, make_segments
+from isus.types import SEGMENT_DTYPE, ImageInfo, Panoptic, SampledTargets, make_segments
 
 if TYPE_CHECKING:
     from isus.index.index import Index
@@ -277,39 +277,50 @@ def read_cached_sampled(path: Path, ys: np.ndarray, xs: np.ndarray, flip: bool, 
     return out, e.segments
 
 
-def read_cached_sampled_ids(path: Path, ys: np.ndarray, xs: np.ndarray, flip: bool, info: ImageInfo,
-                            digest: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`read_cached_sampled` straight to segment ids: ``(ids, area, box, segments)``, ``ids``
-    (int32) the segment id at ``(ys[j], xs[k])`` (0 void), and per segment of ``segments`` its
-    sampled pixel count and box ``(x0, y0, x1, y1)`` in output pixels (exclusive ends; zeros when
-    absent), as :func:`~isus.kernels.crop_ids` of the dense map gives them, counted a run at a time."""
+def read_cached_sampled_targets(path: Path, ys: np.ndarray, xs: np.ndarray, flip: bool, info: ImageInfo,
+                                luts: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]], maps: bool,
+                                digest: str | None = None) -> SampledTargets:
+    """:func:`read_cached_sampled` and the crop's per-pixel targets in one pass over the runs.
+
+    ``luts(segments)`` gives the lookup tables ``(id_lut, sem_lut, crowd_lut)`` of the entry's
+    segments (position + 1; 0 is void). Returns :class:`~isus.crop.sources.SampledTargets`: the
+    id map, and with ``maps`` the dense indices, semantic map and crowd mask too (else (0, 0)),
+    with each segment's sampled area and box, as :func:`~isus.kernels.crop_maps` of the dense
+    map gives them, counted a span of equal pixels at a time."""
     e = _OPEN.get(path, digest)
     h, w = e.height, e.width
     check_image("annotation cache entry", e.image_id, e.height, e.width, info, path)
     ys, xs = np.asarray(ys, np.int64), np.asarray(xs, np.int64)
-    lut = np.concatenate([[0], e.segments["id"]]).astype(np.int32)
-    out = np.empty((len(ys), len(xs)), np.int32)
+    id_lut, sem_lut, crowd_lut = luts(e.segments)
+    shape = (len(ys), len(xs))
+    none = (0, 0)
+    ids = np.empty(shape, np.int32)
+    dense = np.empty(shape if maps else none, np.uint16)
+    sem = np.empty(shape if maps else none, np.int64)
+    crowd = np.empty(shape if maps else none, np.bool_)
     area = np.zeros(len(e.segments), np.int64)
     box = np.zeros((len(e.segments), 4), np.int64)
     box[:, 0], box[:, 1] = len(xs), len(ys)
     inside = np.flatnonzero((ys >= 0) & (ys < h))  # ys is sorted: rows outside lie before or after
-    if not len(inside):
-        out[:] = 0
-    else:
-        out[:inside[0]] = 0
-        out[inside[-1] + 1:] = 0
+    outside = [slice(0, len(ys))] if not len(inside) else [slice(0, inside[0]), slice(inside[-1] + 1, len(ys))]
+    for void in outside:
+        ids[void] = id_lut[0]
+        if maps:
+            dense[void], sem[void], crowd[void] = 0, sem_lut[0], crowd_lut[0]
+    if len(inside):
         bands = ys[inside] // BAND_ROWS
         cuts = np.flatnonzero(np.diff(bands)) + 1
         for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(inside)]):
             band = int(bands[a])
             offs, vals, ends = _band(e, band, path)
             rows = ys[inside[a:b]] - band * BAND_ROWS
-            bad = kernels.rle_sample_ids(offs, vals, ends, w, rows, xs, flip, lut, out, int(inside[a]), area, box)
+            bad = kernels.rle_sample_targets(offs, vals, ends, w, rows, xs, flip, id_lut, sem_lut, crowd_lut,
+                                             dense, ids, sem, crowd, int(inside[a]), area, box)
             if bad:
                 raise IndexFileError(f"annotation cache entry is corrupt: segment index {bad} beyond its "
                                      f"{len(e.segments)} segments", path)
     box[area == 0, :2] = 0
-    return out, area, box, e.segments
+    return SampledTargets(dense if maps else None, ids, sem, crowd, area, box, e.segments, (h, w))
 
 
 class CachedAnnotationSource:
@@ -328,15 +339,14 @@ class CachedAnnotationSource:
         dense, segments = read_cached_sampled(ix.cache_path(i), ys, xs, flip, info, ix.annotation_digest(i))
         return dense, segments, (info.height, info.width)
 
-    def sample_ids(self, i: int, ys: np.ndarray, xs: np.ndarray, flip: bool
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
-        """:meth:`sample` as segment ids, with each segment's sampled area and box, in one pass
-        over the runs: ``(ids, area, box, segments, (H, W))``."""
+    def sample_targets(self, i: int, ys: np.ndarray, xs: np.ndarray, flip: bool,
+                       luts: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]], maps: bool = True
+                       ) -> SampledTargets:
+        """:meth:`sample` and the crop's per-pixel targets in one pass over the runs
+        (:meth:`~isus.crop.sources.AnnotationSource.sample_targets`)."""
         ix = self.index
-        info = ix.image_info(i)
-        ids, area, box, segments = read_cached_sampled_ids(ix.cache_path(i), ys, xs, flip, info,
-                                                           ix.annotation_digest(i))
-        return ids, area, box, segments, (info.height, info.width)
+        return read_cached_sampled_targets(ix.cache_path(i), ys, xs, flip, ix.image_info(i), luts, maps,
+                                           ix.annotation_digest(i))
 
     def load(self, i: int, window: tuple[int, int, int, int] | None = None) -> Panoptic:
         """Panoptic annotation of image ``i``, optionally only the ``window`` ``(x0, y0, x1, y1)``
