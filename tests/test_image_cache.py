@@ -368,3 +368,28 @@ def test_verify_caches_reads_every_entry_and_names_a_bad_one(fresh, tmp_path):
     assert str(path) in str(e.value)
     res = CliRunner().invoke(cli, ["index", "verify", str(index.path)])
     assert res.exit_code != 0 and path.name in res.output
+
+
+@pytest.mark.parametrize("options, want", [(["--image-codec", "raw"], {"codec": "raw"}),
+                                           (["--image-chroma", "420", "--image-quality", "90"],
+                                            {"codec": "jpeg", "chroma": "420", "quality": 90})])
+def test_cli_image_cache_options_reach_the_cache(tmp_path, monkeypatch, options, want):
+    from click.testing import CliRunner
+
+    from isus_cli.main import cli
+
+    root = isus.synth.write_dataset(tmp_path / "mvd", "mvd", 2, size=(320, 240), seed=5)
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, ["index", "build", "--dataset", "mvd", "--root", str(root), "--out", "x.isusidx",
+                                   "--cache-images", *options], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    index = isus.Index.load(tmp_path / "x.isusidx")
+    assert {k: index.image_cache[k] for k in want} == want
+    ds = isus.open_dataset("mvd", root)
+    spec = CropSpec(image=1, window=(10.0, 20.0, 200.0, 180.0), scale=1.3)
+    a, b = CropEngine(ds, index)(spec), CropEngine(ds, index, CropConfig(use_cache=False))(spec)
+    same_targets(a, b)
+    if want["codec"] == "raw":  # lossless
+        np.testing.assert_array_equal(a.image, b.image)
+    else:  # lossy tiles, close to the decode
+        assert (a.image != b.image).any() and psnr(a.image, b.image) >= 30
