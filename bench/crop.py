@@ -28,8 +28,9 @@ The peer of a window is the fastest of those installed, per window ("peer" below
 
 isus: the default engine on an index built with ``--cache-images`` (JPEG tiles 256 px, q95,
 4:4:4), split into image (the window's tiles decoded at the crop's level, then resampled),
-annotation (the sampled rows of the cached map) and targets (everything else: ids, semantic,
-crowd, masks, boxes, original boxes); and, where ``CropConfig.compact_targets`` exists, the same
+annotation (the sampled rows of the cached map, and since the fused sampler the id, semantic and
+crowd maps written in the same pass) and targets (everything else: masks, boxes, original boxes,
+truncation); and, where ``CropConfig.compact_targets`` exists, the same
 sample with compact targets (the maps the model can rebuild on its device not built).
 
 With ``--raw`` (default on): the compact sample again on an index whose image cache holds raw
