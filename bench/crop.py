@@ -33,7 +33,7 @@ crowd maps written in the same pass) and targets (everything else: masks, boxes,
 truncation); and, where ``CropConfig.compact_targets`` exists, the same
 sample with compact targets (the maps the model can rebuild on its device not built).
 
-With ``--raw`` (default on): the compact sample again on an index whose image cache holds raw
+With ``--raw`` (default on): the sample (dense and compact) again on an index whose image cache holds raw
 tiles (``ImageCacheParams(codec="raw")``: lossless, uncompressed, reading a tile is a copy; about
 4 bytes per source pixel on disk), and the peer a user with the same disk budget could assemble,
 "raw+cv2" (image only): the same pyramid levels stored as uncompressed RGB ``.npy`` files,
@@ -313,6 +313,7 @@ def run(name: str, ds, index, args, peers, clock: Clock, with_baseline: bool, ra
     ccfg = compact_config()
     compact = CropEngine(ds, index, ccfg) if ccfg is not None else None
     compact_raw = CropEngine(ds, raw_index, ccfg) if ccfg is not None and raw_index is not None else None
+    dense_raw = CropEngine(ds, raw_index) if compact_raw is not None else None
     nocache = CropEngine(ds, index, CropConfig(use_cache=False)) if with_baseline else None
     jpeg = {i: np.fromfile(ds.image_path(i), np.uint8) for i in range(len(ds))}  # warm the page cache
 
@@ -329,13 +330,13 @@ def run(name: str, ds, index, args, peers, clock: Clock, with_baseline: bool, ra
             if compact is not None:
                 compact(spec)
             if compact_raw is not None:
-                compact_raw(spec), raw_peer(spec)
+                compact_raw(spec), dense_raw(spec), raw_peer(spec)
             for f in peers.values():
                 peer_call(f, spec)
             if with_baseline:
                 nocache(spec), baseline(ds, spec)
     del jpeg
-    cols: dict[str, list[float]] = {k: [] for k in [*peers, "base", "nocache", "compact", "compact_raw", "raw+cv2"]}
+    cols: dict[str, list[float]] = {k: [] for k in [*peers, "base", "nocache", "compact", "compact_raw", "dense_raw", "raw+cv2"]}
     other: dict[str, list[float]] = {k: [] for k in [*peers, "isus", "compact"]}
     split = []
     dali_cpu = dali_wall = 0.0
@@ -361,6 +362,7 @@ def run(name: str, ds, index, args, peers, clock: Clock, with_baseline: bool, ra
             other["compact"].append(t[1 - pick])
         if compact_raw is not None:
             cols["compact_raw"].append(clock.time(lambda: compact_raw(spec))[pick])
+            cols["dense_raw"].append(clock.time(lambda: dense_raw(spec))[pick])
             cols["raw+cv2"].append(clock.time(lambda: raw_peer(spec))[pick])
     split = np.array(split)
     arr = {k: np.array(v) for k, v in cols.items() if v}
@@ -407,14 +409,18 @@ def run(name: str, ds, index, args, peers, clock: Clock, with_baseline: bool, ra
                 entry["compact_raw"] = float(np.median(arr["compact_raw"][sel]))
                 entry["raw_peer"] = float(np.median(arr["raw+cv2"][sel]))
                 entry["ratio_compact_raw"] = float(np.median(best[sel] / arr["compact_raw"][sel]))
+                entry["dense_raw"] = float(np.median(arr["dense_raw"][sel]))
+                entry["ratio_dense_raw"] = float(np.median(best[sel] / arr["dense_raw"][sel]))
                 entry["ratio_raw_peer"] = float(np.median(arr["raw+cv2"][sel] / arr["compact_raw"][sel]))
             winners = np.argmin(np.stack([arr[p][sel] for p in have]), axis=0)
             line += " | " + ", ".join(f"{p} {int((winners == j).sum())}" for j, p in enumerate(have) if (winners == j).any())
         print(line)
         res["regimes"][label] = entry
     if "compact_raw" in arr:
-        print("  compact targets on raw tiles (ms; peer = the fastest JPEG peer; raw+cv2 = the raw-storage peer, image only):")
-        print("  " + "; ".join(f"{lab} isus {1e3 * e['compact_raw']:.1f}, peer/isus {e['ratio_compact_raw']:.2f}, "
+        print("  raw tiles (ms; peer = the fastest JPEG peer; raw+cv2 = the raw-storage peer, image only):")
+        print("  dense targets: " + "; ".join(f"{lab} isus {1e3 * e['dense_raw']:.1f}, peer/isus {e['ratio_dense_raw']:.2f}"
+                                            for lab, e in res["regimes"].items() if "dense_raw" in e))
+        print("  compact targets: " + "; ".join(f"{lab} isus {1e3 * e['compact_raw']:.1f}, peer/isus {e['ratio_compact_raw']:.2f}, "
                                f"raw+cv2 {1e3 * e['raw_peer']:.1f}, raw+cv2/isus {e['ratio_raw_peer']:.2f}"
                                for lab, e in res["regimes"].items() if "compact_raw" in e))
     if best is not None:
@@ -500,7 +506,8 @@ def goals(per_size: list[tuple[str, float, dict]], real: dict | None) -> None:
             print(f"  peer image-only / isus whole sample >= 1.0 in every regime, {lab}: " + ", ".join(
                 f"{k} {e['ratio']:.2f}" for k, e in ent.items() if k != "all") +
                 f" -> {'met' if worst[0] >= 1.0 else f'not met (worst {worst[1]}: {worst[0]:.2f})'}")
-    for key, what in (("ratio_compact", "compact targets"), ("ratio_compact_raw", "compact targets on raw tiles")):
+    for key, what in (("ratio_compact", "compact targets"), ("ratio_dense_raw", "raw tiles"),
+                      ("ratio_compact_raw", "compact targets on raw tiles")):
         for lab, res in rows:
             ent = {k: e for k, e in res["regimes"].items() if k != "all" and key in e}
             if ent:
