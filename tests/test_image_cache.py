@@ -393,3 +393,20 @@ def test_cli_image_cache_options_reach_the_cache(tmp_path, monkeypatch, options,
         np.testing.assert_array_equal(a.image, b.image)
     else:  # lossy tiles, close to the decode
         assert (a.image != b.image).any() and psnr(a.image, b.image) >= 30
+
+
+def test_raw_entry_with_tiles_of_the_wrong_size_is_refused(data, tmp_path, monkeypatch):
+    """A raw tile is exactly its pixels: an entry whose tiles have other sizes (a writer's bug; the
+    CRCs and the digest match what was written) is refused when opened, naming the file."""
+    from isus.index import image_cache
+
+    ds, _ = data
+    real = image_cache._encode_tile
+    monkeypatch.setattr(image_cache, "_encode_tile", lambda tile, params: real(tile, params)[:-3])
+    isus.build_index(ds, workers=1, cache_dir=tmp_path / "r.isusidx.cache",
+                     image_cache=ImageCacheParams(codec="raw")).save(tmp_path / "r.isusidx")
+    monkeypatch.undo()
+    index = isus.Index.load(tmp_path / "r.isusidx")
+    with pytest.raises(IndexFileError, match="corrupt") as err:
+        CropEngine(ds, index)(SPEC)
+    assert str(index.image_cache_path(2)) in str(err.value)

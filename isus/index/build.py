@@ -283,7 +283,8 @@ def build_index(
     image_cache
         Also write the image cache to ``cache_dir``: True for the defaults (JPEG tiles of 256
         pixels at quality 95), or an :class:`~isus.index.image_cache.ImageCacheParams` (e.g.
-        ``codec="png"`` for bit-identical crops). See ``isus.index.image_cache``.
+        ``codec="png"`` or ``codec="raw"`` for bit-identical crops, raw the fastest and the
+        largest). See ``isus.index.image_cache``.
     shard
         ``(k, n)``: build only the k-th of n contiguous parts; join parts with :func:`merge_indexes`.
     checkpoint_dir

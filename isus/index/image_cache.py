@@ -157,6 +157,17 @@ def write_image_entry(cache_dir: Path, i: int, image_id: str, levels: list[np.nd
     return path.stat().st_size, digest
 
 
+def _raw_sizes(levels: dict[int, tuple[int, int, int, int, int]], tile: int) -> np.ndarray:
+    """Bytes of each raw tile, in the entry's order (levels, then rows of tiles)."""
+    sizes = []
+    for r in sorted(levels, key=lambda r: levels[r][4]):
+        h, w, nx, ny, _ = levels[r]
+        th = np.minimum(tile, h - tile * np.arange(ny))
+        tw = np.minimum(tile, w - tile * np.arange(nx))
+        sizes.append((3 * th[:, None] * tw[None, :]).ravel())
+    return np.concatenate(sizes).astype(np.int64) if sizes else np.zeros(0, np.int64)
+
+
 @dataclass
 class _Entry:
     image_id: str
@@ -273,6 +284,8 @@ def _parse(path: Path, digest: str | None) -> _Entry:
         if (offsets[0] != 0 or (np.diff(offsets) < 0).any() or len(data) != t1 + offsets[-1]
                 or header["codec"] not in CODECS):
             raise EOFError if len(data) < t1 + offsets[-1] else ValueError("tile table")
+        if header["codec"] == "raw" and not np.array_equal(np.diff(offsets), _raw_sizes(levels, tile)):
+            raise ValueError("raw tile sizes")  # each raw tile is exactly its pixels: nothing else can be read
         return _Entry(str(header["image_id"]), int(header["height"]), int(header["width"]), tile,
                       str(header["codec"]), levels, offsets, crc, t1, data)
     except IndexFileError:
