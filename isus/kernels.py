@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "count_u16", "dense_segments", "scan_dense", "anchor_points", "rle_encode_rows", "rle_decode_window",
-    "rle_rows_valid", "rle_sample", "rle_sample_targets", "bilinear_taps", "resample_bilinear",
+    "rle_rows_valid", "rle_sample_targets", "bilinear_taps", "resample_bilinear",
     "crop_maps", "instance_masks",
     "pair_counts", "mask_rle_counts", "colors_to_ids", "segment_areas",
 ]
@@ -36,6 +36,21 @@ def count_u16(values: NDArray[np.uint16]) -> NDArray[np.int64]:
     for k in range(flat.shape[0]):
         counts[flat[k]] += 1
     return counts
+
+
+@_jit
+def _add_span(area: np.ndarray, box: np.ndarray, k: int, x0: int, x1: int, y: int) -> None:
+    """Count pixels ``[x0, x1)`` of row ``y`` to segment ``k``'s area and box ``(x0, y0, x1, y1)``
+    (exclusive ends); rows may come in any order."""
+    area[k] += x1 - x0
+    if x0 < box[k, 0]:
+        box[k, 0] = x0
+    if x1 > box[k, 2]:
+        box[k, 2] = x1
+    if y < box[k, 1]:
+        box[k, 1] = y
+    if y + 1 > box[k, 3]:
+        box[k, 3] = y + 1
 
 
 @_jit
@@ -128,14 +143,7 @@ def scan_dense(dense: np.ndarray, n: int, grid: int
             if d != 0:
                 k = d - 1
                 m = e - x
-                area[k] += m
-                if x < box[k, 0]:
-                    box[k, 0] = x
-                if e > box[k, 2]:
-                    box[k, 2] = e
-                if y < box[k, 1]:
-                    box[k, 1] = y
-                box[k, 3] = y + 1
+                _add_span(area, box, k, x, e, y)
                 sums[k, 0] += m * (x + e) * 0.5
                 sums[k, 1] += m * (y + 0.5)
                 gx = (x * grid) // w
@@ -269,67 +277,22 @@ def rle_rows_valid(offsets: np.ndarray, ends: np.ndarray, width: int) -> bool:
 
 
 @_jit
-def rle_sample(offsets: np.ndarray, values: np.ndarray, ends: np.ndarray, width: int, rows: np.ndarray,
-               xs: np.ndarray, flip: bool, out: np.ndarray, row0: int) -> np.ndarray:
-    """Nearest-neighbour sample of a row-RLE map into ``out[row0 + j]`` for each ``rows[j]``.
-
-    ``rows[j]`` is a row of the tables, or -1 for a row outside the map; ``xs`` are the source
-    columns, non-decreasing (may lie outside ``[0, width)``: those pixels get 0). With ``flip``
-    output column ``k`` takes ``xs[n - 1 - k]``. Each sampled row costs its runs (a binary search
-    of ``xs`` for where each ends) plus one store per output column, whatever the window's width;
-    a row repeated in ``rows`` (upscaling) is copied.
-    """
-    n = xs.shape[0]
-    lo = 0
-    while lo < n and xs[lo] < 0:
-        lo += 1
-    hi = n
-    while hi > lo and xs[hi - 1] >= width:
-        hi -= 1
-    for j in range(rows.shape[0]):
-        y = rows[j]
-        o = out[row0 + j]
-        if j > 0 and y == rows[j - 1]:
-            o[:] = out[row0 + j - 1]
-            continue
-        if y < 0 or lo >= hi:
-            o[:] = 0
-            continue
-        for k in range(lo):  # columns left of the map, then right of it
-            o[n - 1 - k if flip else k] = 0
-        for k in range(hi, n):
-            o[n - 1 - k if flip else k] = 0
-        b = offsets[y + 1]
-        r = _first_run_after(ends, offsets[y], b, xs[lo])
-        k = lo
-        while k < hi:
-            k2 = _first_at_least(xs, k + 1, hi, ends[r])  # columns k..k2-1 fall in run r
-            v = values[r]
-            if flip:
-                for q in range(n - k2, n - k):
-                    o[q] = v
-            else:
-                for q in range(k, k2):
-                    o[q] = v
-            k = k2
-            if k < hi:
-                r = _first_run_after(ends, r + 1, b, xs[k])
-    return out
-
-
-
-@_jit
 def rle_sample_targets(offsets: np.ndarray, values: np.ndarray, ends: np.ndarray, width: int, rows: np.ndarray,
                        xs: np.ndarray, flip: bool, id_lut: np.ndarray, sem_lut: np.ndarray, crowd_lut: np.ndarray,
                        dense: np.ndarray, ids: np.ndarray, sem: np.ndarray, crowd: np.ndarray, row0: int,
                        area: np.ndarray, box: np.ndarray) -> int:
-    """:func:`rle_sample` fused with :func:`crop_maps`: for each sampled pixel of value ``v``
-    (row ``row0 + j``) writes ``dense = v``, ``ids = id_lut[v]``, ``sem = sem_lut[v]`` and
-    ``crowd = crowd_lut[v]``, and for ``v > 0`` adds the pixel to ``area[v - 1]`` and
-    ``box[v - 1]`` ``(x0, y0, x1, y1)`` (exclusive ends; the caller starts x0 and y0 at the
-    output's width and height), a span of equal pixels at a time, never pixel by pixel. An output
-    with no rows (``shape[0] == 0``) of ``dense``, ``sem`` or ``crowd`` is not written (compact
-    targets need only ``ids``), nor is its table read.
+    """Nearest-neighbour sample of a row-RLE map and the crop's per-pixel maps, in one pass.
+
+    ``rows[j]`` is a row of the tables, or -1 for a row outside the map; ``xs`` are the source
+    columns, non-decreasing (may lie outside ``[0, width)``: void there); with ``flip`` output
+    column ``k`` takes ``xs[n - 1 - k]``. Each sampled pixel of value ``v`` (row ``row0 + j``) gets
+    ``dense = v``, ``ids = id_lut[v]``, ``sem = sem_lut[v]`` and ``crowd = crowd_lut[v]``; for
+    ``v > 0`` it adds to ``area[v - 1]`` and ``box[v - 1]`` ``(x0, y0, x1, y1)`` (exclusive ends;
+    the caller starts x0 and y0 at the output's width and height). A row costs its runs (a binary
+    search of ``xs`` for where each ends) plus one fill per span of equal pixels, whatever the
+    window's width; a row repeated in ``rows`` (upscaling) is copied and its spans counted again.
+    An output with no rows (``shape[0] == 0``) is not written, nor its table read: the crop's
+    maps need all four, compact targets ``ids`` alone, the segment map alone ``dense``.
 
     Returns 0, or the first value with no entry in ``id_lut`` (a corrupt map: nothing is read
     past the tables, the caller raises).
@@ -338,7 +301,8 @@ def rle_sample_targets(offsets: np.ndarray, values: np.ndarray, ends: np.ndarray
     nlut = id_lut.shape[0]
     if (sem.shape[0] > 0 and sem_lut.shape[0] < nlut) or (crowd.shape[0] > 0 and crowd_lut.shape[0] < nlut):
         return int(nlut)  # tables shorter than the id table: refuse rather than read past them
-    want_dense, want_sem, want_crowd = dense.shape[0] > 0, sem.shape[0] > 0, crowd.shape[0] > 0
+    want_dense, want_ids = dense.shape[0] > 0, ids.shape[0] > 0
+    want_sem, want_crowd = sem.shape[0] > 0, crowd.shape[0] > 0
     lo = 0
     while lo < n and xs[lo] < 0:
         lo += 1
@@ -354,7 +318,8 @@ def rle_sample_targets(offsets: np.ndarray, values: np.ndarray, ends: np.ndarray
         yo = row0 + j
         if (j > 0 and y == rows[j - 1]) or y < 0 or lo >= hi:
             if j > 0 and y == rows[j - 1]:
-                ids[yo] = ids[yo - 1]
+                if want_ids:
+                    ids[yo] = ids[yo - 1]
                 if want_dense:
                     dense[yo] = dense[yo - 1]
                 if want_sem:
@@ -363,7 +328,8 @@ def rle_sample_targets(offsets: np.ndarray, values: np.ndarray, ends: np.ndarray
                     crowd[yo] = crowd[yo - 1]
             else:  # a row outside the map, or no column inside it: void
                 ns = 0
-                ids[yo] = id_lut[0]
+                if want_ids:
+                    ids[yo] = id_lut[0]
                 if want_dense:
                     dense[yo] = 0
                 if want_sem:
@@ -388,7 +354,8 @@ def rle_sample_targets(offsets: np.ndarray, values: np.ndarray, ends: np.ndarray
                     if v >= nlut:
                         return v
                 c0, c1 = (n - k2, n - k) if flip else (k, k2)
-                ids[yo, c0:c1] = id_lut[v]
+                if want_ids:
+                    ids[yo, c0:c1] = id_lut[v]
                 if want_dense:
                     dense[yo, c0:c1] = v
                 if want_sem:
@@ -404,18 +371,7 @@ def rle_sample_targets(offsets: np.ndarray, values: np.ndarray, ends: np.ndarray
                     r = _first_run_after(ends, r + 1, b, xs[k2])
                 k = k2
         for q in range(ns):
-            v1 = spans[q, 0] - 1
-            c0 = spans[q, 1]
-            c1 = spans[q, 2]
-            area[v1] += c1 - c0
-            if c0 < box[v1, 0]:
-                box[v1, 0] = c0
-            if c1 > box[v1, 2]:
-                box[v1, 2] = c1
-            if yo < box[v1, 1]:
-                box[v1, 1] = yo
-            if yo + 1 > box[v1, 3]:
-                box[v1, 3] = yo + 1
+            _add_span(area, box, spans[q, 0] - 1, spans[q, 1], spans[q, 2], yo)
     return 0
 
 

@@ -257,24 +257,9 @@ def read_cached_sampled(path: Path, ys: np.ndarray, xs: np.ndarray, flip: bool, 
     Only the bands holding a sampled row are decompressed, and only sampled rows are expanded,
     and only at the sampled columns: the cost follows the output, not the window.
     """
-    e = _OPEN.get(path, digest)
-    h, w = e.height, e.width
-    check_image("annotation cache entry", e.image_id, e.height, e.width, info, path)
-    ys, xs = np.asarray(ys, np.int64), np.asarray(xs, np.int64)
-    out = np.zeros((len(ys), len(xs)), np.uint16)
-    inside = np.flatnonzero((ys >= 0) & (ys < h))
-    if len(inside):
-        bands = ys[inside] // BAND_ROWS
-        cuts = np.flatnonzero(np.diff(bands)) + 1
-        for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(inside)]):
-            band = int(bands[a])
-            offs, vals, ends = _band(e, band, path)
-            rows = ys[inside[a:b]] - band * BAND_ROWS
-            kernels.rle_sample(offs, vals, ends, w, rows, xs, flip, out, int(inside[a]))
-    if len(e.segments) < 65535 and out.size and int(out.max()) > len(e.segments):
-        raise IndexFileError(f"annotation cache entry is corrupt: segment index {int(out.max())} beyond its "
-                             f"{len(e.segments)} segments", path)
-    return out, e.segments
+    got = _sample_runs(path, ys, xs, flip, info, digest, None, dense=True, ids=False, maps=False)
+    assert got.dense is not None
+    return got.dense, got.segments
 
 
 def read_cached_sampled_targets(path: Path, ys: np.ndarray, xs: np.ndarray, flip: bool, info: ImageInfo,
@@ -283,30 +268,39 @@ def read_cached_sampled_targets(path: Path, ys: np.ndarray, xs: np.ndarray, flip
     """:func:`read_cached_sampled` and the crop's per-pixel targets in one pass over the runs.
 
     ``luts(segments)`` gives the lookup tables ``(id_lut, sem_lut, crowd_lut)`` of the entry's
-    segments (position + 1; 0 is void). Returns :class:`~isus.crop.sources.SampledTargets`: the
-    id map, and with ``maps`` the dense indices, semantic map and crowd mask too (else (0, 0)),
+    segments (position + 1; 0 is void). Returns :class:`~isus.types.SampledTargets`: the id map,
+    and with ``maps`` the dense indices, semantic map and crowd mask too (else None and (0, 0)),
     with each segment's sampled area and box, as :func:`~isus.kernels.crop_maps` of the dense
     map gives them, counted a span of equal pixels at a time."""
+    return _sample_runs(path, ys, xs, flip, info, digest, luts, dense=maps, ids=True, maps=maps)
+
+
+def _sample_runs(path: Path, ys: np.ndarray, xs: np.ndarray, flip: bool, info: ImageInfo, digest: str | None,
+                 luts: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]] | None,
+                 dense: bool, ids: bool, maps: bool) -> SampledTargets:
     e = _OPEN.get(path, digest)
     h, w = e.height, e.width
     check_image("annotation cache entry", e.image_id, e.height, e.width, info, path)
     ys, xs = np.asarray(ys, np.int64), np.asarray(xs, np.int64)
-    id_lut, sem_lut, crowd_lut = luts(e.segments)
-    shape = (len(ys), len(xs))
-    none = (0, 0)
-    ids = np.empty(shape, np.int32)
-    dense = np.empty(shape if maps else none, np.uint16)
+    n = len(e.segments)
+    if luts is None:  # the segment map alone: the tables only bound the values
+        id_lut, sem_lut, crowd_lut = np.zeros(n + 1, np.int32), np.zeros(n + 1, np.int64), np.zeros(n + 1, bool)
+    else:
+        id_lut, sem_lut, crowd_lut = luts(e.segments)
+    shape, none = (len(ys), len(xs)), (0, 0)
+    out_dense = np.empty(shape if dense else none, np.uint16)
+    out_ids = np.empty(shape if ids else none, np.int32)
     sem = np.empty(shape if maps else none, np.int64)
     crowd = np.empty(shape if maps else none, np.bool_)
-    area = np.zeros(len(e.segments), np.int64)
-    box = np.zeros((len(e.segments), 4), np.int64)
+    area = np.zeros(n, np.int64)
+    box = np.zeros((n, 4), np.int64)
     box[:, 0], box[:, 1] = len(xs), len(ys)
     inside = np.flatnonzero((ys >= 0) & (ys < h))  # ys is sorted: rows outside lie before or after
     outside = [slice(0, len(ys))] if not len(inside) else [slice(0, inside[0]), slice(inside[-1] + 1, len(ys))]
     for void in outside:
-        ids[void] = id_lut[0]
-        if maps:
-            dense[void], sem[void], crowd[void] = 0, sem_lut[0], crowd_lut[0]
+        out_ids[void] = id_lut[0] if ids else 0
+        out_dense[void] = 0
+        sem[void], crowd[void] = sem_lut[0], crowd_lut[0]
     if len(inside):
         bands = ys[inside] // BAND_ROWS
         cuts = np.flatnonzero(np.diff(bands)) + 1
@@ -315,12 +309,12 @@ def read_cached_sampled_targets(path: Path, ys: np.ndarray, xs: np.ndarray, flip
             offs, vals, ends = _band(e, band, path)
             rows = ys[inside[a:b]] - band * BAND_ROWS
             bad = kernels.rle_sample_targets(offs, vals, ends, w, rows, xs, flip, id_lut, sem_lut, crowd_lut,
-                                             dense, ids, sem, crowd, int(inside[a]), area, box)
+                                             out_dense, out_ids, sem, crowd, int(inside[a]), area, box)
             if bad:
                 raise IndexFileError(f"annotation cache entry is corrupt: segment index {bad} beyond its "
-                                     f"{len(e.segments)} segments", path)
+                                     f"{n} segments", path)
     box[area == 0, :2] = 0
-    return SampledTargets(dense if maps else None, ids, sem, crowd, area, box, e.segments, (h, w))
+    return SampledTargets(out_dense if dense else None, out_ids, sem, crowd, area, box, e.segments, (h, w))
 
 
 class CachedAnnotationSource:
