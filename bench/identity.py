@@ -48,8 +48,11 @@ def digest(*parts: Any) -> str:
 
 
 def sample_digest(s: Any) -> str:
-    return digest(s.image, s.panoptic, s.semantic, s.masks, s.labels, s.category_ids, s.segment_ids, s.boxes,
-                  s.original_boxes, s.truncated, s.crowd, int(s.dropped), list(s.window), float(s.scale), bool(s.flip))
+    parts = [s.image, s.panoptic, s.semantic, s.masks, s.labels, s.category_ids, s.segment_ids, s.boxes,
+             s.original_boxes, s.truncated, s.crowd, int(s.dropped), list(s.window), float(s.scale), bool(s.flip)]
+    if getattr(s, "segment_table", None) is not None:  # compact targets (manifests before them never had one)
+        parts.append(s.segment_table)
+    return digest(*parts)
 
 
 def crops(ds: Any, index: Any, crop: int, n: int, out: dict[str, str], key: str) -> None:
@@ -65,6 +68,8 @@ def crops(ds: Any, index: Any, crop: int, n: int, out: dict[str, str], key: str)
         if index.cache_dir is not None:
             engines["cached"] = isus.CropEngine(ds, index)
             engines["cached_cubic"] = isus.CropEngine(ds, index, isus.CropConfig(interpolation="cubic"))
+            engines["cached_compact"] = isus.CropEngine(ds, index, isus.CropConfig(compact_targets=True))
+        engines["decoded_compact"] = isus.CropEngine(ds, index, isus.CropConfig(use_cache=False, compact_targets=True))
         if ds.has_instances:
             engines["no_index"] = isus.CropEngine(ds, None)
         engines["full_decode"] = isus.CropEngine(ds, index, isus.CropConfig(use_cache=False, reduced_decode=False))
