@@ -593,18 +593,23 @@ def crop_maps(dense: np.ndarray, id_lut: np.ndarray, sem_lut: np.ndarray, crowd_
     return ids, sem, crowd, area, box
 
 
-@_jit
 def instance_masks(dense: np.ndarray, segs: NDArray[np.int64], box: np.ndarray) -> NDArray[np.bool_]:
     """``masks[j] = dense == segs[j] + 1``, (len(segs), H, W) bool, each compared only inside its
     box ``box[j]`` ``(x0, y0, x1, y1)`` (zeros elsewhere: the box holds the whole segment)."""
-    h, w = dense.shape
-    masks = np.zeros((segs.shape[0], h, w), np.bool_)
+    # numpy's zeros, not numba's: calloc'd (and hugepage-advised) memory is zeroed lazily, so only
+    # the boxes' pages are touched here; numba's allocator would zero all N MiB up front
+    masks = np.zeros((segs.shape[0],) + dense.shape, np.bool_)
+    _fill_masks(dense, segs, box, masks)
+    return masks
+
+
+@_jit
+def _fill_masks(dense: np.ndarray, segs: NDArray[np.int64], box: np.ndarray, masks: np.ndarray) -> None:
     for j in range(segs.shape[0]):
         v = segs[j] + 1
         for y in range(box[j, 1], box[j, 3]):
             for x in range(box[j, 0], box[j, 2]):
                 masks[j, y, x] = dense[y, x] == v
-    return masks
 
 
 @_jit
