@@ -339,7 +339,7 @@ def rle_sample_targets(offsets: np.ndarray, values: np.ndarray, ends: np.ndarray
                 continue
         else:
             ns = 0
-            # columns left of the map, then right of it, then each run's span: one fill per span
+            # the columns left of the map, each run's span, the columns right of it: one fill per span
             k = 0
             b = offsets[y + 1]
             r = _first_run_after(ends, offsets[y], b, xs[lo])
