@@ -266,7 +266,7 @@ class SplitTimer:
 
     def __init__(self, engine: CropEngine, clock: Clock) -> None:
         self.engine, self.clock, self.t = engine, clock, {"image": 0.0, "annotation": 0.0}
-        for attr, key in (("_image", "image"), ("_panoptic", "annotation"), ("_sampled", "annotation")):
+        for attr, key in (("_image", "image"), ("_sampled", "annotation")):
             setattr(engine, attr, self._wrap(getattr(engine, attr), key))
 
     def _wrap(self, f, key):

@@ -282,14 +282,6 @@ class CropEngine:
                              borderMode=cv2.BORDER_CONSTANT, borderValue=pad)
         return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
 
-    def _panoptic(self, spec: CropSpec, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-        """Nearest-neighbour crop of the segment map as dense indices (0 void, ``k + 1`` for
-        ``segments[k]``), the segments table, and the image's (H, W)."""
-        cw, ch = size
-        xs = source_pixels(spec.window[0], spec.scale, cw)
-        ys = source_pixels(spec.window[1], spec.scale, ch)
-        return self.annotation_source.sample(spec.image, ys, xs, spec.flip)
-
     def _index_boxes(self, i: int, seg_ids: np.ndarray, keep: np.ndarray) -> np.ndarray:
         """Full-extent boxes (original pixels, float64) of segments ``seg_ids[keep]`` of image
         ``i``, from the index."""
@@ -329,14 +321,6 @@ class CropEngine:
         return box[keep].astype(np.float64), area[keep].astype(np.float64)
 
     # -- the sample -------------------------------------------------------------------------------
-    def _segments(self, spec: CropSpec, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, tuple[int, int],
-                                                                       np.ndarray, np.ndarray, np.ndarray]:
-        """The crop's dense segment indices, its segments table and image size, and per segment:
-        thing flag, crowd flag, and the lookup table of segment ids (``[0, ids...]``)."""
-        self._verify_once(spec.image)
-        dense, segments, image_size = self._panoptic(spec, size)
-        return (dense, segments, image_size, *self._tables(segments)[:3])
-
     def _verify_once(self, i: int) -> None:
         if self._verify and i not in self._verified:
             # First use of this image here: its files must still be those the index was built from.
@@ -366,14 +350,14 @@ class CropEngine:
         cw, ch = size
         xs = source_pixels(spec.window[0], spec.scale, cw)
         ys = source_pixels(spec.window[1], spec.scale, ch)
-        tables: list[_Tables] = []
+        tables: list[_Tables] = []  # the source hands the segments over once, before sampling
 
         def luts(segments: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             tables.append(self._tables(segments))
             return tables[0].lut_ids, tables[0].sem_lut, tables[0].crowd_lut
 
         got = self.annotation_source.sample_targets(spec.image, ys, xs, spec.flip, luts, maps)
-        return got, tables[0] if tables else self._tables(got.segments)
+        return got, tables[0]
 
     def _extent_in_crop(self, spec: CropSpec, size: tuple[int, int], seg_ids: np.ndarray, keep: np.ndarray
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -389,9 +373,9 @@ class CropEngine:
         crowd, at least ``min_instance_area`` visible pixels), with the fractions that
         ``min_visible_fraction`` and ``min_box_fraction`` compare (:func:`~isus.crop.functional.visible_fractions`)."""
         size = crop_size(spec)
-        dense, segments, _, isthing, crowd_flag, lut_ids = self._segments(spec, size)
-        _, area, vbox = kernels.crop_ids(dense, lut_ids)
-        keep, _ = F.select_instances(area, isthing, crowd_flag, self.config.min_instance_area)
+        got, tab = self._sampled(spec, size, maps=False)
+        segments, area, vbox = got.segments, got.area, got.box
+        keep, _ = F.select_instances(area, tab.isthing, tab.crowd, self.config.min_instance_area)
         full, full_area, original = self._extent_in_crop(spec, size, segments["id"], keep)
         area_frac, box_frac = F.visible_fractions(area[keep], full_area, vbox[keep], original)
         side = np.sqrt(np.clip(full[:, 2] - full[:, 0], 0, None) * np.clip(full[:, 3] - full[:, 1], 0, None))

@@ -298,7 +298,7 @@ def _sample_runs(path: Path, ys: np.ndarray, xs: np.ndarray, flip: bool, info: I
     inside = np.flatnonzero((ys >= 0) & (ys < h))  # ys is sorted: rows outside lie before or after
     outside = [slice(0, len(ys))] if not len(inside) else [slice(0, inside[0]), slice(inside[-1] + 1, len(ys))]
     for void in outside:
-        out_ids[void] = id_lut[0] if ids else 0
+        out_ids[void] = id_lut[0]
         out_dense[void] = 0
         sem[void], crowd[void] = sem_lut[0], crowd_lut[0]
     if len(inside):
