@@ -158,12 +158,9 @@ class RawPyramid:
     def __call__(self, spec) -> np.ndarray:
         r = choose_reduce(spec.scale)
         img = self.levels[spec.image, r]
-        h, w = img.shape[:2]
-        x0, y0, x1, y1 = (v / r for v in spec.window)
-        xa, ya = max(0, math.floor(x0)), max(0, math.floor(y0))
-        xb, yb = min(w, max(math.ceil(x1), xa + 1)), min(h, max(math.ceil(y1), ya + 1))
-        s = spec.scale * r
-        out = (max(1, round((min(x1, w) - max(x0, 0)) * s)), max(1, round((min(y1, h) - max(y0, 0)) * s)))
+        # the spec in the level's pixels, clipped as the JPEG peers clip theirs
+        level = dataclasses.replace(spec, window=tuple(v / r for v in spec.window), scale=spec.scale * r)
+        (xa, ya, xb, yb), out, _ = clipped_window(level, img.shape[1], img.shape[0])
         return cv2_resize(np.ascontiguousarray(img[ya:yb, xa:xb]), out)
 
 
