@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
 from pathlib import Path
 from typing import Any, Callable
 
@@ -177,6 +178,86 @@ def criteria(runs: dict) -> dict:
     out["E4"] = entry(v, ("CROP", "FULL-LOWRES"), "CROP - FULL-LOWRES, box AP in bucket 1 (>0) and 5 (<0), "
                       "exploratory", e4)
     return out
+
+
+# -- study 1 and study 2 side by side ----------------------------------------------------------
+def mde(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true paired difference a two-sided paired t-test on ``n`` seeds with paired
+    standard deviation ``sd`` detects with probability ``power`` (noncentral t, exact)."""
+    if n < 2 or not sd > 0 or math.isnan(sd):
+        return float("nan")
+    try:
+        from scipy import optimize, stats
+    except ImportError as e:  # pragma: no cover - scipy is in the test extra
+        raise SystemExit("the side-by-side table needs scipy (pip install -e '.[test]')") from e
+    df = n - 1
+    crit = stats.t.ppf(1 - alpha / 2, df)
+
+    def short(delta: float) -> float:
+        nc = delta * math.sqrt(n) / sd
+        p = float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+        return (1.0 if math.isnan(p) else p) - power  # scipy's nct gives NaN far in the tail, where power is 1
+
+    return float(optimize.brentq(short, 1e-12 * sd, 100 * sd, xtol=1e-12 * sd))
+
+
+#: (question, (study-1 criterion, its statistics), (study-2 ...)); None: not asked by that study; no
+#: statistics: the verdict and what it tested
+SIDE_BY_SIDE = (
+    ("CABB: box AP of large objects", ("E1", ("box_top",)), ("E1", ("large_box",))),
+    ("CABB: boxes of large objects come out too small, and CABB enlarges them", None,
+     ("E1-mechanism", ("log_extent_diff",))),
+    ("CABB keeps the other sizes", ("E1'", ()), ("E1'", ())),
+    ("ISUS: overall box AP", ("E2", ("ap_box",)), ("E2", ("ap_box",))),
+    ("ISUS against the same scale range without instance awareness (App. E)", None, ("E2-control", ("ap_box",))),
+    ("CABB + ISUS: PQ and box AP", ("E3", ("pq", "ap_box")), ("E3", ("pq", "ap_box"))),
+    ("PC_th gains more than PQ_th", ("E3'", ()), ("E3'", ())),
+    ("crops against full images (study 1: at the test resolution; study 2: at half, exploratory)", ("E4", ("box_smallest", "box_top")),
+     ("E4", ("box_smallest", "box_top"))),
+)
+#: what a missing cell means, per question
+ABSENT = {"CABB: boxes of large objects come out too small, and CABB enlarges them": "not measured",
+          "ISUS against the same scale range without instance awareness (App. E)": "not run"}
+
+
+def _cell(crit: dict, name: str, keys: tuple[str, ...]) -> str:
+    c = crit.get(name)
+    if c is None:
+        return "–"
+    v = f"**{c['verdict']}**" + (" (provisional)" if c.get("provisional") and c.get("n") else "")
+    if not keys:
+        return f"{v}, {c.get('n', '–')} seeds: {c['what']}"
+    digits = 2 if name == "E1-mechanism" else 1
+    parts = []
+    for key in keys:
+        st = c["stats"].get(key)
+        if not st or not st.get("n"):
+            continue
+        st = {**st, "ci95": float("nan") if st.get("ci95") is None else st["ci95"]}  # a published NaN reads as null
+        seeds = [float(x) for x in st["seeds"]]
+        part = f"{key} {_ci(st, 100.0, digits)} ({st['n']} seeds)"
+        if name in ("E1", "E2", "E2-control"):
+            d = mde(float(statistics.stdev(seeds)) if len(seeds) > 1 else float("nan"), len(seeds))
+            if not math.isnan(d):
+                part += f"; detectable at 80 % power: {100 * d:.{digits}f}"
+        parts.append(part)
+    return v + (": " + "; ".join(parts) if parts else "")
+
+
+def side_by_side(study1: dict, study2: dict) -> str:
+    """Markdown: each question both studies ask, with each one's paired difference (percent points,
+    mean ± 95 % CI), seeds, verdict and, for the CABB and ISUS endpoints, the smallest effect its
+    seeds' observed spread would detect at 80 % power."""
+    c1, c2 = study1.get("criteria") or {}, study2.get("criteria") or {}
+    out = ["| question | study 1 (3 seeds from scratch, 224-px level rule) | study 2 (warm start, "
+           "scale-consistent lengths) |", "|---|---|---|"]
+    for question, one, two in SIDE_BY_SIDE:
+        cells = [_cell(c, *spec) if spec else ABSENT.get(question, "–") for c, spec in ((c1, one), (c2, two))]
+        out.append(f"| {question} | " + " | ".join(cells) + " |")
+    out += ["", "Differences in AP (or PQ) points; the mechanism row in hundredths of the log extent ratio. "
+            "\"detectable at 80 % power\": the true paired difference that study's seeds, with the spread they "
+            "showed, would detect in 4 of 5 repetitions (two-sided paired t-test, α = 0.05)."]
+    return "\n".join(out) + "\n"
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -379,7 +460,13 @@ def plots(summary: dict, runs: dict, folder: Path) -> list[Path]:
     return written
 
 
-def report(out: Path, folder: Path) -> dict:
+#: study 1's published results, for the side-by-side table
+STUDY1 = Path(__file__).resolve().parents[1] / "docs" / "evidence" / "results.json"
+
+
+def report(out: Path, folder: Path, study1: Path | None = STUDY1) -> dict:
+    """Build every file of the report into ``folder``; with ``study1`` (its results.json) also
+    ``side_by_side.md``, the two studies' answers to the same questions."""
     runs, notes = collect(out)
     if not runs:
         raise SystemExit(f"{out}: no finished run (no <arm>/seed*/eval.json)")
@@ -393,6 +480,9 @@ def report(out: Path, folder: Path) -> dict:
     (folder / "results.json").write_text(json.dumps(_finite(summary), indent=1, allow_nan=False) + "\n")
     (folder / "table.md").write_text(md)
     files = [folder / "results.json", folder / "table.md", *plots(summary, runs, folder)]
+    if study1 is not None and study1.exists():
+        files.append(folder / "side_by_side.md")
+        files[-1].write_text(side_by_side(json.loads(study1.read_text()), summary))
     print(md)
     print("wrote " + ", ".join(str(p) for p in files))
     return summary

@@ -230,3 +230,49 @@ def test_report_refuses_a_run_of_another_study(tmp_path):
     (tmp_path / "CUS-WIDE" / "seed1" / "eval.json").write_text(json.dumps({**ev, "images": 50}))
     with pytest.raises(SystemExit, match="images is 50"):
         report(tmp_path, tmp_path / "r")
+
+
+def test_mde_is_the_effect_a_paired_t_test_detects_four_times_in_five():
+    np = pytest.importorskip("numpy")
+    stats = pytest.importorskip("scipy.stats")
+    from examples.study2_report import mde
+
+    rng = np.random.default_rng(0)
+    for n, sd in ((3, 2.2), (5, 0.28), (8, 1.0)):
+        d = mde(sd, n)
+        # brute force: draw paired differences with that true mean and count the t-tests that reject
+        x = rng.normal(d, sd, size=(40000, n))
+        p = stats.ttest_1samp(x, 0.0, axis=1).pvalue
+        assert abs((p < 0.05).mean() - 0.8) < 0.01, (n, sd, d)
+        assert mde(2 * sd, n) == pytest.approx(2 * d, rel=1e-6)  # linear in the spread
+    assert mde(2.2, 5) == pytest.approx(3.7, abs=0.05)  # the design's power table
+    assert np.isnan(mde(1.0, 1)) and np.isnan(mde(0.0, 5))
+
+
+def test_report_puts_study_1_and_study_2_side_by_side(tmp_path):
+    from examples.study2_report import report
+
+    _constructed(tmp_path)
+    top = [0.0068, -0.0291, -0.1557]  # study 1's E1: 3 seeds with a wide spread
+    s1 = {"criteria": {
+        "E1": {"verdict": "not reproduced", "n": 3, "what": "top bucket",
+               "stats": {"box_top": {"n": 3, "seeds": top, "mean": sum(top) / 3, "ci95": 0.212}}},
+        "E2": {"verdict": "not reproduced", "n": 3, "what": "overall",
+               "stats": {"ap_box": {"n": 3, "seeds": [-0.03, -0.03, -0.04], "mean": -0.0333, "ci95": None}}},
+        "E3'": {"verdict": "not reproduced", "n": 3, "what": "PC_th minus PQ_th", "stats": {}}}}
+    (tmp_path / "s1.json").write_text(json.dumps(s1))
+    report(tmp_path, tmp_path / "r", study1=tmp_path / "s1.json")
+    md = (tmp_path / "r" / "side_by_side.md").read_text()
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in md.splitlines() if line.startswith("| ")}
+    one, two = rows["CABB: box AP of large objects"]
+    assert one.startswith("**not reproduced**: box_top -5.9 ± 21.2 (3 seeds); detectable at 80 % power: 27.")
+    assert two.startswith("**reproduced**: large_box +6.0 ± 0.0 (5 seeds)")
+    assert rows["ISUS against the same scale range without instance awareness (App. E)"][0] == "not run"
+    assert rows["ISUS: overall box AP"][0].startswith("**not reproduced**: ap_box -3.3 (3 seeds)")  # null CI
+    assert rows["CABB keeps the other sizes"][0] == "–"  # study 1 result without that criterion
+    assert rows["PC_th gains more than PQ_th"][0] == "**not reproduced**, 3 seeds: PC_th minus PQ_th"
+    first = (tmp_path / "r" / "side_by_side.md").read_bytes()
+    report(tmp_path, tmp_path / "r", study1=tmp_path / "s1.json")
+    assert (tmp_path / "r" / "side_by_side.md").read_bytes() == first
+    report(tmp_path, tmp_path / "r2", study1=None)
+    assert not (tmp_path / "r2" / "side_by_side.md").exists()
