@@ -247,12 +247,16 @@ def _cell(crit: dict, name: str, keys: tuple[str, ...]) -> str:
 def side_by_side(study1: dict, study2: dict) -> str:
     """Markdown: each question both studies ask, with each one's paired difference (percent points,
     mean ± 95 % CI), seeds, verdict and, for the CABB and ISUS endpoints, the smallest effect its
-    seeds' observed spread would detect at 80 % power."""
+    seeds' observed spread would detect at 80 % power. A ``study2`` without criteria (not yet
+    reported) reads as running in every row."""
     c1, c2 = study1.get("criteria") or {}, study2.get("criteria") or {}
+    running = "running: no verdict before its last run"
     out = ["| question | study 1 (3 seeds from scratch, 224-px level rule) | study 2 (warm start, "
            "scale-consistent lengths) |", "|---|---|---|"]
     for question, one, two in SIDE_BY_SIDE:
         cells = [_cell(c, *spec) if spec else ABSENT.get(question, "–") for c, spec in ((c1, one), (c2, two))]
+        if not c2:
+            cells[1] = running
         out.append(f"| {question} | " + " | ".join(cells) + " |")
     out += ["", "Differences in AP (or PQ) points; the mechanism row in hundredths of the log extent ratio. "
             "\"detectable at 80 % power\": the true paired difference that study's seeds, with the spread they "

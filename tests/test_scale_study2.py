@@ -276,3 +276,17 @@ def test_report_puts_study_1_and_study_2_side_by_side(tmp_path):
     assert (tmp_path / "r" / "side_by_side.md").read_bytes() == first
     report(tmp_path, tmp_path / "r2", study1=None)
     assert not (tmp_path / "r2" / "side_by_side.md").exists()
+
+
+def test_the_evidence_page_shows_both_studies_as_published():
+    from examples.study2_report import STUDY1, side_by_side
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    page = (docs / "evidence.md").read_text()
+    block = page.split("<!-- side-by-side:begin")[1].split("-->", 1)[1].split("<!-- side-by-side:end -->")[0]
+    study2 = docs / "evidence" / "study-2" / "results.json"
+    s2 = json.loads(study2.read_text()) if study2.exists() else {}
+    assert block.strip() == side_by_side(json.loads(STUDY1.read_text()), s2).strip()
+    # study 1's pasted report is its published table
+    pasted = page.split("<!-- report:begin")[1].split("-->", 1)[1].split("<!-- report:end -->")[0]
+    assert pasted.strip() == (docs / "evidence" / "table.md").read_text().strip()
