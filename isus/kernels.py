@@ -570,6 +570,8 @@ def crop_maps(dense: np.ndarray, id_lut: np.ndarray, sem_lut: np.ndarray, crowd_
     box = np.zeros((n, 4), np.int64)
     box[:, 0] = w
     box[:, 1] = h
+    # the box update is inlined, not _add_span's: rows come in order here, and the shared update
+    # measured 10-40 % slower on this per-pixel loop (crop_ids likewise)
     for y in range(h):
         for x in range(w):
             d = dense[y, x]
