@@ -7,7 +7,8 @@ import click
 
 import isus
 from isus.synth.writers import check_split_name
-from isus_cli._options import dataset_options, hidden_alias, images_option, out_dir_option, seed_option, size_option
+from isus_cli._options import (dataset_options, hidden_alias, images_option, out_dir_option, seed_option, size_option,
+                               workers_option)
 from isus_cli._progress import progress
 
 
@@ -40,8 +41,9 @@ def parse_splits(ctx, param, value: str | None) -> list[str] | None:
 @click.option("--scene", "preset", type=click.Choice(isus.synth.PRESETS), default="default", show_default=True,
               help="Scene generator (formerly --preset): default (long-tailed sizes) or scale-study (many objects "
                    "larger than a crop; see docs/evidence.md).")
+@workers_option
 def synth(dataset: str, out: Path, num_images: list[int], size: tuple[int, int], seed: int,
-          splits: list[str] | None, preset: str) -> None:
+          splits: list[str] | None, preset: str, workers: int | None) -> None:
     """Write a synthetic panoptic dataset in the exact layout of MVD, Cityscapes, IDD or COCO.
 
     --dataset names the layout (formerly --layout, still accepted); --scene the scene generator
@@ -52,6 +54,8 @@ def synth(dataset: str, out: Path, num_images: list[int], size: tuple[int, int],
     \b
         isus synth --dataset cityscapes --out /tmp/cs --images 20 --size 2048x1024
         isus synth --dataset mvd --out /tmp/mvd --splits training,validation --images 200,50 --scene scale-study
+
+    The files do not depend on --workers (each image depends only on --seed and its index).
     """
     layout = dataset
     names = splits or [isus.synth.default_split(layout)]
@@ -60,7 +64,7 @@ def synth(dataset: str, out: Path, num_images: list[int], size: tuple[int, int],
     if len(num_images) != len(names):
         raise click.BadParameter(f"{len(num_images)} numbers of images for {len(names)} splits", param_hint="--images")
     root = isus.synth.write_dataset(out, layout, num_images, size=size, seed=seed, split=names, preset=preset,
-                                    progress=progress(f"writing {layout}"))
+                                    progress=progress(f"writing {layout}"), workers=workers)
     for name in names:
         ds = isus.open_dataset(layout, root, split=name)
         click.echo(f"wrote {len(ds)} images of split {name!r} in the {layout} layout to {root}")

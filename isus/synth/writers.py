@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import cv2
 import numpy as np
 from PIL import Image
 
+from isus._parallel import bounded_workers, run_parallel, usable_cores
 from isus.fsio import atomic_file, naming
 from isus.datasets.io import id_to_rgb
 from isus.segments import segment_geometry
@@ -32,6 +35,7 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 #: Peak memory while one image is generated and written (measured ~77 bytes/pixel with numpy's
 #: allocations alone; the codecs add their buffers).
 BYTES_PER_PIXEL = 96
+log = logging.getLogger("isus")
 
 
 def _physical_memory() -> int | None:
@@ -56,6 +60,21 @@ def check_size(width: int, height: int) -> None:
         raise ValueError(f"write_dataset(size=) {width}x{height} needs about "
                          f"{pixels * BYTES_PER_PIXEL / 2**30:.1f} GiB to write one image; this machine has "
                          f"{total / 2**30:.1f} GiB")
+
+
+def _workers_in_memory(workers: int, pixels: int) -> int:
+    """``workers`` capped so that the images in flight (one per worker, about
+    ``BYTES_PER_PIXEL`` bytes a pixel each) fit in this machine's memory; logged when capped."""
+    total = _physical_memory()
+    if not total:
+        return workers
+    fit = max(1, total // (pixels * BYTES_PER_PIXEL))
+    if workers > fit:
+        log.warning("isus: %d workers would hold about %.1f GiB of images at %d pixels each; this machine has "
+                    "%.1f GiB: using %d", workers, workers * pixels * BYTES_PER_PIXEL / 2**30, pixels,
+                    total / 2**30, fit)
+        return int(fit)
+    return workers
 
 
 def check_split_name(split: object) -> None:
@@ -168,7 +187,35 @@ def _lut(scene: Scene, enc: dict[int, int], void: int) -> np.ndarray:
     return lut
 
 
-class _MvdWriter:
+class _Writer(Protocol):
+    """One split of one layout: ``write`` stores an image's files and adds its records to the
+    split's JSON lists (``records``), ``finish`` writes those lists."""
+
+    def write(self, index: int, scene: Scene, rgb: np.ndarray, rng: np.random.Generator) -> int | str: ...
+
+    def records(self) -> dict[str, list[Any]]: ...
+
+    def extend(self, records: dict[str, list[Any]]) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class _Records:
+    """``records``/``extend`` over the JSON lists a writer names in ``_lists``."""
+
+    _lists: tuple[str, ...] = ("images", "annotations")
+
+    def records(self) -> dict[str, list[Any]]:
+        return {name: getattr(self, name) for name in self._lists}
+
+    def extend(self, records: dict[str, list[Any]]) -> None:
+        for name, items in records.items():
+            getattr(self, name).extend(items)
+
+
+class _MvdWriter(_Records):
+    _lists = ("images", "panoptic_v12", "panoptic_v20")
+
     def __init__(self, out: Path, split: str):
         self.out, self.split = out, split
         names = [c.mvd for c in SYNTH_CLASSES]
@@ -185,7 +232,9 @@ class _MvdWriter:
                        "color": [0, 0, 0]})
         self.labels = labels
         self.palette = [v for lab in labels for v in lab["color"]]
-        self.panoptic: dict[str, list[dict[str, Any]]] = {"v1.2": [], "v2.0": []}
+        self.panoptic_v12: list[dict[str, Any]] = []
+        self.panoptic_v20: list[dict[str, Any]] = []
+        self.panoptic = {"v1.2": self.panoptic_v12, "v2.0": self.panoptic_v20}
         self.images: list[dict[str, Any]] = []
 
     def label_of(self, c: int, crowd: bool) -> int:
@@ -234,7 +283,7 @@ class _MvdWriter:
                         {"images": self.images, "annotations": self.panoptic[v], "categories": cats})
 
 
-class _CityscapesLikeWriter:
+class _CityscapesLikeWriter(_Records):
     """Cityscapes and IDD: images, polygons JSON, label/instance PNGs and the panoptic format."""
 
     def __init__(self, out: Path, split: str, layout: str):
@@ -328,7 +377,7 @@ class _CityscapesLikeWriter:
                     {"images": self.images, "annotations": self.annotations, "categories": self.categories})
 
 
-class _CocoWriter:
+class _CocoWriter(_Records):
     def __init__(self, out: Path, split: str):
         self.out, self.split = out, split
         self.categories = []
@@ -356,6 +405,40 @@ class _CocoWriter:
                      "annotations": self.annotations, "categories": self.categories})
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What every image of one split shares: enough to rebuild its writer in a worker process."""
+
+    layout: str
+    out: Path
+    split: str
+    seed: int
+    height: int
+    width: int
+    preset: str
+
+    def writer(self) -> _Writer:
+        if self.layout == "mvd":
+            return _MvdWriter(self.out, self.split)
+        if self.layout == "coco":
+            return _CocoWriter(self.out, self.split)
+        return _CityscapesLikeWriter(self.out, self.split, self.layout)
+
+
+def _write_one(job: _Job, i: int, writer: _Writer) -> tuple[int | str, dict[str, list[Any]]]:
+    """Write image ``i`` with ``writer``; its id and the records it added to the split's JSON."""
+    scene = make_scene(job.seed, i, job.height, job.width, integer_coords=job.layout == "cityscapes",
+                       preset=job.preset)
+    before = {k: len(v) for k, v in writer.records().items()}
+    key = writer.write(i, scene, render_image(scene, job.seed, i), np.random.default_rng([job.seed, i, 2]))
+    return key, {k: v[before[k]:] for k, v in writer.records().items()}
+
+
+def _write_task(job: _Job, i: int) -> tuple[int | str, dict[str, list[Any]]]:
+    # a fresh writer per image: its records go back to the parent, which alone writes the JSON
+    return _write_one(job, i, job.writer())
+
+
 def write_dataset(
     out: str | Path,
     layout: str = "mvd",
@@ -366,6 +449,7 @@ def write_dataset(
     split: str | Sequence[str] | None = None,
     preset: str = "default",
     progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
+    workers: int | None = 1,
 ) -> Path:
     """Write a synthetic dataset in a real dataset's on-disk layout.
 
@@ -389,7 +473,13 @@ def write_dataset(
     preset
         Scene generator, see :func:`isus.synth.make_scene` (``"default"``, ``"scale-study"``).
     progress
-        Optional wrapper around the image index iterable (e.g. a progress bar).
+        Optional wrapper around the image index iterable (e.g. a progress bar); with several
+        workers it advances as images are finished.
+    workers
+        Processes rendering and encoding images in parallel (1 = in this process, None = all
+        usable cores). Capped at the usable cores and the number of images (a warning on the
+        ``isus`` logger says so when the cores cap it). Every image depends only on ``seed`` and its index,
+        so the files are the same, byte for byte, with any number of workers.
 
     Returns
     -------
@@ -409,6 +499,10 @@ def write_dataset(
         raise ValueError(f"write_dataset(split=) expects distinct split names; got {splits!r}")
     if preset not in PRESETS:
         raise ValueError(f"write_dataset(preset=) expects one of {', '.join(PRESETS)}; got {preset!r}")
+    if workers is None:
+        workers = usable_cores()
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"write_dataset(workers=) expects a positive int or None; got {workers!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"write_dataset(seed=) expects a non-negative int; got {seed!r}")
     try:
@@ -416,6 +510,7 @@ def write_dataset(
     except (TypeError, ValueError):
         raise ValueError(f"write_dataset(size=) expects (width, height); got {size!r}") from None
     check_size(width, height)
+    workers = _workers_in_memory(workers, width * height)
     out = Path(out)
     settings = {"layout": layout, "width": width, "height": height, "seed": seed, "preset": preset,
                 "integer_coords": layout == "cityscapes"}
@@ -437,16 +532,28 @@ def write_dataset(
     out.mkdir(parents=True, exist_ok=True)
     first = max((sp["first_index"] + sp["num_images"] for sp in man["splits"].values()), default=0)
     for sp_name, n in zip(splits, counts):
-        writer = (_MvdWriter(out, sp_name) if layout == "mvd" else _CocoWriter(out, sp_name) if layout == "coco"
-                  else _CityscapesLikeWriter(out, sp_name, layout))
-        indices: Iterable[int] = range(first, first + int(n))
-        if progress is not None:
-            indices = progress(indices)
-        written = []
-        for i in indices:
-            scene = make_scene(seed, i, height, width, integer_coords=layout == "cityscapes", preset=preset)
-            rng = np.random.default_rng([seed, i, 2])
-            written.append(writer.write(i, scene, render_image(scene, seed, i), rng))
+        job = _Job(layout, out, sp_name, seed, height, width, preset)
+        writer = job.writer()
+        indices = range(first, first + int(n))
+        ticks: Iterable[int] = progress(indices) if progress is not None else indices
+        done: dict[int, tuple[int | str, dict[str, list[Any]]]] = {}
+        if bounded_workers(workers, len(indices)) <= 1:
+            for i in ticks:
+                done[i] = _write_one(job, i, writer)
+        else:
+            # The wrapper reports a step when the next one is asked for: one ask per finished image
+            # (first ask now, last after the last image) keeps its count at the finished images.
+            tick = iter(ticks)
+            next(tick, None)
+
+            def finished(i: int, result: tuple[int | str, dict[str, list[Any]]]) -> None:
+                done[i] = result
+                next(tick, None)
+
+            run_parallel(_write_task, job, indices, workers, finished)
+            for part in (done[i][1] for i in indices):  # the records in index order, as one process writes them
+                writer.extend(part)
+        written = [done[i][0] for i in indices]
         writer.finish()
         # Readers list images in path order; the manifest maps each image id back to its scene.
         man["splits"][sp_name] = {"first_index": first, "num_images": int(n), "image_ids": written}
