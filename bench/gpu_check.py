@@ -74,7 +74,7 @@ class Sizes:
 CUDA = Sizes(
     budget_s=480.0,
     limits={"env": 30, "cuda_tests": 90, "cabb_bench": 100, "data": 60, "train_isus": 115, "train_full": 105,
-            "gpu_decode": 60},
+            "gpu_decode": 60, "study2_pilot": 540},
     cabb_args=("--device", "cuda", "--sizes", "16000", "128000", "--backward", "--compile", "--min-time", "0.5"),
     synth_images=8,
     synth_size="4032x3024",
@@ -93,7 +93,7 @@ CUDA = Sizes(
 CPU = Sizes(
     budget_s=55.0,
     limits={"env": 10, "cuda_tests": 0, "cabb_bench": 10, "data": 15, "train_isus": 25, "train_full": 20,
-            "gpu_decode": 20},
+            "gpu_decode": 20, "study2_pilot": 120},
     cabb_args=("--device", "cpu", "--sizes", "1000", "--backward", "--min-time", "0.05", "--loop-boxes", "0"),
     synth_images=2,
     synth_size="384x288",
@@ -113,7 +113,9 @@ CPU = Sizes(
 #: ``--no-time-limits``: each part still stops after this long (a net for a hung process, not a time limit)
 SAFETY_NET_S = 1800.0
 
-PART_NAMES = ("env", "cuda_tests", "cabb_bench", "data", "train_isus", "train_full", "gpu_decode")
+PART_NAMES = ("env", "cuda_tests", "cabb_bench", "data", "train_isus", "train_full", "gpu_decode", "study2_pilot")
+#: what runs without --parts: the ~8-minute check; the study-2 pilot needs a lease of its own
+DEFAULT_PARTS = PART_NAMES[:-1]
 
 
 # --------------------------------------------------------------------------------------
@@ -344,6 +346,39 @@ class Check:
             res["skipped_here"] = ["nvjpeg (the CPU fallback runs the same code with torchvision's CPU decoder)"]
         return res
 
+    # study2_pilot ---------------------------------------------------------------------
+    def part_study2_pilot(self, limit: float) -> dict:
+        """Study 2's design at the paper's lengths (``examples/scale_study2.py --scale gpu-pilot``:
+        1024 crops, ``--length-scale 1``): data, warm start, CROP and CROP+CABB at seed 0, then the
+        report. What finished before the limit is reported; the arms' eval figures and the
+        report's tables go to OUT."""
+        scale = "gpu-pilot" if self.mode == "cuda" else "smoke"
+        out = self.work / "study2_pilot"
+        study = [self.py, "examples/scale_study2.py", "--out", str(out), "--scale", scale]
+        p = run_process([*study, "--arms", "CROP,CROP+CABB", "--seeds", "0"], limit, self.env)
+        figures: dict = {"scale": scale, "runs": {}}
+        for arm in ("CROP", "CROP+CABB"):
+            ev = out / arm / "seed0" / "eval.json"
+            if ev.exists():
+                e = json.loads(ev.read_text())
+                rng = (e.get("ranges") or {}).get("larger_than_crop") or {}
+                figures["runs"][arm] = {"pq": e.get("pq"), "ap_box": e.get("ap_box"),
+                                        "box_ap_larger_than_crop": (rng.get("box") or {}).get("ap"),
+                                        "extent": rng.get("extent"), "train_seconds": e.get("train_seconds"),
+                                        "instances_larger_than_crop": rng.get("instances")}
+                shutil.copyfile(ev, self.out / f"study2_pilot_{arm.replace('+', '_')}_eval.json")
+        if figures["runs"]:
+            left = max(limit - p.seconds, 30.0)
+            rep = run_process([*study, "--report", "--publish", str(self.work / "study2_pilot_report")], left, self.env)
+            table = self.work / "study2_pilot_report" / "table.md"
+            if table.exists():
+                shutil.copyfile(table, self.out / "study2_pilot_table.md")
+            figures["report"] = "ok" if rep.rc == 0 else f"failed: {rep.tail[-500:]}"
+        res = proc_result(p, figures)
+        if self.mode != "cuda":
+            res["skipped_here"] = ["the pilot's sizes (the CPU fallback runs the smoke scale: it tests the part)"]
+        return res
+
 
 def _git_commit() -> str | None:
     try:
@@ -429,6 +464,10 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
 def summary_lines(data: dict) -> list[str]:
     lines = [f"GPU check ({data['mode']}), {data.get('gpu') or 'no GPU'}: {data['seconds']:.0f} s"]
     for name, part in data["parts"].items():
@@ -456,6 +495,11 @@ def summary_lines(data: dict) -> list[str]:
                      + (f", peak GPU memory {f['gpu_peak_gib']:.1f} GiB allocated / "
                         f"{f['gpu_reserved_gib']:.1f} GiB reserved" if "gpu_peak_gib" in f else "")
                      + f" ({f['steps_logged']} steps)")
+        if name == "study2_pilot":
+            for arm, r in f.get("runs", {}).items():
+                line += (f"\n      {arm}: PQ {_pct(r.get('pq'))}, box AP {_pct(r.get('ap_box'))}, box AP larger than "
+                         f"the crop {_pct(r.get('box_ap_larger_than_crop'))} "
+                         f"({r.get('instances_larger_than_crop')} instances)")
         for s in part.get("skipped_here", []):
             line += f"\n      skipped here: {s}"
         lines.append(line)
@@ -474,7 +518,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="run every part to its end: no budget and no per-part limits (each part still stops after "
                          f"{SAFETY_NET_S:.0f} s, a net for a hung process); the CI test's mode, so that a loaded "
                          "machine cannot fail it")
-    ap.add_argument("--parts", default=",".join(PART_NAMES), help=f"comma-separated subset of {','.join(PART_NAMES)}")
+    ap.add_argument("--parts", default=",".join(DEFAULT_PARTS),
+                    help=f"comma-separated subset of {','.join(PART_NAMES)} (default: all but study2_pilot)")
     args = ap.parse_args(argv)
     if args.no_time_limits and args.budget is not None:
         ap.error("--budget and --no-time-limits exclude each other")

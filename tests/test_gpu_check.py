@@ -39,6 +39,7 @@ def test_cpu_fallback_runs_every_part_and_names_what_it_skips(tmp_path):
     assert data["mode"] == "cpu" and data["gpu"] is None
     parts = data["parts"]
     assert list(parts) == list(gpu_check.PART_NAMES)
+    assert parts["study2_pilot"]["status"] == "skipped"  # a lease of its own: only when named in --parts
     for name in ("env", "cabb_bench", "data", "train_isus", "train_full", "gpu_decode"):
         assert parts[name]["status"] == "ok", (name, parts[name])
     assert parts["cuda_tests"]["status"] == "skipped" and parts["cuda_tests"]["reason"]  # and saying why
@@ -56,6 +57,27 @@ def test_cpu_fallback_runs_every_part_and_names_what_it_skips(tmp_path):
         assert (out / f"{name}.log.jsonl").exists()
     assert data["time_limits"] is False and data["budget_s"] is None
     print(f"CPU fallback: {seconds:.0f} s")
+
+
+def test_study2_pilot_part_runs_the_study_and_its_report(tmp_path):
+    """The CPU fallback runs the pilot's code at the study's smoke scale: data, warm start, CROP and
+    CROP+CABB at seed 0, the report; the arms' figures and files come back in OUT."""
+    pytest.importorskip("torchvision")
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "ISUS_GPU_CHECK_NO_INSTALL": "1"}
+    proc = subprocess.run(["bash", "bench/gpu_check.sh", "--cpu", "--no-time-limits", "--parts", "env,study2_pilot",
+                           "--work", str(tmp_path / "work")], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=3600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    part = json.loads((out / "gpu_figures.json").read_text())["parts"]["study2_pilot"]
+    assert part["status"] == "ok", part
+    f = part["figures"]
+    assert f["scale"] == "smoke" and f["report"] == "ok" and sorted(f["runs"]) == ["CROP", "CROP+CABB"]
+    for arm, r in f["runs"].items():
+        assert 0 <= r["pq"] <= 1 and r["instances_larger_than_crop"] > 0, (arm, r)
+        assert (out / f"study2_pilot_{arm.replace('+', '_')}_eval.json").exists()
+    assert "| E1 |" in (out / "study2_pilot_table.md").read_text()
+    assert "CROP+CABB: PQ" in (out / "gpu_check.log").read_text()  # the summary line
 
 
 def test_train_figures_leave_out_the_first_window(tmp_path):
