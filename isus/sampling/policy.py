@@ -21,6 +21,15 @@ from isus.types import MAX_CROP_PIXELS, MAX_CROP_SIDE, CropSpec
 __all__ = ["CropBatch", "SamplingPolicy", "RepeatFactorPolicy"]
 
 
+def _check_draw(policy: object, rng: object, n: object) -> None:
+    """``draw``'s arguments, refused with the policy's name before any state is touched."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"{type(policy).__name__}.draw(rng=) expects a numpy Generator (np.random.default_rng(seed)); "
+                        f"got {rng!r:.60}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"{type(policy).__name__}.draw(n=) expects an integer >= 0; got {n!r:.60}")
+
+
 @dataclass(frozen=True)
 class CropBatch:
     """Columns of ``n`` crop specs (see :class:`isus.CropSpec` for the fields)."""
@@ -192,11 +201,7 @@ class SamplingPolicy:
 
     def draw(self, rng: np.random.Generator, n: int) -> CropBatch:
         """Draw ``n`` crops. The generator is consumed in a fixed pattern for a given ``n``."""
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"{type(self).__name__}.draw(rng=) expects a numpy Generator (np.random.default_rng(seed)); "
-                            f"got {rng!r:.60}")
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"{type(self).__name__}.draw(n=) expects an integer >= 0; got {n!r:.60}")
+        _check_draw(self, rng, n)
         cfg, table, inst = self.config, self._table, self._inst
         weights = np.asarray(self.class_weights(), dtype=np.float64)
         if weights.shape != (len(self.classes),) or not (weights >= 0).all() or weights.sum() <= 0:
@@ -305,11 +310,7 @@ class RepeatFactorPolicy(SamplingPolicy):
 
     def draw(self, rng: np.random.Generator, n: int) -> CropBatch:
         """Draw ``n`` crops. The generator is consumed in a fixed pattern for a given ``n``."""
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"{type(self).__name__}.draw(rng=) expects a numpy Generator (np.random.default_rng(seed)); "
-                            f"got {rng!r:.60}")
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"{type(self).__name__}.draw(n=) expects an integer >= 0; got {n!r:.60}")
+        _check_draw(self, rng, n)
         cfg, table = self.config, self._table
         weights = np.asarray(self.image_weights(), dtype=np.float64)
         if weights.shape != (len(self._h),) or not (weights >= 0).all() or weights.sum() <= 0:
