@@ -360,3 +360,16 @@ def test_mode_and_class_must_agree(tiny):
         Mine(tiny, rfs())
     with pytest.raises(ValueError, match="mode='rfs'"):
         RepeatFactorPolicy(tiny, SamplerConfig(mode="cus"))
+
+
+@pytest.mark.parametrize("cfg", [SamplerConfig(crop_size=(64, 64), mode="cus"), rfs(), rfs(rfs_crop="image")])
+def test_draw_refuses_bad_arguments_naming_the_policy(tiny, cfg):
+    policy = SamplingPolicy(tiny, cfg)
+    name = type(policy).__name__
+    for rng in (0, np.random.RandomState(0), None):
+        with pytest.raises(TypeError, match=rf"{name}\.draw\(rng=\) expects a numpy Generator"):
+            policy.draw(rng, 4)
+    for n in (-1, True, 2.0, "4"):
+        with pytest.raises(ValueError, match=rf"{name}\.draw\(n=\) expects an integer >= 0"):
+            policy.draw(np.random.default_rng(0), n)
+    assert len(policy.draw(np.random.default_rng(0), np.int64(3))) == 3 and len(policy.draw(np.random.default_rng(0), 0)) == 0
