@@ -40,7 +40,8 @@ import numpy as np
 from isus import kernels
 from isus.fsio import atomic_file
 from isus.index.image_cache import ENTRY_RE as IMAGE_ENTRY_RE
-from isus.index.image_cache import OPEN_ENTRIES, OpenEntries, check_image, header_length, read_entry_bytes
+from isus.index.image_cache import (OPEN_ENTRIES, OpenEntries, check_image, entry_errors, header_length,
+                                    read_entry_bytes)
 from isus.index.store import IndexFileError
 from isus.types import SEGMENT_DTYPE, ImageInfo, Panoptic, SampledTargets, make_segments
 
@@ -134,7 +135,7 @@ def read_entry(path: str | Path, digest: str | None = None) -> CacheEntry:
     path = Path(path)
     data = read_entry_bytes(path, "annotation cache entry")
     hlen = header_length(data, _MAGIC, ENTRY_VERSION, "annotation cache entry", path)
-    try:
+    with entry_errors("annotation cache entry", path):
         if hlen > len(data) - _PREFIX.size:
             raise EOFError
         header = json.loads(data[_PREFIX.size:_PREFIX.size + hlen])
@@ -170,13 +171,6 @@ def read_entry(path: str | Path, digest: str | None = None) -> CacheEntry:
                 or (np.diff(band_offsets) < 0).any() or (band_runs < 0).any()):
             raise ValueError("inconsistent band tables")
         return CacheEntry(str(header["image_id"]), height, width, segments, band_offsets, band_runs, band_crc, payload)
-    except IndexFileError:
-        raise
-    except EOFError:
-        raise IndexFileError("annotation cache entry is truncated", path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, OverflowError,
-            RecursionError) as e:
-        raise IndexFileError(f"annotation cache entry is corrupt ({type(e).__name__})", path) from None
 
 
 def read_cached(path: Path, window: tuple[int, int, int, int] | None, info: ImageInfo,

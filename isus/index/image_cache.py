@@ -40,6 +40,8 @@ import struct
 import threading
 import zlib
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
@@ -245,6 +247,21 @@ def header_length(data: Any, magic: bytes, version: int, what: str, path: Path) 
     return int(hlen)
 
 
+@contextmanager
+def entry_errors(what: str, path: Path) -> Iterator[None]:
+    """Parsing an entry: a short file is "truncated", any other malformation "corrupt", both as
+    :class:`IndexFileError` naming the file (never a bare ``KeyError`` from a header)."""
+    try:
+        yield
+    except IndexFileError:
+        raise
+    except EOFError:
+        raise IndexFileError(f"{what} is truncated", path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, OverflowError,
+            RecursionError) as e:
+        raise IndexFileError(f"{what} is corrupt ({type(e).__name__})", path) from None
+
+
 def check_image(what: str, image_id: str, height: int, width: int, info: ImageInfo, path: Path) -> None:
     """An entry's header must describe the image the index says it is for."""
     if image_id != str(info.image_id) or (height, width) != (info.height, info.width):
@@ -255,7 +272,7 @@ def check_image(what: str, image_id: str, height: int, width: int, info: ImageIn
 def _parse(path: Path, digest: str | None) -> _Entry:
     data = EntryFile(path, "image cache entry")
     hlen = header_length(data.read(0, min(len(data), _PREFIX.size)), _MAGIC, ENTRY_VERSION, "image cache entry", path)
-    try:
+    with entry_errors("image cache entry", path):
         if hlen > len(data) - _PREFIX.size:
             raise EOFError
         head = data.read(_PREFIX.size, hlen)
@@ -288,13 +305,6 @@ def _parse(path: Path, digest: str | None) -> _Entry:
             raise ValueError("raw tile sizes")  # each raw tile is exactly its pixels: nothing else can be read
         return _Entry(str(header["image_id"]), int(header["height"]), int(header["width"]), tile,
                       str(header["codec"]), levels, offsets, crc, t1, data)
-    except IndexFileError:
-        raise
-    except EOFError:
-        raise IndexFileError("image cache entry is truncated", path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, OverflowError,
-            RecursionError) as e:
-        raise IndexFileError(f"image cache entry is corrupt ({type(e).__name__})", path) from None
 
 
 class OpenEntries:
