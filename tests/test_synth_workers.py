@@ -60,14 +60,17 @@ def test_workers_are_validated_and_bounded_by_memory(tmp_path, monkeypatch, capl
             isus.synth.write_dataset(tmp_path / "bad", "mvd", 2, size=(96, 64), workers=bad)
     # a machine with room for two images of this size in flight: 8 workers become 2
     per_image = 96 * 64 * writers.BYTES_PER_PIXEL
-    monkeypatch.setattr(writers, "_physical_memory", lambda: 2 * per_image + 1)
+    monkeypatch.setattr(writers, "_available_memory", lambda: 2 * per_image + 1)
     assert writers._workers_in_memory(8, 96 * 64) == 2
     assert writers._workers_in_memory(2, 96 * 64) == 2
     with caplog.at_level(logging.WARNING, logger="isus"):
         isus.synth.write_dataset(tmp_path / "capped", "mvd", 3, size=(96, 64), workers=8)
     assert "8 workers would hold" in caplog.text and "using 2" in caplog.text
-    monkeypatch.setattr(writers, "_physical_memory", lambda: None)  # unknown: only the cores bound it
+    monkeypatch.setattr(writers, "_available_memory", lambda: None)  # unknown: only the cores bound it
     assert writers._workers_in_memory(8, 96 * 64) == 8
+    monkeypatch.undo()
+    avail = writers._available_memory()  # this machine's, read from the kernel
+    assert avail is not None and 0 < avail <= (writers._physical_memory() or avail)
 
 
 def test_cli_workers(tmp_path):

@@ -62,17 +62,30 @@ def check_size(width: int, height: int) -> None:
                          f"{total / 2**30:.1f} GiB")
 
 
+def _available_memory() -> int | None:
+    """Memory the kernel can hand out now without swapping (Linux's MemAvailable), else the
+    physical memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return _physical_memory()
+
+
 def _workers_in_memory(workers: int, pixels: int) -> int:
     """``workers`` capped so that the images in flight (one per worker, about
-    ``BYTES_PER_PIXEL`` bytes a pixel each) fit in this machine's memory; logged when capped."""
-    total = _physical_memory()
-    if not total:
+    ``BYTES_PER_PIXEL`` bytes a pixel each) fit in the memory available now; logged when capped."""
+    avail = _available_memory()
+    if not avail:
         return workers
-    fit = max(1, total // (pixels * BYTES_PER_PIXEL))
+    fit = max(1, avail // (pixels * BYTES_PER_PIXEL))
     if workers > fit:
-        log.warning("isus: %d workers would hold about %.1f GiB of images at %d pixels each; this machine has "
-                    "%.1f GiB: using %d", workers, workers * pixels * BYTES_PER_PIXEL / 2**30, pixels,
-                    total / 2**30, fit)
+        log.warning("isus: %d workers would hold about %.1f GiB of images at %d pixels each; %.1f GiB of memory "
+                    "is available: using %d", workers, workers * pixels * BYTES_PER_PIXEL / 2**30, pixels,
+                    avail / 2**30, fit)
         return int(fit)
     return workers
 
