@@ -90,7 +90,7 @@ def dense_segments(ids: np.ndarray, seg_ids: np.ndarray) -> NDArray[np.uint16]:
     skip the binary search.
     """
     h, w = ids.shape
-    out = np.zeros((h, w), dtype=np.uint16)
+    out = np.empty((h, w), dtype=np.uint16)  # every pixel is written below
     n = seg_ids.shape[0]
     last_v = -(2**62)
     last_k = 0
