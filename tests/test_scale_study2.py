@@ -286,7 +286,9 @@ def test_the_evidence_page_shows_both_studies_as_published():
     block = page.split("<!-- side-by-side:begin")[1].split("-->", 1)[1].split("<!-- side-by-side:end -->")[0]
     study2 = docs / "evidence" / "study-2" / "results.json"
     s2 = json.loads(study2.read_text()) if study2.exists() else {}
-    assert block.strip() == side_by_side(json.loads(STUDY1.read_text()), s2).strip()
+    assert block.strip() == side_by_side(json.loads(STUDY1.read_text()), s2).strip(), (
+        "docs/evidence.md's side-by-side block is not what the published results give: paste the report's "
+        "side_by_side.md (docs/evidence/study-2/side_by_side.md once published) between its markers")
     # study 1's pasted report is its published table
     pasted = page.split("<!-- report:begin")[1].split("-->", 1)[1].split("<!-- report:end -->")[0]
     assert pasted.strip() == (docs / "evidence" / "table.md").read_text().strip()
