@@ -272,6 +272,10 @@ def test_report_puts_study_1_and_study_2_side_by_side(tmp_path):
     assert rows["CABB keeps the other sizes"][0] == "–"  # study 1 result without that criterion
     assert rows["PC_th gains more than PQ_th"][0] == "**not reproduced**, 3 seeds: PC_th minus PQ_th"
     first = (tmp_path / "r" / "side_by_side.md").read_bytes()
+    # what the evidence page's test rebuilds from the published results.json is the file itself
+    from examples.study2_report import side_by_side
+    published = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert side_by_side(s1, published) == md
     report(tmp_path, tmp_path / "r", study1=tmp_path / "s1.json")
     assert (tmp_path / "r" / "side_by_side.md").read_bytes() == first
     report(tmp_path, tmp_path / "r2", study1=None)
