@@ -73,6 +73,18 @@ def test_workers_are_validated_and_bounded_by_memory(tmp_path, monkeypatch, capl
     assert avail is not None and 0 < avail <= (writers._physical_memory() or avail)
 
 
+def test_a_request_above_the_cores_is_said_once(tmp_path, monkeypatch, caplog):
+    import isus._parallel
+
+    for cores in (1, 2):  # one core: in this process; two: in the pool
+        monkeypatch.setattr(isus._parallel, "usable_cores", lambda: cores)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="isus"):
+            one = isus.synth.write_dataset(tmp_path / f"x{cores}", "coco", 3, size=(96, 64), workers=5)
+        assert caplog.text.count("5 workers requested") == 1, caplog.text
+        assert tree(one) == tree(isus.synth.write_dataset(tmp_path / f"y{cores}", "coco", 3, size=(96, 64)))
+
+
 def test_cli_workers(tmp_path):
     for w in ("1", "2"):
         res = CliRunner().invoke(cli, ["synth", "--dataset", "cityscapes", "--out", str(tmp_path / w), "--images", "3",

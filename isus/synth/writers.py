@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from isus._parallel import bounded_workers, run_parallel, usable_cores
+from isus._parallel import run_parallel, usable_cores
 from isus.fsio import atomic_file, naming
 from isus.datasets.io import id_to_rgb
 from isus.segments import segment_geometry
@@ -550,7 +550,7 @@ def write_dataset(
         indices = range(first, first + int(n))
         ticks: Iterable[int] = progress(indices) if progress is not None else indices
         done: dict[int, tuple[int | str, dict[str, list[Any]]]] = {}
-        if bounded_workers(workers, len(indices)) <= 1:
+        if workers <= 1 or len(indices) <= 1:
             for i in ticks:
                 done[i] = _write_one(job, i, writer)
         else:
