@@ -438,18 +438,14 @@ class _Job:
         return _CityscapesLikeWriter(self.out, self.split, self.layout)
 
 
-def _write_one(job: _Job, i: int, writer: _Writer) -> tuple[int | str, dict[str, list[Any]]]:
-    """Write image ``i`` with ``writer``; its id and the records it added to the split's JSON."""
+def _write_task(job: _Job, i: int) -> tuple[int | str, dict[str, list[Any]]]:
+    """Write image ``i`` with a writer of its own; its id and the records it adds to the split's
+    JSON (the caller, alone, gathers them in index order and writes the JSON)."""
+    writer = job.writer()
     scene = make_scene(job.seed, i, job.height, job.width, integer_coords=job.layout == "cityscapes",
                        preset=job.preset)
-    before = {k: len(v) for k, v in writer.records().items()}
     key = writer.write(i, scene, render_image(scene, job.seed, i), np.random.default_rng([job.seed, i, 2]))
-    return key, {k: v[before[k]:] for k, v in writer.records().items()}
-
-
-def _write_task(job: _Job, i: int) -> tuple[int | str, dict[str, list[Any]]]:
-    # a fresh writer per image: its records go back to the parent, which alone writes the JSON
-    return _write_one(job, i, job.writer())
+    return key, writer.records()
 
 
 def write_dataset(
@@ -550,22 +546,19 @@ def write_dataset(
         indices = range(first, first + int(n))
         ticks: Iterable[int] = progress(indices) if progress is not None else indices
         done: dict[int, tuple[int | str, dict[str, list[Any]]]] = {}
-        if workers <= 1 or len(indices) <= 1:
-            for i in ticks:
-                done[i] = _write_one(job, i, writer)
-        else:
-            # The wrapper reports a step when the next one is asked for: one ask per finished image
-            # (first ask now, last after the last image) keeps its count at the finished images.
-            tick = iter(ticks)
+        # The wrapper reports a step when the next one is asked for: one ask per finished image
+        # (first ask now, last after the last image) keeps its count at the finished images.
+        tick = iter(ticks)
+        next(tick, None)
+
+        def finished(i: int, result: tuple[int | str, dict[str, list[Any]]]) -> None:
+            done[i] = result
             next(tick, None)
 
-            def finished(i: int, result: tuple[int | str, dict[str, list[Any]]]) -> None:
-                done[i] = result
-                next(tick, None)
-
-            run_parallel(_write_task, job, indices, workers, finished)
-            for part in (done[i][1] for i in indices):  # the records in index order, as one process writes them
-                writer.extend(part)
+        # in this process for one worker or one image, else in the pool (which caps and says so)
+        run_parallel(_write_task, job, indices, workers, finished)
+        for i in indices:  # the records in index order, whatever order the images finished in
+            writer.extend(done[i][1])
         written = [done[i][0] for i in indices]
         writer.finish()
         # Readers list images in path order; the manifest maps each image id back to its scene.
