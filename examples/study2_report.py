@@ -358,7 +358,7 @@ def _ci(st: dict, scale: float = 100.0, digits: int = 1) -> str:
 def markdown(summary: dict, notes: list[str]) -> str:
     heads = ("PQ", "PQ_th", "PC_th", "box AP", "mask AP", "box AP > crop", "AP75 > crop", "box AP top bucket")
     out = ["### Every run (percent)", "",
-           "| arm | seed | " + " | ".join(heads) + " | box AP per size bucket | matched > crop | steps | training |",
+           "| arm | seed | " + " | ".join(heads) + " | box AP per size bucket | matched > crop | steps | training, last start |",
            "|---|---|" + "---|" * (len(heads) + 4)]
     for arm, by_seed in summary["runs"].items():
         for seed, ev in sorted(by_seed.items(), key=lambda kv: int(kv[0])):
@@ -368,7 +368,9 @@ def markdown(summary: dict, notes: list[str]) -> str:
             t = ev.get("train_seconds")
             out.append(f"| {arm} | {seed} | " + " | ".join(_pct(metric(m)(ev)) for m in METRICS)
                        + f" | {bx} | {matched} | {ev.get('steps')} | {'–' if t is None else f'{t / 60:.0f} min'} |")
-    out += ["", "### Mean ± standard deviation over seeds (percent)", "",
+    out += ["", "\"training, last start\": the training time of the trainer's last start only; a run's earlier "
+            "starts (the notes list them) are not counted (the runner's log times each), and it includes whatever else shared the "
+            "machine.", "", "### Mean ± standard deviation over seeds (percent)", "",
             "| arm | seeds | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(heads)]
     for arm, row in summary["mean"].items():
         cells = []
