@@ -296,3 +296,11 @@ def test_the_evidence_page_shows_both_studies_as_published():
     # study 1's pasted report is its published table
     pasted = page.split("<!-- report:begin")[1].split("-->", 1)[1].split("<!-- report:end -->")[0]
     assert pasted.strip() == (docs / "evidence" / "table.md").read_text().strip()
+    # study 2's page shows its published table once there is one, and says it is running until then
+    page2 = (docs / "evidence-study-2.md").read_text()
+    if study2.exists():
+        pasted = page2.split("<!-- report:begin")[1].split("-->", 1)[1].split("<!-- report:end -->")[0]
+        assert pasted.strip() == (study2.parent / "table.md").read_text().strip()
+        assert "running" not in page2.split("\n\n", 2)[1].lower()
+    else:
+        assert "<!-- report:begin" not in page2 and "running" in page2.split("\n\n", 2)[1].lower()
