@@ -53,17 +53,28 @@ def test_training_without_torchvision_is_one_line(no_torchvision, tmp_path):
 
 
 def test_defaults_suit_the_cpu_quick_start_and_agree_with_the_evidence():
-    """ResNet-18 for CPUs; CUS crops and smooth L1, since study 1 measured ISUS at -3.0 box AP and
-    CABB at no change (docs/training.md, "Which sampling and box loss"); --help says so."""
+    """ResNet-18 for CPUs; ISUS crops and CABB on data with instances, since study 2 measured both
+    gains (docs/training.md, "Which sampling and box loss"), CUS and smooth L1 on semantic-only
+    data; an option given is kept; --help says so."""
     pytest.importorskip("torchvision")
     sys.path.insert(0, str(ROOT))
-    from examples.train_panoptic import parse_args
+    from examples.train_panoptic import parse_args, resolve_defaults
 
-    args = parse_args(["--dataset", "mvd", "--root", "r", "--index", "i", "--out", "o"])
-    assert args.backbone == "resnet18" and args.sampling == "cus" and args.box_loss == "smooth_l1"
+    base = ["--dataset", "mvd", "--root", "r", "--index", "i", "--out", "o"]
+    args = parse_args(base)
+    assert args.backbone == "resnet18" and args.sampling is None and args.box_loss is None
+    assert resolve_defaults(args, True) == ["--sampling", "--box-loss"]
+    assert (args.sampling, args.box_loss) == ("isus", "cabb")
+    args = parse_args(base)
+    resolve_defaults(args, False)
+    assert (args.sampling, args.box_loss) == ("cus", "smooth_l1")
+    args = parse_args(base + ["--sampling", "cus"])
+    assert resolve_defaults(args, True) == ["--box-loss"] and (args.sampling, args.box_loss) == ("cus", "cabb")
     text = " ".join(run([TRAIN, "--help"]).stdout.split())
     for option in ("--sampling", "--box-loss"):
-        assert "docs/evidence.md" in text.rsplit(option + " {", 1)[1].split("(default:", 1)[0], option
+        said = text.rsplit(option + " {", 1)[1].split(" --", 1)[0]
+        assert "docs/evidence-study-2.md" in "".join(said.split()), option  # argparse may wrap at the hyphen
+    assert "running" not in text
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +101,8 @@ def test_log_file_has_eta_lines_and_eval_json_has_params_in_sync(tiny):
     text = (tmp / "train.log").read_text()
     assert res.returncode == 0, text[-3000:]
     # the configuration first, with the evidence behind the defaults
-    assert text.startswith("configuration: --sampling cus --box-loss smooth_l1 (defaults") and "docs/evidence.md" in text
+    assert text.startswith("configuration: --sampling isus --box-loss cabb (defaults: --sampling, --box-loss;")
+    assert "docs/evidence-study-2.md" in text.splitlines()[0]
     steps = [line for line in text.splitlines() if line.startswith("step ")]
     assert [s.split()[1] for s in steps] == ["1/3", "2/3", "3/3"], text
     assert all("steps_per_s=" in s and " eta=" in s for s in steps)
