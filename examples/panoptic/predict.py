@@ -197,7 +197,8 @@ def load_predictor(checkpoint: str | Path, categories: Sequence[isus.Category] |
         model = build_panoptic_fpn(
             len(labels.thing_train_ids), labels.num_classes, backbone=args["backbone"],
             norm="sync" if args.get("sync_bn") else (args.get("norm") or "group"),
-            box_loss=args.get("box_loss", "cabb"), length_scale=float(args.get("length_scale", 1.0)),
+            # the box loss only shapes training; args parsed but not resolved by the trainer hold None
+            box_loss=args.get("box_loss") or "cabb", length_scale=float(args.get("length_scale", 1.0)),
             rpn_pre_nms_top_n_test=int(args.get("rpn_pre_nms_top_n_test", 1000)),
             rpn_post_nms_top_n_test=int(args.get("rpn_post_nms_top_n_test", 1000)))
         model.load_state_dict(state["model"], strict=True)
