@@ -10,6 +10,7 @@ checks instead of stopping at the JSON parser.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -134,7 +135,7 @@ def mutate_json(data: bytes, draw) -> bytes:
     for _ in range(draw(st.integers(1, 3))):
         path = nodes[draw(st.integers(0, len(nodes) - 1))]
         if not path:
-            doc = draw(_JSON_VALUES)
+            doc = copy.deepcopy(draw(_JSON_VALUES))
             break
         parent = doc
         try:
@@ -143,7 +144,9 @@ def mutate_json(data: bytes, draw) -> bytes:
             if draw(st.booleans()) and isinstance(parent, (dict, list)):
                 del parent[path[-1]]
             else:
-                parent[path[-1]] = draw(_JSON_VALUES)
+                # a copy: st.just([]) and st.just({}) draw one shared object, and a later step that
+                # puts that object inside itself would make the document circular (not JSON)
+                parent[path[-1]] = copy.deepcopy(draw(_JSON_VALUES))
         except (KeyError, IndexError, TypeError):  # an earlier replacement removed the path
             continue
     return json.dumps(doc).encode()
